@@ -1,0 +1,557 @@
+// maqueta._core: the Python face of the kernels. This file only checks arguments, allocates
+// outputs, releases the GIL and dispatches on dtype; the arithmetic lives in the kernel files.
+// Every argument is checked here, because nothing a caller passes may crash the interpreter.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "maqueta/kernels.h"
+#include "maqueta/runtime.h"
+
+namespace py = pybind11;
+using namespace maqueta;
+
+namespace {
+
+constexpr int64_t kMaxDim = (int64_t(1) << 31) - 1;      // any one size or hyper-parameter
+constexpr int64_t kMaxElements = int64_t(1) << 58;       // any buffer, in elements
+
+std::string shape_str(const py::array& a) {
+    std::string s = "(";
+    for (py::ssize_t i = 0; i < a.ndim(); ++i) {
+        if (i) s += ", ";
+        s += std::to_string(a.shape(i));
+    }
+    if (a.ndim() == 1) s += ",";
+    return s + ")";
+}
+
+std::string pair_str(int64_t a, int64_t b) { return "(" + std::to_string(a) + ", " + std::to_string(b) + ")"; }
+
+[[noreturn]] void value_error(const std::string& msg) { throw py::value_error(msg); }
+[[noreturn]] void type_error(const std::string& msg) { throw py::type_error(msg); }
+
+enum class DType { F32, F64 };
+
+const char* dtype_name(DType d) { return d == DType::F32 ? "float32" : "float64"; }
+
+py::array as_ndarray(const py::handle& obj, const char* name) {
+    if (!py::isinstance<py::array>(obj))
+        type_error(std::string(name) + " must be a numpy.ndarray, got " + std::string(py::str(py::type::of(obj).attr("__name__"))));
+    return py::reinterpret_borrow<py::array>(obj);
+}
+
+// The dtype of the call, taken from its first operand.
+DType call_dtype(const py::array& a, const char* name) {
+    if (a.dtype().is(py::dtype::of<float>())) return DType::F32;
+    if (a.dtype().is(py::dtype::of<double>())) return DType::F64;
+    type_error(std::string(name) + " must have dtype float32 or float64, got " + std::string(py::str(a.dtype())));
+}
+
+void check_dtype(const py::array& a, const char* name, DType dt, const char* first_name) {
+    const bool ok = dt == DType::F32 ? a.dtype().is(py::dtype::of<float>()) : a.dtype().is(py::dtype::of<double>());
+    if (!ok)
+        type_error(std::string(name) + " has dtype " + std::string(py::str(a.dtype())) + " but " + first_name + " has " +
+                   dtype_name(dt) + ": all operands of one call must share a dtype");
+}
+
+void check_rank(const py::array& a, const char* name, int rank, const char* layout) {
+    if (a.ndim() != rank)
+        value_error(std::string(name) + " must be " + std::to_string(rank) + "-D " + layout + ", got shape " + shape_str(a));
+}
+
+void check_nonempty(const py::array& a, const char* name) {
+    for (py::ssize_t i = 0; i < a.ndim(); ++i)
+        if (a.shape(i) == 0) value_error(std::string(name) + " has an empty dimension: shape " + shape_str(a));
+}
+
+int64_t checked_product(std::initializer_list<int64_t> dims, const std::string& what) {
+    int64_t p = 1;
+    for (int64_t d : dims) {
+        if (d < 0 || __builtin_mul_overflow(p, d, &p) || p > kMaxElements)
+            value_error(what + " is too large: its size overflows");
+    }
+    return p;
+}
+
+void check_hyper(int64_t v, const char* name, int64_t lo) {
+    if (v < lo) value_error(std::string(name) + " must be >= " + std::to_string(lo) + ", got " + std::to_string(v));
+    if (v > kMaxDim) value_error(std::string(name) + " is too large: " + std::to_string(v));
+}
+
+// A read-only operand: any memory layout is accepted (copied into C order when needed).
+template <typename T>
+py::array_t<T, py::array::c_style> input(const py::array& a) {
+    return py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(a);
+}
+
+// An operand updated in place: it must already be the buffer the caller holds.
+void check_inplace(const py::array& a, const char* name, DType dt, const char* first_name) {
+    check_dtype(a, name, dt, first_name);
+    if (!(a.flags() & py::array::c_style))
+        value_error(std::string(name) + " is updated in place, so it must be C-contiguous (got strides of a view); "
+                    "pass numpy.ascontiguousarray(" + name + ") and keep that array");
+    if (!a.writeable()) value_error(std::string(name) + " is updated in place but is read-only");
+}
+
+bool overlaps(const py::array& a, const py::array& b) {
+    if (a.nbytes() == 0 || b.nbytes() == 0) return false;
+    // Bounds of each array's memory (conservative for strided views).
+    auto bounds = [](const py::array& x, const char*& lo, const char*& hi) {
+        const char* p = static_cast<const char*>(x.data());
+        lo = hi = p;
+        for (py::ssize_t i = 0; i < x.ndim(); ++i) {
+            const py::ssize_t ext = (x.shape(i) - 1) * x.strides(i);
+            if (ext < 0) lo += ext; else hi += ext;
+        }
+        hi += x.itemsize();
+    };
+    const char *alo, *ahi, *blo, *bhi;
+    bounds(a, alo, ahi);
+    bounds(b, blo, bhi);
+    return alo < bhi && blo < ahi;
+}
+
+void check_no_overlap(const std::vector<std::pair<const py::array*, const char*>>& arrays) {
+    for (size_t i = 0; i < arrays.size(); ++i)
+        for (size_t j = i + 1; j < arrays.size(); ++j)
+            if (overlaps(*arrays[i].first, *arrays[j].first))
+                value_error(std::string(arrays[i].second) + " and " + arrays[j].second +
+                            " share memory; an in-place update needs separate arrays");
+}
+
+void check_same_shape(const py::array& a, const char* an, const py::array& b, const char* bn) {
+    bool same = a.ndim() == b.ndim();
+    for (py::ssize_t i = 0; same && i < a.ndim(); ++i) same = a.shape(i) == b.shape(i);
+    if (!same)
+        value_error(std::string(bn) + " must have the shape of " + an + ": " + an + " " + shape_str(a) + ", " + bn + " " +
+                    shape_str(b));
+}
+
+template <typename F>
+auto dispatch(DType dt, F&& f) {
+    if (dt == DType::F32) return f(float{});
+    return f(double{});
+}
+
+// ---------------------------------------------------------------------------------------------
+// conv2d
+Conv2dDims conv_dims(const py::array& x, const py::array& w, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
+    check_rank(x, "x", 4, "[N, C, H, W]");
+    check_rank(w, "w", 4, "[O, C, KH, KW]");
+    check_nonempty(x, "x");
+    check_nonempty(w, "w");
+    check_hyper(sh, "stride[0]", 1);
+    check_hyper(sw, "stride[1]", 1);
+    check_hyper(ph, "padding[0]", 0);
+    check_hyper(pw, "padding[1]", 0);
+    Conv2dDims d{};
+    d.N = x.shape(0); d.C = x.shape(1); d.H = x.shape(2); d.W = x.shape(3);
+    d.O = w.shape(0); d.KH = w.shape(2); d.KW = w.shape(3);
+    d.SH = sh; d.SW = sw; d.PH = ph; d.PW = pw;
+    for (int64_t v : {d.N, d.C, d.H, d.W, d.O, d.KH, d.KW})
+        if (v > kMaxDim) value_error("x " + shape_str(x) + " or w " + shape_str(w) + " has a dimension that is too large");
+    if (w.shape(1) != d.C)
+        value_error("w has " + std::to_string(w.shape(1)) + " input channels but x has " + std::to_string(d.C) +
+                    ": x " + shape_str(x) + ", w " + shape_str(w) + " (w is [O, C, KH, KW])");
+    const int64_t Hp = d.H + 2 * ph, Wp = d.W + 2 * pw;
+    if (d.KH > Hp || d.KW > Wp)
+        value_error("kernel " + pair_str(d.KH, d.KW) + " is larger than the padded input " + pair_str(Hp, Wp) +
+                    ": x " + shape_str(x) + ", w " + shape_str(w) + ", padding " + pair_str(ph, pw));
+    d.OH = (Hp - d.KH) / sh + 1;
+    d.OW = (Wp - d.KW) / sw + 1;
+    const int64_t K = d.C * d.KH * d.KW;
+    checked_product({d.N, d.O, d.OH, d.OW}, "the output");
+    checked_product({d.C, Hp, Wp}, "the padded input");
+    checked_product({K, d.OH, d.OW}, "the unfolded input (C*KH*KW x OH*OW)");
+    checked_product({d.O, d.H + d.KH, d.W + d.KW}, "the padded output gradient");
+    checked_product({d.O, K}, "w");
+    return d;
+}
+
+py::object conv2d_forward_py(const py::handle& x_obj, const py::handle& w_obj, const py::handle& b_obj,
+                             int64_t sh, int64_t sw, int64_t ph, int64_t pw, bool relu) {
+    py::array x = as_ndarray(x_obj, "x");
+    const DType dt = call_dtype(x, "x");
+    py::array w = as_ndarray(w_obj, "w");
+    check_dtype(w, "w", dt, "x");
+    const Conv2dDims d = conv_dims(x, w, sh, sw, ph, pw);
+    py::array b;
+    const bool has_b = !b_obj.is_none();
+    if (has_b) {
+        b = as_ndarray(b_obj, "b");
+        check_dtype(b, "b", dt, "x");
+        if (b.ndim() != 1 || b.shape(0) != d.O)
+            value_error("b must have shape (" + std::to_string(d.O) + ",) (one per filter of w " + shape_str(w) +
+                        "), got " + shape_str(b));
+    }
+    return dispatch(dt, [&](auto tag) -> py::object {
+        using T = decltype(tag);
+        auto xc = input<T>(x), wc = input<T>(w);
+        py::array_t<T> bc;
+        if (has_b) bc = input<T>(b);
+        py::array_t<T> y({d.N, d.O, d.OH, d.OW});
+        T* yp = y.mutable_data();
+        const T* bp = has_b ? bc.data() : nullptr;
+        {
+            py::gil_scoped_release nogil;
+            conv2d_forward<T>(yp, xc.data(), wc.data(), bp, d, relu);
+        }
+        return std::move(y);
+    });
+}
+
+py::tuple conv2d_backward_py(const py::handle& dy_obj, const py::handle& x_obj, const py::handle& w_obj,
+                             int64_t sh, int64_t sw, int64_t ph, int64_t pw, bool need_dx) {
+    py::array dy = as_ndarray(dy_obj, "dy");
+    const DType dt = call_dtype(dy, "dy");
+    py::array x = as_ndarray(x_obj, "x");
+    py::array w = as_ndarray(w_obj, "w");
+    check_dtype(x, "x", dt, "dy");
+    check_dtype(w, "w", dt, "dy");
+    const Conv2dDims d = conv_dims(x, w, sh, sw, ph, pw);
+    check_rank(dy, "dy", 4, "[N, O, OH, OW]");
+    if (dy.shape(0) != d.N || dy.shape(1) != d.O || dy.shape(2) != d.OH || dy.shape(3) != d.OW)
+        value_error("dy must have the output's shape (" + std::to_string(d.N) + ", " + std::to_string(d.O) + ", " +
+                    std::to_string(d.OH) + ", " + std::to_string(d.OW) + "), got " + shape_str(dy) + ": x " + shape_str(x) +
+                    ", w " + shape_str(w) + ", stride " + pair_str(sh, sw) + ", padding " + pair_str(ph, pw));
+    return dispatch(dt, [&](auto tag) -> py::tuple {
+        using T = decltype(tag);
+        auto dyc = input<T>(dy), xc = input<T>(x), wc = input<T>(w);
+        py::array_t<T> dw({d.O, d.C, d.KH, d.KW});
+        py::array_t<T> db(std::vector<py::ssize_t>{(py::ssize_t)d.O});
+        py::object dx_obj = py::none();
+        T* dxp = nullptr;
+        if (need_dx) {
+            py::array_t<T> dx({d.N, d.C, d.H, d.W});
+            dxp = dx.mutable_data();
+            dx_obj = std::move(dx);
+        }
+        T* dwp = dw.mutable_data();
+        T* dbp = db.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            conv2d_backward<T>(dxp, dwp, dbp, dyc.data(), xc.data(), wc.data(), d);
+        }
+        return py::make_tuple(dx_obj, dw, db);
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// max-pool
+py::tuple maxpool2d_forward_py(const py::handle& x_obj, int64_t kh, int64_t kw, int64_t sh, int64_t sw) {
+    py::array x = as_ndarray(x_obj, "x");
+    const DType dt = call_dtype(x, "x");
+    check_rank(x, "x", 4, "[N, C, H, W]");
+    check_nonempty(x, "x");
+    check_hyper(kh, "kernel_size[0]", 1);
+    check_hyper(kw, "kernel_size[1]", 1);
+    check_hyper(sh, "stride[0]", 1);
+    check_hyper(sw, "stride[1]", 1);
+    Pool2dDims d{x.shape(0), x.shape(1), x.shape(2), x.shape(3), kh, kw, sh, sw, 0, 0};
+    if (kh > d.H || kw > d.W)
+        value_error("kernel_size " + pair_str(kh, kw) + " is larger than the input " + pair_str(d.H, d.W) + ": x " +
+                    shape_str(x));
+    d.OH = (d.H - kh) / sh + 1;
+    d.OW = (d.W - kw) / sw + 1;
+    checked_product({d.N, d.C, d.H, d.W}, "x");
+    return dispatch(dt, [&](auto tag) -> py::tuple {
+        using T = decltype(tag);
+        auto xc = input<T>(x);
+        py::array_t<T> y({d.N, d.C, d.OH, d.OW});
+        py::array_t<int64_t> idx({d.N, d.C, d.OH, d.OW});
+        T* yp = y.mutable_data();
+        int64_t* ip = idx.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            maxpool2d_forward<T>(yp, ip, xc.data(), d);
+        }
+        return py::make_tuple(y, idx);
+    });
+}
+
+py::array maxpool2d_backward_py(const py::handle& dy_obj, const py::handle& idx_obj, const py::handle& shape_obj) {
+    py::array dy = as_ndarray(dy_obj, "dy");
+    const DType dt = call_dtype(dy, "dy");
+    py::array idx = as_ndarray(idx_obj, "indices");
+    if (!idx.dtype().is(py::dtype::of<int64_t>()))
+        type_error("indices must have dtype int64 (as maxpool2d_forward returns them), got " + std::string(py::str(idx.dtype())));
+    check_rank(dy, "dy", 4, "[N, C, OH, OW]");
+    check_nonempty(dy, "dy");
+    check_same_shape(dy, "dy", idx, "indices");
+    std::vector<int64_t> shape;
+    try {
+        shape = shape_obj.cast<std::vector<int64_t>>();
+    } catch (const py::cast_error&) {
+        type_error("x_shape must be a sequence of 4 ints (N, C, H, W), got " + std::string(py::str(shape_obj)));
+    }
+    if (shape.size() != 4)
+        value_error("x_shape must have 4 entries (N, C, H, W), got " + std::to_string(shape.size()));
+    for (int64_t v : shape)
+        if (v < 1 || v > kMaxDim) value_error("x_shape entries must be in [1, 2^31), got " + std::string(py::str(shape_obj)));
+    if (shape[0] != dy.shape(0) || shape[1] != dy.shape(1))
+        value_error("x_shape " + std::string(py::str(shape_obj)) + " does not match dy " + shape_str(dy) +
+                    " in batch and channels");
+    if (dy.shape(2) > shape[2] || dy.shape(3) > shape[3])
+        value_error("dy " + shape_str(dy) + " has more rows or columns than x_shape " + std::string(py::str(shape_obj)));
+    Pool2dDims d{shape[0], shape[1], shape[2], shape[3], 0, 0, 0, 0, dy.shape(2), dy.shape(3)};
+    const int64_t HW = checked_product({d.H, d.W}, "x_shape's plane");
+    checked_product({d.N, d.C, d.H, d.W}, "x_shape");
+    auto ic = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(idx);
+    {
+        const int64_t* ip = ic.data();
+        const int64_t count = (int64_t)ic.size();
+        for (int64_t i = 0; i < count; ++i)
+            if (ip[i] < 0 || ip[i] >= HW)
+                value_error("indices holds " + std::to_string(ip[i]) + " at flat position " + std::to_string(i) +
+                            ", outside the plane [0, H*W = " + std::to_string(HW) + ") of x_shape " +
+                            std::string(py::str(shape_obj)));
+    }
+    return dispatch(dt, [&](auto tag) -> py::array {
+        using T = decltype(tag);
+        auto dyc = input<T>(dy);
+        py::array_t<T> dx({d.N, d.C, d.H, d.W});
+        T* dxp = dx.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            maxpool2d_backward<T>(dxp, dyc.data(), ic.data(), d);
+        }
+        return std::move(dx);
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// linear
+void linear_dims(const py::array& x, const py::array& w, int64_t& N, int64_t& IN, int64_t& OUT) {
+    check_rank(x, "x", 2, "[N, IN]");
+    check_rank(w, "w", 2, "[OUT, IN]");
+    check_nonempty(x, "x");
+    check_nonempty(w, "w");
+    N = x.shape(0); IN = x.shape(1); OUT = w.shape(0);
+    if (w.shape(1) != IN)
+        value_error("w has " + std::to_string(w.shape(1)) + " input features but x has " + std::to_string(IN) + ": x " +
+                    shape_str(x) + ", w " + shape_str(w) + " (w is [OUT, IN])");
+    for (int64_t v : {N, IN, OUT})
+        if (v > kMaxDim) value_error("x " + shape_str(x) + " or w " + shape_str(w) + " has a dimension that is too large");
+    checked_product({N, OUT}, "the output");
+}
+
+py::array linear_forward_py(const py::handle& x_obj, const py::handle& w_obj, const py::handle& b_obj, bool relu) {
+    py::array x = as_ndarray(x_obj, "x");
+    const DType dt = call_dtype(x, "x");
+    py::array w = as_ndarray(w_obj, "w");
+    check_dtype(w, "w", dt, "x");
+    int64_t N, IN, OUT;
+    linear_dims(x, w, N, IN, OUT);
+    py::array b;
+    const bool has_b = !b_obj.is_none();
+    if (has_b) {
+        b = as_ndarray(b_obj, "b");
+        check_dtype(b, "b", dt, "x");
+        if (b.ndim() != 1 || b.shape(0) != OUT)
+            value_error("b must have shape (" + std::to_string(OUT) + ",) for w " + shape_str(w) + ", got " + shape_str(b));
+    }
+    return dispatch(dt, [&](auto tag) -> py::array {
+        using T = decltype(tag);
+        auto xc = input<T>(x), wc = input<T>(w);
+        py::array_t<T> bc;
+        if (has_b) bc = input<T>(b);
+        py::array_t<T> y({N, OUT});
+        T* yp = y.mutable_data();
+        const T* bp = has_b ? bc.data() : nullptr;
+        {
+            py::gil_scoped_release nogil;
+            linear_forward<T>(yp, xc.data(), wc.data(), bp, N, IN, OUT, relu);
+        }
+        return std::move(y);
+    });
+}
+
+py::tuple linear_backward_py(const py::handle& dy_obj, const py::handle& x_obj, const py::handle& w_obj, bool need_dx) {
+    py::array dy = as_ndarray(dy_obj, "dy");
+    const DType dt = call_dtype(dy, "dy");
+    py::array x = as_ndarray(x_obj, "x");
+    py::array w = as_ndarray(w_obj, "w");
+    check_dtype(x, "x", dt, "dy");
+    check_dtype(w, "w", dt, "dy");
+    int64_t N, IN, OUT;
+    linear_dims(x, w, N, IN, OUT);
+    check_rank(dy, "dy", 2, "[N, OUT]");
+    if (dy.shape(0) != N || dy.shape(1) != OUT)
+        value_error("dy must have shape (" + std::to_string(N) + ", " + std::to_string(OUT) + "), got " + shape_str(dy) +
+                    ": x " + shape_str(x) + ", w " + shape_str(w));
+    return dispatch(dt, [&](auto tag) -> py::tuple {
+        using T = decltype(tag);
+        auto dyc = input<T>(dy), xc = input<T>(x), wc = input<T>(w);
+        py::array_t<T> dw({OUT, IN});
+        py::array_t<T> db(std::vector<py::ssize_t>{(py::ssize_t)OUT});
+        py::object dx_obj = py::none();
+        T* dxp = nullptr;
+        if (need_dx) {
+            py::array_t<T> dx({N, IN});
+            dxp = dx.mutable_data();
+            dx_obj = std::move(dx);
+        }
+        T* dwp = dw.mutable_data();
+        T* dbp = db.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            linear_backward<T>(dxp, dwp, dbp, dyc.data(), xc.data(), wc.data(), N, IN, OUT);
+        }
+        return py::make_tuple(dx_obj, dw, db);
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// optimizers
+void check_real(double v, const char* name, double lo, double hi, bool hi_open) {
+    if (!std::isfinite(v) || v < lo || (hi_open ? v >= hi : v > hi))
+        value_error(std::string(name) + " must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + (hi_open ? ")" : "]") +
+                    ", got " + std::to_string(v));
+}
+
+void adam_update_py(const py::handle& p_obj, const py::handle& g_obj, const py::handle& m_obj, const py::handle& v_obj,
+                    int64_t step, double lr, double beta1, double beta2, double eps, double weight_decay,
+                    bool bias_correction) {
+    py::array p = as_ndarray(p_obj, "param");
+    const DType dt = call_dtype(p, "param");
+    py::array g = as_ndarray(g_obj, "grad"), m = as_ndarray(m_obj, "m"), v = as_ndarray(v_obj, "v");
+    check_inplace(p, "param", dt, "param");
+    check_dtype(g, "grad", dt, "param");
+    check_inplace(m, "m", dt, "param");
+    check_inplace(v, "v", dt, "param");
+    check_same_shape(p, "param", g, "grad");
+    check_same_shape(p, "param", m, "m");
+    check_same_shape(p, "param", v, "v");
+    check_no_overlap({{&p, "param"}, {&m, "m"}, {&v, "v"}, {&g, "grad"}});
+    if (step < 1) value_error("step must be >= 1 (the count of updates including this one), got " + std::to_string(step));
+    check_real(lr, "lr", 0.0, 1e30, false);
+    check_real(beta1, "beta1", 0.0, 1.0, true);
+    check_real(beta2, "beta2", 0.0, 1.0, true);
+    check_real(eps, "eps", 0.0, 1e30, false);
+    check_real(weight_decay, "weight_decay", 0.0, 1e30, false);
+    const int64_t P = (int64_t)p.size();
+    dispatch(dt, [&](auto tag) {
+        using T = decltype(tag);
+        auto gc = input<T>(g);
+        T* pp = static_cast<T*>(p.mutable_data());
+        T* mp = static_cast<T*>(m.mutable_data());
+        T* vp = static_cast<T*>(v.mutable_data());
+        py::gil_scoped_release nogil;
+        adam_update<T>(pp, mp, vp, gc.data(), P, step, lr, beta1, beta2, eps, weight_decay, bias_correction);
+        return 0;
+    });
+}
+
+void sgd_update_py(const py::handle& p_obj, const py::handle& g_obj, const py::handle& vel_obj, double lr,
+                   double momentum, double weight_decay, bool nesterov) {
+    py::array p = as_ndarray(p_obj, "param");
+    const DType dt = call_dtype(p, "param");
+    py::array g = as_ndarray(g_obj, "grad");
+    check_inplace(p, "param", dt, "param");
+    check_dtype(g, "grad", dt, "param");
+    check_same_shape(p, "param", g, "grad");
+    check_real(lr, "lr", 0.0, 1e30, false);
+    check_real(momentum, "momentum", 0.0, 1e30, false);
+    check_real(weight_decay, "weight_decay", 0.0, 1e30, false);
+    if (nesterov && momentum == 0.0) value_error("nesterov momentum needs momentum > 0");
+    py::array vel;
+    const bool has_vel = !vel_obj.is_none();
+    if (momentum != 0.0 && !has_vel) value_error("velocity is required when momentum is not 0");
+    if (has_vel) {
+        vel = as_ndarray(vel_obj, "velocity");
+        check_inplace(vel, "velocity", dt, "param");
+        check_same_shape(p, "param", vel, "velocity");
+        check_no_overlap({{&p, "param"}, {&vel, "velocity"}, {&g, "grad"}});
+    } else {
+        check_no_overlap({{&p, "param"}, {&g, "grad"}});
+    }
+    const int64_t P = (int64_t)p.size();
+    dispatch(dt, [&](auto tag) {
+        using T = decltype(tag);
+        auto gc = input<T>(g);
+        T* pp = static_cast<T*>(p.mutable_data());
+        T* vp = has_vel ? static_cast<T*>(vel.mutable_data()) : nullptr;
+        py::gil_scoped_release nogil;
+        sgd_update<T>(pp, vp, gc.data(), P, lr, momentum, weight_decay, nesterov);
+        return 0;
+    });
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "maqueta's compiled kernels (private: use maqueta.ops)";
+
+    m.def("conv2d_forward", &conv2d_forward_py, py::arg("x"), py::arg("w"), py::arg("b"), py::arg("stride_h"),
+          py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("relu") = false);
+    m.def("conv2d_backward", &conv2d_backward_py, py::arg("dy"), py::arg("x"), py::arg("w"), py::arg("stride_h"),
+          py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("need_dx"));
+    m.def("maxpool2d_forward", &maxpool2d_forward_py, py::arg("x"), py::arg("kernel_h"), py::arg("kernel_w"),
+          py::arg("stride_h"), py::arg("stride_w"));
+    m.def("maxpool2d_backward", &maxpool2d_backward_py, py::arg("dy"), py::arg("indices"), py::arg("x_shape"));
+    m.def("linear_forward", &linear_forward_py, py::arg("x"), py::arg("w"), py::arg("b"), py::arg("relu") = false);
+    m.def("linear_backward", &linear_backward_py, py::arg("dy"), py::arg("x"), py::arg("w"), py::arg("need_dx"));
+    m.def("adam_update", &adam_update_py, py::arg("param"), py::arg("grad"), py::arg("m"), py::arg("v"),
+          py::arg("step"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
+          py::arg("weight_decay"), py::arg("bias_correction"));
+    m.def("sgd_update", &sgd_update_py, py::arg("param"), py::arg("grad"), py::arg("velocity"), py::arg("lr"),
+          py::arg("momentum"), py::arg("weight_decay"), py::arg("nesterov"));
+
+    m.def("get_num_threads", &num_threads, "Threads every parallel kernel uses.");
+    m.def("set_num_threads", [](int64_t n) {
+        if (n < 1) value_error("set_num_threads needs n >= 1, got " + std::to_string(n));
+        set_num_threads((int)std::min<int64_t>(n, 4096));
+    }, py::arg("n"));
+    m.def("openmp_enabled", &openmp_enabled, "Whether this build parallelises its kernels with OpenMP.");
+    m.def("isa", []() { return std::string(isa_name()); }, "The instruction set the micro-kernels use.");
+    m.def("available_isas", []() {
+        int n = 0;
+        const char* const* names = available_isas(&n);
+        std::vector<std::string> out(names, names + n);
+        return out;
+    });
+    m.def("_set_isa", [](const std::string& name) {
+        if (!set_isa(name.c_str())) value_error("instruction set '" + name + "' is not available on this CPU or build");
+    });
+    m.def("_set_conv_algo", [](const std::string& name) {
+        if (name == "auto") set_conv_algo(ConvAlgo::Auto);
+        else if (name == "direct") set_conv_algo(ConvAlgo::Direct);
+        else if (name == "im2col") set_conv_algo(ConvAlgo::Im2col);
+        else value_error("conv algorithm must be 'auto', 'direct' or 'im2col', got '" + name + "'");
+    });
+    m.def("_get_conv_algo", []() {
+        switch (conv_algo()) {
+            case ConvAlgo::Direct: return std::string("direct");
+            case ConvAlgo::Im2col: return std::string("im2col");
+            default: return std::string("auto");
+        }
+    });
+
+    py::dict info;
+    info["version"] = MAQUETA_VERSION;
+#if defined(__clang__)
+    info["compiler"] = std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+    info["compiler"] = std::string("gcc ") + __VERSION__;
+#else
+    info["compiler"] = "unknown";
+#endif
+    info["openmp"] = openmp_enabled();
+#ifdef MAQUETA_NATIVE_BUILD
+    info["native"] = true;
+#else
+    info["native"] = false;
+#endif
+#ifdef MAQUETA_SANITIZE
+    info["sanitize"] = true;
+#else
+    info["sanitize"] = false;
+#endif
+    m.attr("_build_info") = info;
+}

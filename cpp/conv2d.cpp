@@ -1,0 +1,336 @@
+// conv2d forward and backward.
+//
+//   Hp = H + 2*PH, Wp = W + 2*PW       the zero-padded input
+//   K  = C*KH*KW                       taps of one filter;  P = OH*OW output pixels of one plane
+//
+// Parallel strategy: over images; each thread owns whole planes of y and dx. dw and db are summed
+// per thread, then reduced in thread order over the weight index (deterministic for a fixed
+// thread count, no atomics).
+//
+// Both passes are built on the rows and dot micro-kernels (microkernels.h), by two algorithms:
+//  direct (stride 1 only): the padded image is itself the B matrix. Output (oh, ow) is column
+//    q = oh*Wp + ow of a "wide" output row, and input (c, oh+kh, ow+kw) lies at
+//    c*Hp*Wp + kh*Wp + kw + q, so every tap is one contiguous row of B and nothing is gathered.
+//    The Wp - OW columns past each output row are computed and dropped.
+//  im2col (any stride): taps are gathered into col[K][P] first, then multiplied.
+// The input gradient of the direct algorithm is a direct convolution too: dy, padded by KH-1 and
+// KW-1, correlated with the flipped, transposed filters.
+#include <algorithm>
+#include <cstring>
+
+#include "maqueta/kernels.h"
+#include "maqueta/runtime.h"
+
+namespace maqueta {
+namespace {
+
+// Pack A (M x K, element a(i, k)) into MR-row panels laid out [K][mr] (see RowsArgs).
+template <typename T, typename F>
+void pack_panels(T* dst, int64_t M, int64_t K, int MR, F a) {
+    for (int64_t i0 = 0; i0 < M; i0 += MR) {
+        const int64_t mr = std::min<int64_t>(MR, M - i0);
+        T* p = dst + i0 * K;
+        for (int64_t k = 0; k < K; ++k)
+            for (int64_t i = 0; i < mr; ++i) p[k * mr + i] = a(i0 + i, k);
+    }
+}
+
+// xp[C][Hp][Wp] = x zero-padded, followed by `slack` zeros.
+template <typename T>
+void pad_image(T* xp, const T* x, const Conv2dDims& d, int64_t slack) {
+    const int64_t Hp = d.H + 2 * d.PH, Wp = d.W + 2 * d.PW;
+    if (d.PH == 0 && d.PW == 0) {
+        std::memcpy(xp, x, sizeof(T) * d.C * d.H * d.W);
+    } else {
+        for (int64_t c = 0; c < d.C; ++c) {
+            T* plane = xp + c * Hp * Wp;
+            std::fill(plane, plane + d.PH * Wp, T(0));
+            for (int64_t h = 0; h < d.H; ++h) {
+                T* row = plane + (h + d.PH) * Wp;
+                std::fill(row, row + d.PW, T(0));
+                std::memcpy(row + d.PW, x + (c * d.H + h) * d.W, sizeof(T) * d.W);
+                std::fill(row + d.PW + d.W, row + Wp, T(0));
+            }
+            std::fill(plane + (d.PH + d.H) * Wp, plane + Hp * Wp, T(0));
+        }
+    }
+    std::fill(xp + d.C * Hp * Wp, xp + d.C * Hp * Wp + slack, T(0));
+}
+
+// col[k = (c, kh, kw)][oh*OW + ow] = x[c][oh*SH - PH + kh][ow*SW - PW + kw], zero outside.
+template <typename T>
+void im2col(T* col, const T* x, const Conv2dDims& d) {
+    const int64_t P = d.OH * d.OW;
+    for (int64_t c = 0; c < d.C; ++c)
+        for (int64_t kh = 0; kh < d.KH; ++kh)
+            for (int64_t kw = 0; kw < d.KW; ++kw) {
+                T* row = col + ((c * d.KH + kh) * d.KW + kw) * P;
+                for (int64_t oh = 0; oh < d.OH; ++oh) {
+                    T* out = row + oh * d.OW;
+                    const int64_t ih = oh * d.SH - d.PH + kh;
+                    if (ih < 0 || ih >= d.H) {
+                        std::fill(out, out + d.OW, T(0));
+                        continue;
+                    }
+                    const T* in = x + (c * d.H + ih) * d.W;
+                    for (int64_t ow = 0; ow < d.OW; ++ow) {
+                        const int64_t iw = ow * d.SW - d.PW + kw;
+                        out[ow] = (iw >= 0 && iw < d.W) ? in[iw] : T(0);
+                    }
+                }
+            }
+}
+
+// dx[c][oh*SH - PH + kh][ow*SW - PW + kw] += dcol[k][oh*OW + ow] over a zeroed dx.
+template <typename T>
+void col2im(T* dx, const T* dcol, const Conv2dDims& d) {
+    const int64_t P = d.OH * d.OW;
+    std::fill(dx, dx + d.C * d.H * d.W, T(0));
+    for (int64_t c = 0; c < d.C; ++c)
+        for (int64_t kh = 0; kh < d.KH; ++kh)
+            for (int64_t kw = 0; kw < d.KW; ++kw) {
+                const T* row = dcol + ((c * d.KH + kh) * d.KW + kw) * P;
+                for (int64_t oh = 0; oh < d.OH; ++oh) {
+                    const int64_t ih = oh * d.SH - d.PH + kh;
+                    if (ih < 0 || ih >= d.H) continue;
+                    T* out = dx + (c * d.H + ih) * d.W;
+                    const T* in = row + oh * d.OW;
+                    for (int64_t ow = 0; ow < d.OW; ++ow) {
+                        const int64_t iw = ow * d.SW - d.PW + kw;
+                        if (iw >= 0 && iw < d.W) out[iw] += in[ow];
+                    }
+                }
+            }
+}
+
+// Direct pays (Wp - OW) dropped columns per row, times O filters; im2col pays a gather of K*P
+// values. Prefer direct unless the dropped columns cost clearly more.
+bool use_direct(const Conv2dDims& d) {
+    if (d.SH != 1 || d.SW != 1) return false;
+    switch (conv_algo()) {
+        case ConvAlgo::Direct: return true;
+        case ConvAlgo::Im2col: return false;
+        default: break;
+    }
+    const int64_t Wp = d.W + 2 * d.PW;
+    return (Wp - d.OW) * d.O <= 8 * d.OW;
+}
+
+int team_size(int64_t work) {
+    return (int)std::max<int64_t>(1, std::min<int64_t>(num_threads(), work));
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+template <typename T>
+void conv2d_forward(T* y, const T* x, const T* w, const T* b, const Conv2dDims& d, bool relu) {
+    const IsaKernels& kern = isa();
+    const int MR = kern.mr, NR = kern.nr<T>();
+    const int64_t K = d.C * d.KH * d.KW, P = d.OH * d.OW;
+    const int64_t Hp = d.H + 2 * d.PH, Wp = d.W + 2 * d.PW;
+    const bool direct = use_direct(d);
+    const int T_ = team_size(d.N);
+
+    // Per image: the padded image and the wide output (direct), or col (im2col).
+    const int64_t in_len = direct ? d.C * Hp * Wp + NR : K * P + NR;
+    const int64_t out_len = direct ? d.O * d.OH * Wp : 0;
+    Layout shared, mine;
+    const std::size_t at_apack = shared.add<T>(d.O * K), at_boff = shared.add<int64_t>(K);
+    const std::size_t at_in = mine.add<T>(in_len), at_out = mine.add<T>(out_len);
+    unsigned char* ws = static_cast<unsigned char*>(Workspace::get(shared.size() + T_ * mine.size()));
+    T* apack = carve<T>(ws, at_apack);
+    int64_t* boff = carve<int64_t>(ws, at_boff);
+
+    pack_panels(apack, d.O, K, MR, [&](int64_t o, int64_t k) { return w[o * K + k]; });
+    for (int64_t c = 0, k = 0; c < d.C; ++c)
+        for (int64_t kh = 0; kh < d.KH; ++kh)
+            for (int64_t kw = 0; kw < d.KW; ++kw, ++k) boff[k] = direct ? c * Hp * Wp + kh * Wp + kw : k * P;
+
+#pragma omp parallel num_threads(T_)
+    {
+        unsigned char* own = ws + shared.size() + thread_index() * mine.size();
+        T* inb = carve<T>(own, at_in);
+        T* outb = carve<T>(own, at_out);
+#pragma omp for schedule(static)
+        for (int64_t n = 0; n < d.N; ++n) {
+            const T* xn = x + n * d.C * d.H * d.W;
+            T* yn = y + n * d.O * P;
+            if (direct) {
+                pad_image(inb, xn, d, NR);
+                const int64_t ldc = d.OH * Wp;
+                kern.rows(RowsArgs<T>{d.O, (d.OH - 1) * Wp + d.OW, K, apack, inb, boff, 0, true, outb, ldc});
+                for (int64_t o = 0; o < d.O; ++o) {
+                    const T bias = b ? b[o] : T(0);
+                    for (int64_t oh = 0; oh < d.OH; ++oh) {
+                        const T* src = outb + o * ldc + oh * Wp;
+                        T* dst = yn + (o * d.OH + oh) * d.OW;
+                        if (relu)
+                            for (int64_t ow = 0; ow < d.OW; ++ow) dst[ow] = std::max(src[ow] + bias, T(0));
+                        else
+                            for (int64_t ow = 0; ow < d.OW; ++ow) dst[ow] = src[ow] + bias;
+                    }
+                }
+            } else {
+                im2col(inb, xn, d);
+                std::fill(inb + K * P, inb + K * P + NR, T(0));
+                kern.rows(RowsArgs<T>{d.O, P, K, apack, inb, nullptr, P, true, yn, P});
+                if (b || relu)
+                    for (int64_t o = 0; o < d.O; ++o) {
+                        const T bias = b ? b[o] : T(0);
+                        T* dst = yn + o * P;
+                        if (relu)
+                            for (int64_t p = 0; p < P; ++p) dst[p] = std::max(dst[p] + bias, T(0));
+                        else
+                            for (int64_t p = 0; p < P; ++p) dst[p] += bias;
+                    }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+template <typename T>
+void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const Conv2dDims& d) {
+    const IsaKernels& kern = isa();
+    const int MR = kern.mr, NR = kern.nr<T>();
+    const int64_t K = d.C * d.KH * d.KW, P = d.OH * d.OW;
+    const int64_t Hp = d.H + 2 * d.PH, Wp = d.W + 2 * d.PW;
+    const int64_t HQ = d.H + d.KH - 1, WQ = d.W + d.KW - 1;  // dy padded for the direct dx
+    const int64_t K2 = d.O * d.KH * d.KW;                      // taps of the direct dx
+    const bool direct = use_direct(d);
+    const bool need_dx = dx != nullptr;
+    const int teams = team_size(d.N);
+
+    // Per thread: partial dw and db; the image as B (padded image or col); dy as A (wide dy or
+    // dy itself); for dx the padded dy and wide dx (direct) or dcol (im2col).
+    const int64_t in_len = direct ? d.C * Hp * Wp + NR : K * P + NR;
+    const int64_t dyw_len = direct ? d.O * d.OH * Wp : 0;
+    const int64_t dxa_len = !need_dx ? 0 : direct ? d.O * HQ * WQ + NR : P * d.O + NR;
+    const int64_t dxb_len = !need_dx ? 0 : direct ? d.C * d.H * WQ : K * P;
+    const int64_t a2_len = !need_dx ? 0 : direct ? d.C * K2 : K * d.O;
+    Layout shared, mine;
+    const std::size_t at_a2 = shared.add<T>(a2_len), at_boff = shared.add<int64_t>(K),
+                      at_boff2 = shared.add<int64_t>(K2), at_parts = shared.add<T*>(2 * teams);
+    const std::size_t at_dw = mine.add<T>(d.O * K), at_db = mine.add<T>(d.O), at_in = mine.add<T>(in_len),
+                      at_dyw = mine.add<T>(dyw_len), at_dxa = mine.add<T>(dxa_len), at_dxb = mine.add<T>(dxb_len);
+    unsigned char* ws = static_cast<unsigned char*>(Workspace::get(shared.size() + teams * mine.size()));
+    T* a2 = carve<T>(ws, at_a2);
+    int64_t* boff = carve<int64_t>(ws, at_boff);
+    int64_t* boff2 = carve<int64_t>(ws, at_boff2);
+    T** dw_part = carve<T*>(ws, at_parts);
+    T** db_part = dw_part + teams;
+    for (int t = 0; t < teams; ++t) {
+        unsigned char* own = ws + shared.size() + t * mine.size();
+        dw_part[t] = carve<T>(own, at_dw);
+        db_part[t] = carve<T>(own, at_db);
+    }
+
+    for (int64_t c = 0, k = 0; c < d.C; ++c)
+        for (int64_t kh = 0; kh < d.KH; ++kh)
+            for (int64_t kw = 0; kw < d.KW; ++kw, ++k) boff[k] = direct ? c * Hp * Wp + kh * Wp + kw : k * P;
+    if (need_dx && direct) {
+        // A2[c][(o, kh', kw')] = w[o][c][KH-1-kh'][KW-1-kw']
+        pack_panels(a2, d.C, K2, MR, [&](int64_t c, int64_t k2) {
+            const int64_t o = k2 / (d.KH * d.KW), r = k2 % (d.KH * d.KW);
+            const int64_t kh = d.KH - 1 - r / d.KW, kw = d.KW - 1 - r % d.KW;
+            return w[((o * d.C + c) * d.KH + kh) * d.KW + kw];
+        });
+        for (int64_t o = 0, k2 = 0; o < d.O; ++o)
+            for (int64_t kh = 0; kh < d.KH; ++kh)
+                for (int64_t kw = 0; kw < d.KW; ++kw, ++k2) boff2[k2] = o * HQ * WQ + kh * WQ + kw;
+    } else if (need_dx) {
+        pack_panels(a2, K, d.O, MR, [&](int64_t k, int64_t o) { return w[o * K + k]; });  // W^T
+    }
+
+#pragma omp parallel num_threads(teams)
+    {
+        const int t = thread_index();
+        unsigned char* own = ws + shared.size() + t * mine.size();
+        T* dwp = dw_part[t];
+        T* dbp = db_part[t];
+        T* in_b = carve<T>(own, at_in);
+        T* dyw_b = carve<T>(own, at_dyw);
+        T* dxa_b = carve<T>(own, at_dxa);
+        T* dxb_b = carve<T>(own, at_dxb);
+        std::fill(dwp, dwp + d.O * K, T(0));
+        std::fill(dbp, dbp + d.O, T(0));
+#pragma omp for schedule(static)
+        for (int64_t n = 0; n < d.N; ++n) {
+            const T* xn = x + n * d.C * d.H * d.W;
+            const T* dyn = dy + n * d.O * P;
+            for (int64_t o = 0; o < d.O; ++o) {
+                T s = 0;
+                for (int64_t p = 0; p < P; ++p) s += dyn[o * P + p];
+                dbp[o] += s;
+            }
+            // dw[o][k] += sum over pixels of dy[o][pixel] * tap k of the image at that pixel
+            if (direct) {
+                T* xpd = in_b;
+                T* dyw = dyw_b;
+                pad_image(xpd, xn, d, NR);
+                const int64_t ld = d.OH * Wp;
+                for (int64_t o = 0; o < d.O; ++o)
+                    for (int64_t oh = 0; oh < d.OH; ++oh) {
+                        T* row = dyw + o * ld + oh * Wp;
+                        std::memcpy(row, dyn + (o * d.OH + oh) * d.OW, sizeof(T) * d.OW);
+                        std::fill(row + d.OW, row + Wp, T(0));
+                    }
+                kern.dot(DotArgs<T>{d.O, K, (d.OH - 1) * Wp + d.OW, dyw, nullptr, ld, xpd, boff, 0, dwp, K, true});
+            } else {
+                T* col = in_b;
+                im2col(col, xn, d);
+                kern.dot(DotArgs<T>{d.O, K, P, dyn, nullptr, P, col, nullptr, P, dwp, K, true});
+            }
+            if (!need_dx) continue;
+            T* dxn = dx + n * d.C * d.H * d.W;
+            if (direct) {
+                // dyq[o][a][b] = dy[o][a + PH - (KH-1)][b + PW - (KW-1)], zero outside
+                T* dyq = dxa_b;
+                T* dxw = dxb_b;
+                std::fill(dyq, dyq + d.O * HQ * WQ + NR, T(0));
+                for (int64_t o = 0; o < d.O; ++o)
+                    for (int64_t oh = 0; oh < d.OH; ++oh) {
+                        const int64_t a = oh - d.PH + d.KH - 1;
+                        if (a < 0 || a >= HQ) continue;
+                        for (int64_t ow = 0; ow < d.OW; ++ow) {
+                            const int64_t bcol = ow - d.PW + d.KW - 1;
+                            if (bcol >= 0 && bcol < WQ) dyq[(o * HQ + a) * WQ + bcol] = dyn[(o * d.OH + oh) * d.OW + ow];
+                        }
+                    }
+                const int64_t ldc = d.H * WQ;
+                kern.rows(RowsArgs<T>{d.C, (d.H - 1) * WQ + d.W, K2, a2, dyq, boff2, 0, true, dxw, ldc});
+                for (int64_t c = 0; c < d.C; ++c)
+                    for (int64_t h = 0; h < d.H; ++h)
+                        std::memcpy(dxn + (c * d.H + h) * d.W, dxw + c * ldc + h * WQ, sizeof(T) * d.W);
+            } else {
+                T* dcol = dxb_b;
+                kern.rows(RowsArgs<T>{K, P, d.O, a2, dyn, nullptr, P, false, dcol, P});
+                col2im(dxn, dcol, d);
+            }
+        }
+        // Reduce the per-thread partials in thread order.
+#pragma omp for schedule(static)
+        for (int64_t e = 0; e < d.O * K; ++e) {
+            T s = dw_part[0][e];
+            for (int u = 1; u < teams; ++u) s += dw_part[u][e];
+            dw[e] = s;
+        }
+        if (db) {
+#pragma omp for schedule(static)
+            for (int64_t o = 0; o < d.O; ++o) {
+                T s = db_part[0][o];
+                for (int u = 1; u < teams; ++u) s += db_part[u][o];
+                db[o] = s;
+            }
+        }
+    }
+}
+
+#define MAQUETA_INSTANTIATE(T)                                                                  \
+    template void conv2d_forward<T>(T*, const T*, const T*, const T*, const Conv2dDims&, bool); \
+    template void conv2d_backward<T>(T*, T*, T*, const T*, const T*, const T*, const Conv2dDims&);
+MAQUETA_INSTANTIATE(float)
+MAQUETA_INSTANTIATE(double)
+
+}  // namespace maqueta

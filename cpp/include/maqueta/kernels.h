@@ -1,0 +1,93 @@
+// maqueta kernels: the operations a convnet trains with, on raw contiguous buffers.
+//
+// Dimension legend
+//   N batch        C input channels     H, W input height and width
+//   O output channels (filters)         KH, KW kernel height and width
+//   SH, SW stride  PH, PW zero padding  OH = (H + 2*PH - KH) / SH + 1,  OW = (W + 2*PW - KW) / SW + 1
+//   IN, OUT features of a dense layer   P parameters of an optimizer step
+// Layouts are PyTorch's: activations NCHW, conv weights OIHW, dense weights [OUT, IN].
+// Arguments go outputs, inputs, weights, dims. Every kernel overwrites its outputs; the caller owns
+// accumulation and buffers. All kernels exist for float and double.
+#pragma once
+#include <cstdint>
+
+namespace maqueta {
+
+struct Conv2dDims {
+    int64_t N, C, H, W, O, KH, KW, SH, SW, PH, PW, OH, OW;
+};
+
+struct Pool2dDims {
+    int64_t N, C, H, W, KH, KW, SH, SW, OH, OW;
+};
+
+// y = conv(x, w) + b, then max(y, 0) when relu is set. Cross-correlation with zero padding,
+// as torch.nn.functional.conv2d.
+template <typename T>
+void conv2d_forward(T* y,         // [N, O, OH, OW]
+                    const T* x,   // [N, C, H, W]
+                    const T* w,   // [O, C, KH, KW]
+                    const T* b,   // [O] or nullptr
+                    const Conv2dDims& d, bool relu);
+
+// Gradients of conv2d_forward (without relu) given dy. dx may be nullptr: the first layer of a
+// network needs no input gradient, and skipping it skips its work.
+template <typename T>
+void conv2d_backward(T* dx,        // [N, C, H, W] or nullptr
+                     T* dw,        // [O, C, KH, KW]
+                     T* db,        // [O] or nullptr
+                     const T* dy,  // [N, O, OH, OW]
+                     const T* x,   // [N, C, H, W]
+                     const T* w,   // [O, C, KH, KW]
+                     const Conv2dDims& d);
+
+// y = max over each window; idx = the argmax's offset inside its (H, W) plane, as PyTorch returns it.
+// Windows that do not fit are dropped (ceil_mode=False). The first maximum wins ties; NaN wins over
+// any number (the first NaN of the window), so NaN propagates.
+template <typename T>
+void maxpool2d_forward(T* y,          // [N, C, OH, OW]
+                       int64_t* idx,  // [N, C, OH, OW]
+                       const T* x,    // [N, C, H, W]
+                       const Pool2dDims& d);
+
+// dx[plane][idx] += dy, over a zeroed dx. Every idx must lie in [0, H*W) (the binding checks).
+template <typename T>
+void maxpool2d_backward(T* dx,               // [N, C, H, W]
+                        const T* dy,         // [N, C, OH, OW]
+                        const int64_t* idx,  // [N, C, OH, OW]
+                        const Pool2dDims& d);
+
+// y = x w^T + b, then max(y, 0) when relu is set (a torch.nn.Linear).
+template <typename T>
+void linear_forward(T* y,         // [N, OUT]
+                    const T* x,   // [N, IN]
+                    const T* w,   // [OUT, IN]
+                    const T* b,   // [OUT] or nullptr
+                    int64_t N, int64_t IN, int64_t OUT, bool relu);
+
+template <typename T>
+void linear_backward(T* dx,        // [N, IN] or nullptr
+                     T* dw,        // [OUT, IN]
+                     T* db,        // [OUT] or nullptr
+                     const T* dy,  // [N, OUT]
+                     const T* x,   // [N, IN]
+                     const T* w,   // [OUT, IN]
+                     int64_t N, int64_t IN, int64_t OUT);
+
+// Adam (Kingma & Ba 2015, Algorithm 1) computed as torch.optim.Adam does: eps is added after the
+// square root of the bias-corrected second moment; weight_decay is L2 added to the gradient.
+// Without bias correction it is the update the original notebook used.
+template <typename T>
+void adam_update(T* param, T* m, T* v,  // [P] each, updated in place
+                 const T* grad,         // [P]
+                 int64_t P, int64_t step, double lr, double beta1, double beta2, double eps,
+                 double weight_decay, bool bias_correction);
+
+// SGD with optional momentum (torch.optim.SGD, dampening 0): velocity = momentum*velocity + g,
+// param -= lr * (nesterov ? g + momentum*velocity : velocity). Without momentum velocity is unused.
+template <typename T>
+void sgd_update(T* param, T* velocity,  // [P] each, updated in place (velocity may be nullptr if momentum == 0)
+                const T* grad,          // [P]
+                int64_t P, double lr, double momentum, double weight_decay, bool nesterov);
+
+}  // namespace maqueta

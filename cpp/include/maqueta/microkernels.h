@@ -1,0 +1,44 @@
+// The two primitives every dense and convolution kernel is built from. Each is single-threaded;
+// callers split the work across threads. One copy of them is compiled per instruction set
+// (cpp/microkernels.inc) and runtime.h picks one for this CPU.
+#pragma once
+#include <cstdint>
+
+namespace maqueta {
+
+// C[i][q] = sum_k A[i][k] * B[k][q]            i < M, q < N, k < K      (C is overwritten)
+// A is packed in panels of MR rows (MR from isa().mr): panel p holds rows p*MR .. p*MR+mr-1
+// (mr = min(MR, M - p*MR)) at a + p*MR*K, laid out [K][mr].
+// Row k of B starts at b + boff[k] (or b + k*ldb when boff is null) and runs contiguous along q.
+// With padded set, every B row may be read up to N rounded up to the tile width NR, which saves
+// the slower edge loads; otherwise exactly N columns are read.
+template <typename T>
+struct RowsArgs {
+    int64_t M, N, K;
+    const T* a;
+    const T* b;
+    const int64_t* boff;
+    int64_t ldb;
+    bool padded;
+    T* c;
+    int64_t ldc;
+};
+
+// C[i][j] (+)= sum_q A_i[q] * B_j[q]           i < M, j < N, q < Q
+// Row i of A starts at a + aoff[i] (or a + i*lda), row j of B at b + boff[j] (or b + j*ldb).
+// With accumulate set the sums are added to C, else C is overwritten.
+template <typename T>
+struct DotArgs {
+    int64_t M, N, Q;
+    const T* a;
+    const int64_t* aoff;
+    int64_t lda;
+    const T* b;
+    const int64_t* boff;
+    int64_t ldb;
+    T* c;
+    int64_t ldc;
+    bool accumulate;
+};
+
+}  // namespace maqueta

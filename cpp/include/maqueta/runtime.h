@@ -1,0 +1,83 @@
+// Threads, per-call workspaces and the choice of micro-kernels for this CPU.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "maqueta/microkernels.h"
+
+#ifdef MAQUETA_OPENMP
+#include <omp.h>
+#endif
+
+namespace maqueta {
+
+// Thread count used by every parallel loop. Kept here rather than in OpenMP's per-thread ICV so that
+// kernels called from any Python thread use the same count.
+int num_threads();
+void set_num_threads(int n);
+bool openmp_enabled();
+
+inline int thread_index() {
+#ifdef MAQUETA_OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+// Scratch memory owned by the calling thread and reused from call to call, so that a training step
+// allocates nothing after the first. Grab it once per kernel call, before the parallel region
+// (allocation may throw there, never inside it), and carve per-thread slices out of it.
+class Workspace {
+public:
+    // Returns at least `bytes` bytes aligned to 64; previous contents are undefined.
+    static void* get(std::size_t bytes);
+};
+
+// Offsets of the buffers a kernel carves out of one Workspace block: one shared layout, and one
+// per-thread layout repeated for each thread of the team.
+class Layout {
+public:
+    template <typename U>
+    std::size_t add(int64_t count) {
+        const std::size_t at = size_;
+        size_ += (sizeof(U) * (std::size_t)count + 63) & ~std::size_t(63);
+        return at;
+    }
+    std::size_t size() const { return size_; }
+private:
+    std::size_t size_ = 0;
+};
+
+template <typename U>
+inline U* carve(unsigned char* base, std::size_t offset) { return reinterpret_cast<U*>(base + offset); }
+
+// The micro-kernels of one instruction set (see microkernels.h).
+struct IsaKernels {
+    const char* name;
+    int mr;  // rows-tile height: A panels are packed MR rows at a time
+    int nr_float, nr_double;  // rows-tile width in elements
+    void (*rows_f)(const RowsArgs<float>&);
+    void (*rows_d)(const RowsArgs<double>&);
+    void (*dot_f)(const DotArgs<float>&);
+    void (*dot_d)(const DotArgs<double>&);
+
+    void rows(const RowsArgs<float>& a) const { rows_f(a); }
+    void rows(const RowsArgs<double>& a) const { rows_d(a); }
+    void dot(const DotArgs<float>& a) const { dot_f(a); }
+    void dot(const DotArgs<double>& a) const { dot_d(a); }
+    template <typename T> int nr() const { return sizeof(T) == 4 ? nr_float : nr_double; }
+};
+
+const IsaKernels& isa();                   // the kernels in use
+const char* isa_name();
+bool set_isa(const char* name);            // testing aid: "avx512", "avx2", "generic"; false if unavailable
+const char* const* available_isas(int* count);
+
+// Which convolution algorithm to use; "auto" picks by shape. The others exist so tests reach every path.
+enum class ConvAlgo { Auto, Direct, Im2col };
+ConvAlgo conv_algo();
+void set_conv_algo(ConvAlgo a);
+
+}  // namespace maqueta

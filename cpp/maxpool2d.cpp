@@ -1,0 +1,87 @@
+// max-pool forward and backward.
+//
+//   OH = (H - KH) / SH + 1,  OW = (W - KW) / SW + 1   (windows that do not fit are dropped)
+//
+// Parallel strategy: over the N*C planes; a plane's outputs and its dx belong to one thread.
+#include <algorithm>
+
+#include "maqueta/kernels.h"
+#include "maqueta/runtime.h"
+
+namespace maqueta {
+namespace {
+
+// Does v replace the running maximum m? Strictly greater keeps the first of equal maxima; the
+// first NaN replaces any number and is never replaced, so NaN propagates.
+template <typename T>
+inline bool beats(T v, T m) { return v > m || (v != v && m == m); }
+
+int team_size(int64_t work) {
+    return (int)std::max<int64_t>(1, std::min<int64_t>(num_threads(), work));
+}
+
+template <typename T>
+void pool_plane(T* y, int64_t* idx, const T* x, const Pool2dDims& d) {
+    if (d.KH == 2 && d.KW == 2 && d.SH == 2 && d.SW == 2) {  // LeNet's pool, unrolled
+        for (int64_t oh = 0; oh < d.OH; ++oh) {
+            const T* r0 = x + 2 * oh * d.W;
+            const T* r1 = r0 + d.W;
+            for (int64_t ow = 0; ow < d.OW; ++ow) {
+                const int64_t base = 2 * oh * d.W + 2 * ow;
+                T m = r0[2 * ow];
+                int64_t at = base;
+                if (beats(r0[2 * ow + 1], m)) { m = r0[2 * ow + 1]; at = base + 1; }
+                if (beats(r1[2 * ow], m)) { m = r1[2 * ow]; at = base + d.W; }
+                if (beats(r1[2 * ow + 1], m)) { m = r1[2 * ow + 1]; at = base + d.W + 1; }
+                y[oh * d.OW + ow] = m;
+                idx[oh * d.OW + ow] = at;
+            }
+        }
+        return;
+    }
+    for (int64_t oh = 0; oh < d.OH; ++oh)
+        for (int64_t ow = 0; ow < d.OW; ++ow) {
+            const int64_t h0 = oh * d.SH, w0 = ow * d.SW;
+            T m = x[h0 * d.W + w0];
+            int64_t at = h0 * d.W + w0;
+            for (int64_t kh = 0; kh < d.KH; ++kh) {
+                const T* row = x + (h0 + kh) * d.W + w0;
+                for (int64_t kw = 0; kw < d.KW; ++kw)
+                    if (beats(row[kw], m)) {
+                        m = row[kw];
+                        at = (h0 + kh) * d.W + w0 + kw;
+                    }
+            }
+            y[oh * d.OW + ow] = m;
+            idx[oh * d.OW + ow] = at;
+        }
+}
+
+}  // namespace
+
+template <typename T>
+void maxpool2d_forward(T* y, int64_t* idx, const T* x, const Pool2dDims& d) {
+    const int64_t planes = d.N * d.C, HW = d.H * d.W, OP = d.OH * d.OW;
+#pragma omp parallel for schedule(static) num_threads(team_size(planes * OP / 4096 + 1))
+    for (int64_t p = 0; p < planes; ++p) pool_plane(y + p * OP, idx + p * OP, x + p * HW, d);
+}
+
+template <typename T>
+void maxpool2d_backward(T* dx, const T* dy, const int64_t* idx, const Pool2dDims& d) {
+    const int64_t planes = d.N * d.C, HW = d.H * d.W, OP = d.OH * d.OW;
+#pragma omp parallel for schedule(static) num_threads(team_size(planes * HW / 4096 + 1))
+    for (int64_t p = 0; p < planes; ++p) {
+        T* dxp = dx + p * HW;
+        const T* dyp = dy + p * OP;
+        const int64_t* ip = idx + p * OP;
+        std::fill(dxp, dxp + HW, T(0));
+        for (int64_t q = 0; q < OP; ++q) dxp[ip[q]] += dyp[q];
+    }
+}
+
+template void maxpool2d_forward<float>(float*, int64_t*, const float*, const Pool2dDims&);
+template void maxpool2d_forward<double>(double*, int64_t*, const double*, const Pool2dDims&);
+template void maxpool2d_backward<float>(float*, const float*, const int64_t*, const Pool2dDims&);
+template void maxpool2d_backward<double>(double*, const double*, const int64_t*, const Pool2dDims&);
+
+}  // namespace maqueta

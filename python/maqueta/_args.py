@@ -1,0 +1,28 @@
+"""Normalisation of the int-or-pair arguments shared by the native ops and the reference."""
+from __future__ import annotations
+
+import operator
+
+__all__ = ["pair"]
+
+
+def pair(value, name: str, minimum: int) -> tuple[int, int]:
+    """Return ``value`` as a pair of ints >= ``minimum``; an int stands for (value, value)."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+        items = value
+    else:
+        items = (value, value)
+    out = []
+    for item in items:
+        if isinstance(item, bool):
+            raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+        try:
+            number = operator.index(item)
+        except TypeError:
+            raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+        if number < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+        out.append(number)
+    return out[0], out[1]

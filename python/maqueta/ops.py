@@ -1,0 +1,113 @@
+"""The compiled kernels, with NumPy-friendly signatures.
+
+Every function takes float32 or float64 arrays (all operands of one call share the dtype) in
+PyTorch's layouts: activations ``(N, C, H, W)``, conv weights ``(O, C, KH, KW)``, dense weights
+``(OUT, IN)``. Inputs in any memory layout are accepted (copied when not C-contiguous); the arrays an
+optimizer updates in place must be C-contiguous and writeable. Bad arguments raise ``TypeError`` or
+``ValueError`` naming the argument and the shapes. The GIL is released while a kernel runs.
+
+``maqueta.reference`` holds the same functions written in plain NumPy: the ground truth these are
+tested against.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _core
+from ._args import pair
+
+__all__ = [
+    "conv2d_forward",
+    "conv2d_backward",
+    "maxpool2d_forward",
+    "maxpool2d_backward",
+    "linear_forward",
+    "linear_backward",
+    "adam_update",
+    "sgd_update",
+]
+
+
+def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False):
+    """2-D cross-correlation with zero padding, as ``torch.nn.functional.conv2d``.
+
+    x: ndarray (N, C, H, W); w: ndarray (O, C, KH, KW); b: ndarray (O,) or None.
+    stride, padding: int or (height, width) pair. relu: apply max(y, 0) in the same pass.
+    Returns y: ndarray (N, O, OH, OW) with OH = (H + 2*ph - KH) // sh + 1 (OW likewise).
+    """
+    sh, sw = pair(stride, "stride", 1)
+    ph, pw = pair(padding, "padding", 0)
+    return _core.conv2d_forward(x, w, b, sh, sw, ph, pw, bool(relu))
+
+
+def conv2d_backward(dy, x, w, stride=1, padding=0, need_dx=True):
+    """Gradients of :func:`conv2d_forward` (without relu).
+
+    dy: ndarray (N, O, OH, OW); x and w as given to the forward pass.
+    Returns (dx or None, dw, db): dx (N, C, H, W) unless need_dx is false (then its work is skipped),
+    dw (O, C, KH, KW), db (O,).
+    """
+    sh, sw = pair(stride, "stride", 1)
+    ph, pw = pair(padding, "padding", 0)
+    return _core.conv2d_backward(dy, x, w, sh, sw, ph, pw, bool(need_dx))
+
+
+def maxpool2d_forward(x, kernel_size, stride=None):
+    """Max-pooling over (KH, KW) windows, as ``torch.nn.functional.max_pool2d(..., return_indices=True)``.
+
+    x: ndarray (N, C, H, W); kernel_size: int or pair; stride defaults to kernel_size.
+    Windows that do not fit are dropped (ceil_mode=False). The first maximum of a window wins ties;
+    a NaN wins over any number, so NaN propagates.
+    Returns (y, indices): y (N, C, OH, OW) and int64 indices of each maximum within its (H, W) plane.
+    """
+    kh, kw = pair(kernel_size, "kernel_size", 1)
+    sh, sw = (kh, kw) if stride is None else pair(stride, "stride", 1)
+    return _core.maxpool2d_forward(x, kh, kw, sh, sw)
+
+
+def maxpool2d_backward(dy, indices, x_shape):
+    """Gradient of :func:`maxpool2d_forward`: dx (x_shape) with dy added at each window's maximum.
+
+    dy: ndarray (N, C, OH, OW); indices: int64 ndarray from the forward pass; x_shape: (N, C, H, W).
+    """
+    return _core.maxpool2d_backward(dy, indices, tuple(x_shape) if isinstance(x_shape, np.ndarray) else x_shape)
+
+
+def linear_forward(x, w, b=None, relu=False):
+    """Dense layer y = x @ w.T + b, as ``torch.nn.functional.linear``.
+
+    x: ndarray (N, IN); w: ndarray (OUT, IN); b: ndarray (OUT,) or None. Returns y (N, OUT).
+    """
+    return _core.linear_forward(x, w, b, bool(relu))
+
+
+def linear_backward(dy, x, w, need_dx=True):
+    """Gradients of :func:`linear_forward` (without relu): (dx (N, IN) or None, dw (OUT, IN), db (OUT,))."""
+    return _core.linear_backward(dy, x, w, bool(need_dx))
+
+
+def adam_update(param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+                bias_correction=True):
+    """One Adam step, in place on param, m and v (all C-contiguous arrays of one shape and dtype).
+
+    Kingma & Ba (2015), Algorithm 1, computed as ``torch.optim.Adam`` does: eps is added after the
+    square root of the bias-corrected second moment; weight_decay adds ``weight_decay * param`` to the
+    gradient. ``step`` counts updates including this one (1 for the first). With
+    ``bias_correction=False`` the moments are used as they are (the original notebook's variant).
+    """
+    _core.adam_update(param, grad, m, v, _step(step), float(lr), float(beta1), float(beta2), float(eps),
+                      float(weight_decay), bool(bias_correction))
+
+
+def sgd_update(param, grad, velocity, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
+    """One SGD step, in place, as ``torch.optim.SGD`` (dampening 0).
+
+    velocity (the momentum buffer, start it at zeros) may be None when momentum is 0.
+    """
+    _core.sgd_update(param, grad, velocity, float(lr), float(momentum), float(weight_decay), bool(nesterov))
+
+
+def _step(step) -> int:
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
+        raise TypeError(f"step must be an int, got {step!r}")
+    return int(step)
