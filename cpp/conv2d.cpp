@@ -136,8 +136,8 @@ void conv2d_forward(T* y, const T* x, const T* w, const T* b, const Conv2dDims& 
     const int64_t in_len = direct ? d.C * Hp * Wp + NR : K * P + NR;
     const int64_t out_len = direct ? d.O * d.OH * Wp : 0;
     Layout shared, mine;
-    const std::size_t at_apack = shared.add<T>(d.O * K), at_boff = shared.add<int64_t>(K);
-    const std::size_t at_in = mine.add<T>(in_len), at_out = mine.add<T>(out_len);
+    const Slot at_apack = shared.add<T>(d.O * K), at_boff = shared.add<int64_t>(K);
+    const Slot at_in = mine.add<T>(in_len), at_out = mine.add<T>(out_len);
     unsigned char* ws = static_cast<unsigned char*>(Workspace::get(shared.size() + T_ * mine.size()));
     T* apack = carve<T>(ws, at_apack);
     int64_t* boff = carve<int64_t>(ws, at_boff);
@@ -210,9 +210,9 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
     const int64_t dxb_len = !need_dx ? 0 : direct ? d.C * d.H * WQ : K * P;
     const int64_t a2_len = !need_dx ? 0 : direct ? d.C * K2 : K * d.O;
     Layout shared, mine;
-    const std::size_t at_a2 = shared.add<T>(a2_len), at_boff = shared.add<int64_t>(K),
+    const Slot at_a2 = shared.add<T>(a2_len), at_boff = shared.add<int64_t>(K),
                       at_boff2 = shared.add<int64_t>(K2), at_parts = shared.add<T*>(2 * teams);
-    const std::size_t at_dw = mine.add<T>(d.O * K), at_db = mine.add<T>(d.O), at_in = mine.add<T>(in_len),
+    const Slot at_dw = mine.add<T>(d.O * K), at_db = mine.add<T>(d.O), at_in = mine.add<T>(in_len),
                       at_dyw = mine.add<T>(dyw_len), at_dxa = mine.add<T>(dxa_len), at_dxb = mine.add<T>(dxb_len);
     unsigned char* ws = static_cast<unsigned char*>(Workspace::get(shared.size() + teams * mine.size()));
     T* a2 = carve<T>(ws, at_a2);

@@ -71,7 +71,7 @@ void linear_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, i
     const IsaKernels& kern = isa();
     const int MR = kern.mr, NR = kern.nr<T>();
     Layout shared;
-    const std::size_t at_dyp = shared.add<T>(N * OUT), at_dyt = shared.add<T>(OUT * N);
+    const Slot at_dyp = shared.add<T>(N * OUT), at_dyt = shared.add<T>(OUT * N);
     unsigned char* ws = static_cast<unsigned char*>(Workspace::get(shared.size()));
     T* dy_panels = carve<T>(ws, at_dyp);   // dy as A of dx = dy w:   rows n, inner o
     T* dyt_panels = carve<T>(ws, at_dyt);  // dy^T as A of dw = dy^T x: rows o, inner n

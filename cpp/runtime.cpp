@@ -5,6 +5,11 @@
 #include <cstring>
 #include <new>
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define MAQUETA_ASAN 1
+#endif
+
 namespace maqueta {
 
 #define MAQUETA_DECLARE_ISA(ns)                                  \
@@ -61,6 +66,9 @@ struct Block {
     std::size_t size = 0;
     ~Block() { release(); }
     void release() {
+#ifdef MAQUETA_ASAN
+        if (ptr) __asan_unpoison_memory_region(ptr, size);
+#endif
         if (ptr) ::operator delete(ptr, std::align_val_t(64));
         ptr = nullptr;
         size = 0;
@@ -77,7 +85,19 @@ void* Workspace::get(std::size_t bytes) {
         t_block.ptr = ::operator new(want, std::align_val_t(64));  // may throw std::bad_alloc
         t_block.size = want;
     }
+#ifdef MAQUETA_ASAN
+    __asan_poison_memory_region(t_block.ptr, t_block.size);
+#endif
     return t_block.ptr;
+}
+
+void unpoison(const void* p, std::size_t bytes) {
+#ifdef MAQUETA_ASAN
+    __asan_unpoison_memory_region(p, bytes);
+#else
+    (void)p;
+    (void)bytes;
+#endif
 }
 
 // ---------------------------------------------------------------------------------------------

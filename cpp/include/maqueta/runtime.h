@@ -31,27 +31,44 @@ inline int thread_index() {
 // (allocation may throw there, never inside it), and carve per-thread slices out of it.
 class Workspace {
 public:
-    // Returns at least `bytes` bytes aligned to 64; previous contents are undefined.
+    // Returns at least `bytes` bytes aligned to 64; previous contents are undefined. Under
+    // AddressSanitizer the whole block comes back poisoned: carve() opens the parts in use.
     static void* get(std::size_t bytes);
 };
 
+// Where a buffer lies in a Workspace block.
+struct Slot {
+    std::size_t offset, bytes;
+};
+
 // Offsets of the buffers a kernel carves out of one Workspace block: one shared layout, and one
-// per-thread layout repeated for each thread of the team.
+// per-thread layout repeated for each thread of the team. In sanitizer builds each buffer is
+// followed by a poisoned red zone, so AddressSanitizer sees an overrun into the next buffer.
 class Layout {
 public:
     template <typename U>
-    std::size_t add(int64_t count) {
-        const std::size_t at = size_;
-        size_ += (sizeof(U) * (std::size_t)count + 63) & ~std::size_t(63);
-        return at;
+    Slot add(int64_t count) {
+        const Slot s{size_, sizeof(U) * (std::size_t)count};
+        size_ += ((s.bytes + 63) & ~std::size_t(63)) + kRedZone;
+        return s;
     }
     std::size_t size() const { return size_; }
 private:
+#ifdef MAQUETA_SANITIZE
+    static constexpr std::size_t kRedZone = 64;
+#else
+    static constexpr std::size_t kRedZone = 0;
+#endif
     std::size_t size_ = 0;
 };
 
+void unpoison(const void* p, std::size_t bytes);  // no-op unless built with AddressSanitizer
+
 template <typename U>
-inline U* carve(unsigned char* base, std::size_t offset) { return reinterpret_cast<U*>(base + offset); }
+inline U* carve(unsigned char* base, Slot s) {
+    unpoison(base + s.offset, s.bytes);
+    return reinterpret_cast<U*>(base + s.offset);
+}
 
 // The micro-kernels of one instruction set (see microkernels.h).
 struct IsaKernels {

@@ -1,0 +1,57 @@
+"""Shared fixtures: thread counts, instruction sets, convolution algorithms, tolerances."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import maqueta
+from maqueta import _core
+
+# Relative tolerances against the NumPy oracle, measured on the largest magnitude of the expected
+# result: float64 agrees to rounding (~1e-15); float32 sums of a few hundred products to ~1e-6.
+RTOL = {np.float64: 1e-10, np.float32: 1e-4}
+
+
+def assert_close(actual, expected, dtype=None, rtol=None, what="", scale=0.0):
+    """Assert actual matches expected to the tolerance of dtype, relative to expected's scale
+    (or to `scale` when larger: for values that cancel towards zero, the scale of their terms)."""
+    expected = np.asarray(expected)
+    actual = np.asarray(actual)
+    dtype = np.dtype(dtype or expected.dtype).type
+    rtol = RTOL[dtype] if rtol is None else rtol
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    scale = max(float(np.max(np.abs(expected))) if expected.size else 0.0, scale, 1e-30)
+    err = float(np.max(np.abs(actual.astype(np.float64) - expected.astype(np.float64)))) if expected.size else 0.0
+    assert err <= rtol * scale, f"{what}: max abs error {err:.3e} exceeds {rtol:g} x scale {scale:.3e}"
+
+
+@pytest.fixture(params=[1, 3], ids=lambda n: f"threads{n}")
+def threads(request):
+    """Run the test at 1 thread and at several (3 splits batches unevenly on purpose)."""
+    before = maqueta.get_num_threads()
+    maqueta.set_num_threads(request.param)
+    yield request.param
+    maqueta.set_num_threads(before)
+
+
+@pytest.fixture(params=_core.available_isas())
+def each_isa(request):
+    """Run the test with each instruction set this CPU and build offer."""
+    before = _core.isa()
+    _core._set_isa(request.param)
+    yield request.param
+    _core._set_isa(before)
+
+
+@pytest.fixture(params=["direct", "im2col"])
+def each_conv_algo(request):
+    """Force each convolution algorithm (direct only applies to stride 1; others fall back)."""
+    before = _core._get_conv_algo()
+    _core._set_conv_algo(request.param)
+    yield request.param
+    _core._set_conv_algo(before)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20261127)

@@ -1,0 +1,133 @@
+"""conv2d: native kernels against the NumPy oracle and against finite differences."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from maqueta import ops, reference
+from conftest import assert_close
+
+pytestmark = pytest.mark.usefixtures("threads")
+
+# (N, C, H, W, O, KH, KW, stride, padding)
+SHAPES = [
+    (4, 1, 32, 32, 6, 5, 5, 1, 0),        # LeNet-5 conv1
+    (4, 6, 14, 14, 16, 5, 5, 1, 0),       # LeNet-5 conv2
+    (1, 1, 32, 32, 6, 5, 5, 1, 0),        # batch 1
+    (2, 3, 13, 8, 5, 3, 2, 1, 0),         # non-square image and kernel
+    (2, 2, 11, 9, 3, 3, 3, 2, 0),         # stride 2, sizes not divisible
+    (2, 3, 8, 8, 4, 3, 3, 1, 1),          # padding 1
+    (2, 2, 7, 9, 3, 5, 5, 1, 2),          # padding 2
+    (2, 4, 9, 10, 7, 3, 3, (2, 1), (1, 2)),  # different strides and paddings per axis
+    (3, 32, 6, 6, 8, 3, 3, 1, 1),         # 32 input channels
+    (2, 5, 7, 7, 32, 1, 1, 1, 0),         # 1x1 kernel, 32 filters
+    (2, 2, 9, 9, 3, 7, 7, 1, 0),          # 7x7 kernel
+    (2, 3, 5, 5, 2, 5, 5, 1, 0),          # kernel as large as the image: 1x1 output
+    (1, 1, 1, 1, 1, 1, 1, 1, 0),          # the smallest convolution
+    (2, 3, 3, 3, 2, 5, 5, 1, 1),          # kernel larger than the image, fits the padding
+    (9, 2, 6, 5, 3, 2, 3, 3, 1),          # stride 3, odd batch
+]
+
+
+def make(rng, shape, dtype):
+    N, C, H, W, O, KH, KW, stride, padding = shape
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((O, C, KH, KW)).astype(dtype)
+    b = rng.standard_normal(O).astype(dtype)
+    return x, w, b, stride, padding
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_matches_oracle(shape, dtype, each_isa, each_conv_algo, rng):
+    x, w, b, stride, padding = make(rng, shape, dtype)
+    y = ops.conv2d_forward(x, w, b, stride, padding)
+    assert y.dtype == dtype
+    assert_close(y, reference.conv2d_forward(x, w, b, stride, padding), dtype, what="y")
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dx, dw, db = ops.conv2d_backward(dy, x, w, stride, padding)
+    dx_ref, dw_ref, db_ref = reference.conv2d_backward(dy, x, w, stride, padding)
+    assert dx.dtype == dw.dtype == db.dtype == dtype
+    assert_close(dx, dx_ref, dtype, what="dx")
+    assert_close(dw, dw_ref, dtype, what="dw")
+    assert_close(db, db_ref, dtype, what="db")
+
+
+@pytest.mark.parametrize("shape", SHAPES[:8], ids=str)
+def test_fused_relu_and_no_bias(shape, rng):
+    x, w, b, stride, padding = make(rng, shape, np.float64)
+    assert_close(ops.conv2d_forward(x, w, None, stride, padding),
+                 reference.conv2d_forward(x, w, None, stride, padding), what="no bias")
+    y = ops.conv2d_forward(x, w, b, stride, padding, relu=True)
+    assert_close(y, np.maximum(reference.conv2d_forward(x, w, b, stride, padding), 0), what="relu")
+    assert (y >= 0).all()
+
+
+def test_need_dx_false_skips_dx(rng):
+    x, w, b, stride, padding = make(rng, SHAPES[0], np.float64)
+    dy = rng.standard_normal(ops.conv2d_forward(x, w, b).shape)
+    dx, dw, db = ops.conv2d_backward(dy, x, w, need_dx=False)
+    full = ops.conv2d_backward(dy, x, w, need_dx=True)
+    assert dx is None
+    np.testing.assert_array_equal(dw, full[1])
+    np.testing.assert_array_equal(db, full[2])
+
+
+@pytest.mark.parametrize("shape", [
+    (2, 2, 6, 5, 3, 3, 2, 1, 0),
+    (2, 2, 7, 7, 2, 3, 3, 2, 1),
+    (1, 3, 5, 6, 2, 2, 3, (1, 2), (2, 0)),
+], ids=str)
+def test_gradients_match_finite_differences(shape, each_conv_algo, rng):
+    """Central differences of L = sum(conv(x, w, b) * r) in float64 give dL/dx, dL/dw, dL/db."""
+    x, w, b, stride, padding = make(rng, shape, np.float64)
+    r = rng.standard_normal(ops.conv2d_forward(x, w, b, stride, padding).shape)
+
+    def loss(x_, w_, b_):
+        return float(np.sum(ops.conv2d_forward(x_, w_, b_, stride, padding) * r))
+
+    dx, dw, db = ops.conv2d_backward(r, x, w, stride, padding)
+    h = 1e-6
+    for name, array, grad in (("x", x, dx), ("w", w, dw), ("b", b, db)):
+        numeric = np.zeros_like(array)
+        for i in np.ndindex(array.shape):
+            saved = array[i]
+            array[i] = saved + h
+            up = loss(x, w, b)
+            array[i] = saved - h
+            down = loss(x, w, b)
+            array[i] = saved
+            numeric[i] = (up - down) / (2 * h)
+        assert_close(grad, numeric, rtol=1e-7, what=f"d{name}")
+
+
+def test_deterministic_between_runs(threads, rng):
+    """Same inputs, same thread count: bitwise the same results."""
+    x, w, b, stride, padding = make(rng, (16, 6, 14, 14, 16, 5, 5, 1, 0), np.float32)
+    dy = rng.standard_normal((16, 16, 10, 10)).astype(np.float32)
+    first = [ops.conv2d_forward(x, w, b), *ops.conv2d_backward(dy, x, w)]
+    for _ in range(3):
+        again = [ops.conv2d_forward(x, w, b), *ops.conv2d_backward(dy, x, w)]
+        for a, b_ in zip(first, again):
+            np.testing.assert_array_equal(a, b_)
+
+
+@pytest.mark.parametrize("layout", ["fortran", "strided", "reversed", "transposed"])
+def test_any_input_layout(layout, rng):
+    x, w, b, _, _ = make(rng, (3, 4, 10, 9, 5, 3, 3, 1, 0), np.float64)
+    views = {
+        "fortran": lambda a: np.asfortranarray(a),
+        "strided": lambda a: np.repeat(a, 2, axis=-1)[..., ::2],
+        "reversed": lambda a: np.ascontiguousarray(a[..., ::-1])[..., ::-1],
+        "transposed": lambda a: np.ascontiguousarray(np.swapaxes(a, 2, 3)).swapaxes(2, 3),
+    }
+    view = views[layout]
+    xv, wv = view(x), view(w)
+    assert not xv.flags.c_contiguous
+    y = ops.conv2d_forward(xv, wv, b)
+    assert_close(y, reference.conv2d_forward(x, w, b), what="y")
+    dy = rng.standard_normal(y.shape)
+    for got, want in zip(ops.conv2d_backward(view(dy), xv, wv), reference.conv2d_backward(dy, x, w)):
+        assert_close(got, want)
+    # the inputs were only read
+    np.testing.assert_array_equal(xv, x)
