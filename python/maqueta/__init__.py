@@ -1,18 +1,32 @@
-"""maqueta: train small convolutional networks on CPUs, fast, with kernels you can read."""
+"""maqueta: train small convolutional networks on CPUs, fast, with kernels you can read.
+
+    import maqueta as mq
+    model = mq.models.lenet5()
+    model.fit(X, y, epochs=10, optimizer=mq.Adam(1e-3))
+    model.save("lenet5.maq");  model = mq.load("lenet5.maq")
+"""
 from __future__ import annotations
 
+import numbers
+
 from . import _core, ops, reference
+from . import callbacks, losses, models
+from .backend import get_backend, set_backend, use_backend
+from .callbacks import Callback, EarlyStopping, History, LearningRateScheduler
+from .io import ModelFileError
+from .io import load_model as load
+from .layers import Conv2D, Dense, Flatten, Layer, MaxPool2D, ReLU, Sigmoid, Softmax, Tanh
+from .model import Sequential
+from .optim import SGD, Adam, Optimizer
 
 __version__ = _core._build_info["version"]
 
 __all__ = [
-    "__version__",
-    "ops",
-    "reference",
-    "build_info",
-    "openmp_enabled",
-    "get_num_threads",
-    "set_num_threads",
+    "__version__", "ops", "reference", "losses", "models", "callbacks",
+    "Sequential", "Layer", "Conv2D", "MaxPool2D", "Dense", "Flatten", "ReLU", "Sigmoid", "Tanh", "Softmax",
+    "Optimizer", "Adam", "SGD", "Callback", "History", "EarlyStopping", "LearningRateScheduler",
+    "load", "ModelFileError", "set_backend", "get_backend", "use_backend",
+    "build_info", "openmp_enabled", "get_num_threads", "set_num_threads",
 ]
 
 
@@ -28,10 +42,8 @@ def get_num_threads() -> int:
 
 def set_num_threads(n: int) -> None:
     """Set the threads every kernel uses (n >= 1). A build without OpenMP always uses one."""
-    if isinstance(n, bool) or not isinstance(n, int):
-        import numbers
-        if not isinstance(n, numbers.Integral) or isinstance(n, bool):
-            raise TypeError(f"set_num_threads needs an int, got {n!r}")
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"set_num_threads needs an int, got {n!r}")
     _core.set_num_threads(int(n))
 
 

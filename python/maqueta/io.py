@@ -1,0 +1,195 @@
+"""Saving and loading models: one file, no pickle, nothing executed on load.
+
+A model file is a zip archive of .npy members (what ``np.savez`` writes): ``meta.npy`` holds the
+architecture and settings as UTF-8 JSON, ``params/<key>.npy`` each parameter under its state_dict
+key, ``classes.npy`` the class labels, and ``optimizer/<name>.npy`` the optimizer state when it was
+saved. Loading checks every member's header (shape, dtype, no object arrays) before reading it,
+and that the archive holds exactly the members the architecture calls for.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+import zlib
+
+import numpy as np
+
+__all__ = ["ModelFileError", "save_model", "load_model"]
+
+FORMAT = "maqueta-model"
+VERSION = 1
+_MAX_META_BYTES = 1 << 20
+
+
+class ModelFileError(ValueError):
+    """A file that is not a loadable maqueta model: not ours, truncated, corrupted or inconsistent."""
+
+
+def save_model(model, path, include_optimizer=False):
+    """Write ``model`` to ``path`` atomically: a temporary file in the same folder, then a rename,
+    so an interrupted save leaves any previous file whole."""
+    path = os.fspath(path)
+    optimizer = model.optimizer if include_optimizer else None
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "dtype": model.dtype.name,
+        "seed": model.seed,
+        "input_shape": list(model.input_shape) if model.input_shape is not None else None,
+        "layers": [{"class_name": type(layer).__name__, "config": layer.get_config()} for layer in model.layers],
+        "loss": model.loss,
+        "classes": model.classes_ is not None,
+        "optimizer": None,
+        "training": None,
+    }
+    arrays = {}
+    for key, layer, name in model._keys:
+        arrays[f"params/{key}"] = layer._params[name]
+    if model.classes_ is not None:
+        if model.classes_.dtype.hasobject:
+            raise TypeError("class labels of mixed types cannot be saved without pickle; use ints or strings")
+        arrays["classes"] = model.classes_
+    if include_optimizer:
+        meta["training"] = {"epochs_trained": model.epochs_trained,
+                            "shuffle_rng": model._shuffle_rng.bit_generator.state}
+        if optimizer is not None:
+            state = optimizer.state_arrays()
+            meta["optimizer"] = {"class_name": type(optimizer).__name__, "config": optimizer.get_config(),
+                                 "iterations": optimizer.iterations, "state": sorted(state)}
+            for name, value in state.items():
+                arrays[f"optimizer/{name}"] = value
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _read_member(zf, member, path, shape=None, dtype=None, max_bytes=None):
+    """One .npy member, its header checked before its data is read."""
+    where = f"{path}: member {member!r}"
+    try:
+        with zf.open(member) as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                got_shape, fortran, got_dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                got_shape, fortran, got_dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ModelFileError(f"{where} has an unsupported .npy version {version}")
+            if got_dtype.hasobject:
+                raise ModelFileError(f"{where} holds Python objects, which maqueta never saves or loads")
+            if shape is not None and tuple(got_shape) != tuple(shape):
+                raise ModelFileError(f"{where} has shape {tuple(got_shape)}, expected {tuple(shape)}")
+            if dtype is not None and got_dtype != np.dtype(dtype):
+                raise ModelFileError(f"{where} has dtype {got_dtype}, expected {np.dtype(dtype)}")
+            nbytes = int(np.prod(got_shape, dtype=np.int64)) * got_dtype.itemsize
+            if max_bytes is not None and nbytes > max_bytes:
+                raise ModelFileError(f"{where} is implausibly large ({nbytes} bytes)")
+            data = f.read(nbytes)
+            if len(data) != nbytes or f.read(1):   # reading to the end also checks the CRC
+                raise ModelFileError(f"{where} is truncated or has trailing data")
+    except ModelFileError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, ValueError, EOFError, OSError, KeyError) as error:
+        raise ModelFileError(f"{where} is corrupted: {error}") from None
+    return np.frombuffer(data, dtype=got_dtype).reshape(got_shape, order="F" if fortran else "C").copy()
+
+
+def load_model(path):
+    """Rebuild the model saved at ``path`` (with its optimizer and training state when saved)."""
+    from .layers import LAYERS
+    from .model import Sequential
+    from .optim import OPTIMIZERS
+
+    path = os.fspath(path)
+    try:
+        zf = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as error:
+        raise ModelFileError(f"{path} is not a maqueta model file (not a readable zip archive: {error})") from None
+    except OSError:
+        raise
+    with zf:
+        members = set(zf.namelist())
+        if "meta.npy" not in members:
+            raise ModelFileError(f"{path} is not a maqueta model file (no meta.npy member)")
+        raw = _read_member(zf, "meta.npy", path, dtype=np.uint8, max_bytes=_MAX_META_BYTES)
+        try:
+            meta = json.loads(raw.tobytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ModelFileError(f"{path}: meta.npy is not valid JSON: {error}") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ModelFileError(f"{path} is not a maqueta model file (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+        if meta.get("version") != VERSION:
+            raise ModelFileError(f"{path} has format version {meta.get('version')!r}; this maqueta reads version {VERSION}")
+
+        try:
+            layers = []
+            for i, spec in enumerate(meta["layers"]):
+                kind = spec["class_name"]
+                if kind not in LAYERS:
+                    raise ModelFileError(f"{path}: layer {i} has unknown type {kind!r} (known: {sorted(LAYERS)})")
+                if not isinstance(spec["config"], dict):
+                    raise ModelFileError(f"{path}: layer {i} has no valid config")
+                layers.append(LAYERS[kind](**spec["config"]))
+            model = Sequential(layers, seed=meta["seed"], dtype=meta["dtype"], input_shape=meta["input_shape"])
+        except ModelFileError:
+            raise
+        except (KeyError, TypeError, ValueError) as error:
+            raise ModelFileError(f"{path}: the architecture in meta.npy is invalid: {error!r}") from None
+
+        expected = {"meta.npy"} | {f"params/{key}.npy" for key, _, _ in model._keys}
+        if meta.get("classes"):
+            expected.add("classes.npy")
+        opt_meta = meta.get("optimizer")
+        if opt_meta:
+            expected |= {f"optimizer/{name}.npy" for name in opt_meta.get("state", [])}
+        if members != expected:
+            raise ModelFileError(f"{path}: members do not match the architecture: missing {sorted(expected - members)}, "
+                                 f"unexpected {sorted(members - expected)}")
+
+        for key, layer, name in model._keys:
+            target = layer._params[name]
+            target[...] = _read_member(zf, f"params/{key}.npy", path, shape=target.shape, dtype=model.dtype)
+        if meta.get("classes"):
+            classes = _read_member(zf, "classes.npy", path)
+            units = model._output_units(model.input_shape) if model.input_shape is not None else len(classes)
+            if classes.ndim != 1 or len(classes) != units:
+                raise ModelFileError(f"{path}: classes.npy has shape {classes.shape}; the model has {units} outputs")
+            model.classes_ = classes
+        model.loss = meta.get("loss", "cross_entropy")
+
+        training = meta.get("training")
+        try:
+            if training:
+                model.epochs_trained = int(training["epochs_trained"])
+                model._shuffle_rng.bit_generator.state = training["shuffle_rng"]
+            if opt_meta:
+                kind = opt_meta["class_name"]
+                if kind not in OPTIMIZERS:
+                    raise ModelFileError(f"{path}: unknown optimizer {kind!r}")
+                optimizer = OPTIMIZERS[kind](**opt_meta["config"])
+                optimizer.bind(model._params.size, model.dtype)
+                state = optimizer.state_arrays()
+                if sorted(state) != sorted(opt_meta["state"]):
+                    raise ModelFileError(f"{path}: optimizer state {opt_meta['state']} does not match {kind}")
+                arrays = {name: _read_member(zf, f"optimizer/{name}.npy", path, shape=value.shape, dtype=model.dtype)
+                          for name, value in state.items()}
+                optimizer.load_state(opt_meta["iterations"], arrays)
+                model.optimizer = optimizer
+        except ModelFileError:
+            raise
+        except (KeyError, TypeError, ValueError) as error:
+            raise ModelFileError(f"{path}: the training state in meta.npy is invalid: {error!r}") from None
+    return model
