@@ -25,7 +25,8 @@ class Callback:
 
 
 class History(Callback):
-    """``history[name]`` is the list of per-epoch values of loss, accuracy, val_loss, val_accuracy, lr."""
+    """``history[name]`` is the list of per-epoch values of loss, accuracy, val_loss, val_accuracy,
+    lr and seconds (the epoch's training time, validation excluded)."""
 
     def __init__(self):
         self.history = {}

@@ -27,10 +27,16 @@ class ModelFileError(ValueError):
     """A file that is not a loadable maqueta model: not ours, truncated, corrupted or inconsistent."""
 
 
-def save_model(model, path, include_optimizer=False):
+def save_model(model, path, include_optimizer=False, metadata=None):
     """Write ``model`` to ``path`` atomically: a temporary file in the same folder, then a rename,
-    so an interrupted save leaves any previous file whole."""
+    so an interrupted save leaves any previous file whole. ``metadata``: a JSON-ready dict stored
+    with the model (``model.metadata`` after loading)."""
     path = os.fspath(path)
+    metadata = model.metadata if metadata is None else metadata
+    try:
+        json.dumps(metadata)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"metadata must be JSON-serialisable (dicts, lists, str, numbers): {error}") from None
     optimizer = model.optimizer if include_optimizer else None
     meta = {
         "format": FORMAT,
@@ -43,6 +49,7 @@ def save_model(model, path, include_optimizer=False):
         "classes": model.classes_ is not None,
         "optimizer": None,
         "training": None,
+        "metadata": metadata,
     }
     arrays = {}
     for key, layer, name in model._keys:
@@ -169,6 +176,7 @@ def load_model(path):
                 raise ModelFileError(f"{path}: classes.npy has shape {classes.shape}; the model has {units} outputs")
             model.classes_ = classes
         model.loss = meta.get("loss", "cross_entropy")
+        model.metadata = meta.get("metadata") or {}
 
         training = meta.get("training")
         try:

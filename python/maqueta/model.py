@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import time
 from collections import OrderedDict
 
 import numpy as np
@@ -65,6 +66,7 @@ class Sequential:
         self.stop_training = False
         self.epochs_trained = 0
         self.history = None
+        self.metadata = {}  # JSON-ready notes saved with the model (preprocessing, run settings)
         self._shuffle_rng = np.random.default_rng([self.seed, 1])
         self._checked = {}  # input shape -> per-layer output shapes
 
@@ -314,6 +316,7 @@ class Sequential:
         for epoch in range(initial_epoch, epochs):
             for cb in everyone:
                 cb.on_epoch_begin(epoch)
+            started = time.perf_counter()
             order = self._shuffle_rng.permutation(n) if shuffle else None
             bar = _progress(steps, f"Epoch {epoch + 1}/{epochs}", verbose)
             total_loss, correct = 0.0, 0
@@ -329,7 +332,7 @@ class Sequential:
                 if bar is not None:
                     seen = min(n, (step + 1) * batch_size)
                     bar.update(1, loss=total_loss / seen, accuracy=correct / seen)
-            logs = {"loss": total_loss / n, "accuracy": correct / n}
+            logs = {"loss": total_loss / n, "accuracy": correct / n, "seconds": time.perf_counter() - started}
             if validation is not None:
                 result = self.evaluate(validation[0], validation[1], batch_size=max(batch_size, 256), loss=loss)
                 logs["val_loss"], logs["val_accuracy"] = result["loss"], result["accuracy"]
@@ -454,11 +457,12 @@ class Sequential:
         inner = ",\n  ".join(repr(layer) for layer in self.layers)
         return f"Sequential([\n  {inner}\n], dtype={self.dtype.name!r}, seed={self.seed})"
 
-    def save(self, path, include_optimizer=False):
-        """Write the architecture, weights and (when asked) optimizer and training state to one file,
-        atomically. Loading it never runs code; see maqueta.load."""
+    def save(self, path, include_optimizer=False, metadata=None):
+        """Write the architecture, weights, ``metadata`` (default: ``self.metadata``) and, when
+        asked, optimizer and training state to one file, atomically. Loading it never runs code;
+        see maqueta.load."""
         from .io import save_model
-        save_model(self, path, include_optimizer=include_optimizer)
+        save_model(self, path, include_optimizer=include_optimizer, metadata=metadata)
 
 
 class _progress:
@@ -470,7 +474,6 @@ class _progress:
         return super().__new__(cls)
 
     def __init__(self, steps, description, verbose):
-        import time
         from tqdm.auto import tqdm
         self._time = time.perf_counter
         self._last = 0.0
@@ -484,5 +487,6 @@ class _progress:
             self.bar.set_postfix({k: f"{v:.4f}" for k, v in numbers_.items()}, refresh=False)
 
     def close(self, logs):
-        self.bar.set_postfix({k: (f"{v:.4f}" if k != "lr" else f"{v:.3g}") for k, v in logs.items()}, refresh=True)
+        shown = {k: (f"{v:.3g}" if k == "lr" else f"{v:.4f}") for k, v in logs.items() if k != "seconds"}
+        self.bar.set_postfix(shown, refresh=True)
         self.bar.close()

@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Kernel by kernel: conv2d forward and backward (dx+dw+db, and dw+db only), max-pool forward and
+backward, and the Adam update over LeNet-5's 61,706 parameters, at LeNet-5's shapes for batch 32
+and 256 and one larger convolution; maqueta against PyTorch's kernels (same threads) and against
+maqueta's NumPy reference, in the same run. Every native result is checked against the reference
+before it is timed. GFLOP/s are read against the machine's float32 GEMM peak (a large torch.mm).
+
+    python benchmarks/bench_kernels.py                 # 2 threads, table and results/bench_kernels.json
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import machine, save_json, set_threads, table, time_call  # noqa: E402
+
+import maqueta as mq  # noqa: E402
+from maqueta import ops, reference  # noqa: E402
+
+# name, (N, C, H, W), (O, KH, KW), stride, padding
+CONVS = [
+    ("conv1 b32", (32, 1, 32, 32), (6, 5, 5), 1, 0),
+    ("conv2 b32", (32, 6, 14, 14), (16, 5, 5), 1, 0),
+    ("conv1 b256", (256, 1, 32, 32), (6, 5, 5), 1, 0),
+    ("conv2 b256", (256, 6, 14, 14), (16, 5, 5), 1, 0),
+    ("conv 32->64 3x3 p1 b64", (64, 32, 32, 32), (64, 3, 3), 1, 1),
+]
+POOLS = [("pool1 b32", (32, 6, 28, 28)), ("pool2 b32", (32, 16, 10, 10)),
+         ("pool1 b256", (256, 6, 28, 28)), ("pool2 b256", (256, 16, 10, 10))]
+
+
+def check(name, got, want, dtype=np.float32):
+    for g, w in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+        if g is None and w is None:
+            continue
+        scale = max(float(np.abs(w).max()), 1e-30)
+        err = float(np.abs(np.asarray(g, np.float64) - w).max()) / scale
+        if err > 1e-4:
+            raise SystemExit(f"{name}: native result differs from the reference by {err:.2e}; not timing it")
+
+
+def gemm_peak(threads, torch):
+    n = 2048
+    a = torch.randn(n, n)
+    b = torch.randn(n, n)
+    seconds, _ = time_call(lambda: torch.mm(a, b), repeats=5, min_seconds=0.2)
+    return 2 * n ** 3 / seconds / 1e9
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--no-reference", action="store_true", help="skip timing the (slow) NumPy reference")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                                      "bench_kernels.json"))
+    args = parser.parse_args()
+    try:
+        import torch
+        F = torch.nn.functional
+    except ImportError:
+        torch = None
+    set_threads(args.threads)
+    rng = np.random.default_rng(0)
+    peak = gemm_peak(args.threads, torch) if torch is not None else None
+    rows, records = [], []
+
+    def measure(name, flops, ours, theirs, ref):
+        t_ours, spread = time_call(ours, repeats=args.repeats)
+        t_torch = time_call(theirs, repeats=args.repeats)[0] if theirs and torch is not None else None
+        t_ref = time_call(ref, repeats=3, min_seconds=0.0, warmup=0)[0] if ref and not args.no_reference else None
+        gflops = flops / t_ours / 1e9 if flops else None
+        records.append({"kernel": name, "maqueta_s": t_ours, "maqueta_spread_s": spread, "torch_s": t_torch,
+                        "reference_s": t_ref, "gflops": gflops})
+        rows.append([name, f"{t_ours * 1e6:,.0f}", f"{spread[0] * 1e6:,.0f}-{spread[1] * 1e6:,.0f}",
+                     f"{gflops:.1f}" if gflops else "", f"{gflops / peak:.0%}" if gflops and peak else "",
+                     f"{t_torch * 1e6:,.0f}" if t_torch else "", f"{t_torch / t_ours:.2f}x" if t_torch else "",
+                     f"{t_ref / t_ours:,.0f}x" if t_ref else ""])
+        print(" ".join(rows[-1]), file=sys.stderr, flush=True)
+
+    for name, xs, (o, kh, kw), stride, padding in CONVS:
+        x = rng.standard_normal(xs).astype(np.float32)
+        w = rng.standard_normal((o, xs[1], kh, kw)).astype(np.float32) * 0.1
+        b = rng.standard_normal(o).astype(np.float32)
+        y = ops.conv2d_forward(x, w, b, stride, padding)
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        flops = 2.0 * y.size * xs[1] * kh * kw
+        small = slice(0, 2)   # the reference is checked on a slice of the batch: it is slow
+        check(name, ops.conv2d_forward(x[small], w, b, stride, padding), reference.conv2d_forward(x[small], w, b, stride, padding))
+        check(name, ops.conv2d_backward(dy[small], x[small], w, stride, padding),
+              reference.conv2d_backward(dy[small], x[small], w, stride, padding))
+        if torch is not None:
+            xt, wt, bt, dyt = (torch.from_numpy(a) for a in (x, w, b, dy))
+            conv_bwd = lambda mask: torch.ops.aten.convolution_backward(dyt, xt, wt, [o], [stride] * 2, [padding] * 2,
+                                                                         [1, 1], False, [0, 0], 1, mask)
+        measure(f"{name} forward", flops, lambda: ops.conv2d_forward(x, w, b, stride, padding),
+                (lambda: F.conv2d(xt, wt, bt, stride, padding)) if torch is not None else None,
+                lambda: reference.conv2d_forward(x, w, b, stride, padding))
+        measure(f"{name} backward dx+dw+db", 2 * flops, lambda: ops.conv2d_backward(dy, x, w, stride, padding),
+                (lambda: conv_bwd([True, True, True])) if torch is not None else None,
+                lambda: reference.conv2d_backward(dy, x, w, stride, padding))
+        measure(f"{name} backward dw+db", flops, lambda: ops.conv2d_backward(dy, x, w, stride, padding, need_dx=False),
+                (lambda: conv_bwd([False, True, True])) if torch is not None else None,
+                lambda: reference.conv2d_backward(dy, x, w, stride, padding, need_dx=False))
+
+    for name, xs in POOLS:
+        x = np.maximum(rng.standard_normal(xs).astype(np.float32), 0)
+        y, idx = ops.maxpool2d_forward(x, 2)
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        check(name, ops.maxpool2d_forward(x, 2)[0], reference.maxpool2d_forward(x, 2)[0])
+        check(name, ops.maxpool2d_backward(dy, idx, xs), reference.maxpool2d_backward(dy, idx, xs))
+        if torch is not None:
+            xt, dyt, it = torch.from_numpy(x), torch.from_numpy(dy), torch.from_numpy(idx)
+        measure(f"{name} forward", None, lambda: ops.maxpool2d_forward(x, 2),
+                (lambda: torch.ops.aten.max_pool2d_with_indices(xt, [2, 2], [2, 2])) if torch is not None else None,
+                lambda: reference.maxpool2d_forward(x, 2))
+        measure(f"{name} backward", None, lambda: ops.maxpool2d_backward(dy, idx, xs),
+                (lambda: torch.ops.aten.max_pool2d_with_indices_backward(dyt, xt, [2, 2], [2, 2], [0, 0], [1, 1],
+                                                                         False, it)) if torch is not None else None,
+                lambda: reference.maxpool2d_backward(dy, idx, xs))
+
+    size = mq.models.lenet5().count_params()
+    p, g = rng.standard_normal(size).astype(np.float32), rng.standard_normal(size).astype(np.float32)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    state = {"t": 0}
+
+    def adam():
+        state["t"] += 1
+        ops.adam_update(p, g, m, v, state["t"])
+
+    rp, rm, rv = p.copy(), m.copy(), v.copy()
+    if torch is not None:
+        pt = torch.nn.Parameter(torch.from_numpy(p.copy()))
+        pt.grad = torch.from_numpy(g)
+        opt = torch.optim.Adam([pt], lr=1e-3)
+    measure(f"Adam update, {size:,} params", None, adam, opt.step if torch is not None else None,
+            lambda: reference.adam_update(rp, g, rm, rv, 1))
+
+    print(f"\nfloat32, {args.threads} thread(s); median of {args.repeats} timings; "
+          f"{machine()['cpu']}, maqueta {mq.build_info()['isa']}"
+          + (f"; float32 GEMM peak (torch.mm 2048^3) {peak:.1f} GFLOP/s" if peak else ""))
+    print(table(rows, ["kernel", "maqueta us", "spread", "GFLOP/s", "of peak", "PyTorch us", "PyTorch/maqueta",
+                       "reference/maqueta"]))
+    save_json(args.out, {"machine": machine(), "threads": args.threads, "gemm_peak_gflops": peak, "kernels": records})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,308 @@
+"""Datasets for LeNet-5: MNIST and Fashion-MNIST from their IDX files, and preprocessing.
+
+Files are looked for, in order, in ``data_dir``, in ``$MAQUETA_DATA``, in
+``~/.cache/maqueta/<dataset>/`` and, for Fashion-MNIST, in ``/usr/share/datasets/fashion-mnist/``
+(Debian's ``dataset-fashion-mnist`` package); in each folder both ``<folder>/<dataset>/`` and
+``<folder>/`` itself, gzipped or not. Missing files are downloaded from the datasets' public mirrors
+into the cache and checked against their published MD5 checksums, unless ``download=False`` or
+``$MAQUETA_OFFLINE`` is set. Every file is validated as it is read: magic number, rank, dimensions
+and length.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import urllib.error
+import urllib.request
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "IDXError", "DatasetNotFoundError", "read_idx", "load_mnist", "load_fashion_mnist", "load_digits",
+    "scale", "pad", "resize_bilinear", "standardize", "prepare",
+]
+
+_IDX_TYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+_SPLIT_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+                "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+DATASETS = {
+    "mnist": {
+        "title": "MNIST",
+        "mirrors": ["https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"],
+        # the published checksums of the .gz files (those torchvision checks)
+        "md5": {"train-images-idx3-ubyte": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                "train-labels-idx1-ubyte": "d53e105ee54ea40749a09fcbcd1e9432",
+                "t10k-images-idx3-ubyte": "9fb629c4189551a2d022fa330f9573f3",
+                "t10k-labels-idx1-ubyte": "ec29112dd5afa0611ce80d1b7f02629c"},
+        "system_dirs": [],
+    },
+    "fashion-mnist": {
+        "title": "Fashion-MNIST",
+        "mirrors": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
+        "md5": {"train-images-idx3-ubyte": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                "train-labels-idx1-ubyte": "25c81989df183df01b3e8a0aad5dffbe",
+                "t10k-images-idx3-ubyte": "bef4ecab320f06d8554ea6380940ec79",
+                "t10k-labels-idx1-ubyte": "bb300cfdad3c16e7a12a480ee83cd310"},
+        "system_dirs": ["/usr/share/datasets/fashion-mnist"],
+    },
+}
+
+
+class IDXError(ValueError):
+    """An IDX file that is truncated, corrupted or not IDX at all."""
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The files of a dataset are in none of the searched folders and could not be downloaded."""
+
+
+# ------------------------------------------------------------------------------------------ IDX
+def read_idx(path):
+    """Read an IDX file (gzip-compressed or raw) into an ndarray of its declared type and shape.
+
+    Raises IDXError naming the file and what is wrong: bad magic number, unknown element type, a
+    rank or dimension of 0, or a length that differs from what the header declares."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(2)
+    try:
+        if head == b"\x1f\x8b":
+            with gzip.open(path, "rb") as f:
+                data = f.read()
+        else:
+            data = path.read_bytes()
+    except (EOFError, OSError, zlib.error) as error:
+        raise IDXError(f"{path}: the gzip stream is truncated or corrupted ({error})") from None
+    if len(data) < 4:
+        raise IDXError(f"{path}: {len(data)} bytes is too short for an IDX header")
+    if data[0] != 0 or data[1] != 0:
+        raise IDXError(f"{path}: bad magic number 0x{data[:4].hex()} (IDX files start with two zero bytes)")
+    if data[2] not in _IDX_TYPES:
+        raise IDXError(f"{path}: unknown element type 0x{data[2]:02x} in the magic number 0x{data[:4].hex()}")
+    dtype, rank = _IDX_TYPES[data[2]], data[3]
+    if rank == 0:
+        raise IDXError(f"{path}: the header declares rank 0")
+    header = 4 + 4 * rank
+    if len(data) < header:
+        raise IDXError(f"{path}: truncated header ({len(data)} bytes for rank {rank})")
+    dims = tuple(int(d) for d in np.frombuffer(data, ">u4", count=rank, offset=4))
+    if 0 in dims:
+        raise IDXError(f"{path}: the header declares an empty dimension {dims}")
+    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    if len(data) != expected:
+        raise IDXError(f"{path}: {len(data)} bytes, but its header ({dims}, {dtype.name}) needs exactly {expected}: "
+                       f"the file is {'truncated' if len(data) < expected else 'longer than declared'}")
+    return np.frombuffer(data, dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+# ------------------------------------------------------------------------------------------ files
+def _search_dirs(name, data_dir):
+    dirs = []
+    for base in (data_dir, os.environ.get("MAQUETA_DATA")):
+        if base:
+            dirs += [Path(base) / name, Path(base)]
+    dirs.append(_cache_dir(name))
+    dirs += [Path(d) for d in DATASETS[name]["system_dirs"]]
+    return dirs
+
+
+def _cache_dir(name):
+    return Path(os.path.expanduser("~")) / ".cache" / "maqueta" / name
+
+
+def _find(stem, dirs):
+    for folder in dirs:
+        for candidate in (folder / (stem + ".gz"), folder / stem):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _md5(path):
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(url, dest, md5, timeout=15):
+    """Fetch url into dest (via a temporary file), then check its MD5: a mismatch deletes it and
+    raises IDXError. Any scheme urllib opens works (file:// in tests)."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
+            while True:
+                block = response.read(1 << 20)
+                if not block:
+                    break
+                out.write(block)
+        got = _md5(tmp)
+        if got != md5:
+            raise IDXError(f"{url}: MD5 {got} does not match the published {md5}; the download was deleted")
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return dest
+
+
+def _locate(name, split, data_dir, download_missing):
+    """Paths of the (images, labels) files of a split, downloading them when allowed."""
+    if split not in _SPLIT_FILES:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    info = DATASETS[name]
+    dirs = _search_dirs(name, data_dir)
+    found = {stem: _find(stem, dirs) for stem in _SPLIT_FILES[split]}
+    missing = [stem for stem, path in found.items() if path is None]
+    failures = []
+    if missing and download_missing and not os.environ.get("MAQUETA_OFFLINE"):
+        for stem in list(missing):
+            for mirror in info["mirrors"]:
+                try:
+                    found[stem] = download(mirror + stem + ".gz", _cache_dir(name) / (stem + ".gz"), info["md5"][stem])
+                    missing.remove(stem)
+                    break
+                except (urllib.error.URLError, OSError, IDXError, ValueError) as error:
+                    failures.append(f"{mirror}{stem}.gz: {getattr(error, 'reason', error)}")
+    if missing:
+        where = "\n  ".join(str(d) for d in dirs)
+        tried = ("\nDownloading failed:\n  " + "\n  ".join(failures)) if failures else \
+            ("\nDownloading is off (download=False or $MAQUETA_OFFLINE)." if download_missing is False
+             or os.environ.get("MAQUETA_OFFLINE") else "")
+        raise DatasetNotFoundError(
+            f"{info['title']} {split} files not found: {', '.join(s + '.gz' for s in missing)}.\n"
+            f"Looked in:\n  {where}{tried}\n"
+            f"Put the files (from {info['mirrors'][0]}) in one of those folders, or pass data_dir.")
+    return found[_SPLIT_FILES[split][0]], found[_SPLIT_FILES[split][1]]
+
+
+def _load(name, split, data_dir, download_missing):
+    images_path, labels_path = _locate(name, split, data_dir, download_missing)
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise IDXError(f"{images_path}: expected uint8 images of shape (N, H, W), got {images.dtype} {images.shape}")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise IDXError(f"{labels_path}: expected {len(images)} labels to match {images_path}, got shape {labels.shape}")
+    return images[:, None], labels.astype(np.int64), (images_path, labels_path)
+
+
+def load_mnist(split="train", data_dir=None, download=True, return_paths=False):
+    """MNIST: (images uint8 (N, 1, 28, 28), labels int64 (N,)); 60,000 train or 10,000 test."""
+    images, labels, paths = _load("mnist", split, data_dir, download)
+    return (images, labels, paths) if return_paths else (images, labels)
+
+
+def load_fashion_mnist(split="train", data_dir=None, download=True, return_paths=False):
+    """Fashion-MNIST: (images uint8 (N, 1, 28, 28), labels int64 (N,)); 60,000 train or 10,000 test."""
+    images, labels, paths = _load("fashion-mnist", split, data_dir, download)
+    return (images, labels, paths) if return_paths else (images, labels)
+
+
+def load_digits(split="train"):
+    """scikit-learn's bundled handwritten digits (1,797 real 8x8 scans, 0..16), upsampled to the
+    MNIST layout: uint8 (N, 1, 28, 28) in 0..255. The last 20% form the test split. Needs
+    scikit-learn (it ships the data, so this works offline)."""
+    try:
+        from sklearn.datasets import load_digits as sklearn_digits
+    except ImportError:
+        raise DatasetNotFoundError("the digits fallback needs scikit-learn: pip install scikit-learn") from None
+    digits = sklearn_digits()
+    images = resize_bilinear(digits.images[:, None].astype(np.float64) / 16.0, (24, 24))
+    images = pad(np.clip(np.rint(images * 255), 0, 255).astype(np.uint8), 28)
+    labels = digits.target.astype(np.int64)
+    cut = int(len(images) * 0.8)
+    if split == "train":
+        return images[:cut], labels[:cut]
+    if split == "test":
+        return images[cut:], labels[cut:]
+    raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+
+
+# ------------------------------------------------------------------------------------------ preprocessing
+def scale(images, dtype=np.float32):
+    """uint8 pixels 0..255 -> floats in [0, 1]."""
+    return (np.asarray(images, dtype=dtype) / dtype(255)).astype(dtype, copy=False)
+
+
+def standardize(images, mean, std):
+    """(images - mean) / std, in the images' dtype."""
+    if not std > 0:
+        raise ValueError(f"std must be positive, got {std}")
+    out = np.asarray(images)
+    return ((out - out.dtype.type(mean)) / out.dtype.type(std)).astype(out.dtype, copy=False)
+
+
+def pad(images, size=32):
+    """Zero-pad (N, C, H, W) images evenly to (N, C, size, size): MNIST's 28 -> LeNet-5's 32."""
+    images = np.asarray(images)
+    h, w = images.shape[-2:]
+    if h > size or w > size:
+        raise ValueError(f"images of {h}x{w} do not fit in {size}x{size}")
+    top, left = (size - h) // 2, (size - w) // 2
+    return np.pad(images, ((0, 0), (0, 0), (top, size - h - top), (left, size - w - left)))
+
+
+def resize_bilinear(images, size):
+    """Bilinear resize of (N, C, H, W) images to (N, C, size[0], size[1]) with pixel-centre
+    alignment (as PIL and OpenCV), computed in float64 and returned in the input's float dtype
+    (uint8 input gives float64)."""
+    images = np.asarray(images)
+    out_h, out_w = (size, size) if np.isscalar(size) else size
+    h, w = images.shape[-2:]
+    x = images.astype(np.float64)
+
+    def axis(n_in, n_out):
+        pos = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, n_in - 1)
+        return lo, hi, pos - lo
+
+    r0, r1, fr = axis(h, out_h)
+    c0, c1, fc = axis(w, out_w)
+    rows = x[..., r0, :] * (1 - fr)[:, None] + x[..., r1, :] * fr[:, None]
+    out = rows[..., c0] * (1 - fc) + rows[..., c1] * fc
+    return out.astype(images.dtype) if images.dtype.kind == "f" else out
+
+
+def prepare(images, size=32, resize="pad", pixels="unit", mean=None, std=None, dtype=np.float32, chunk=8192):
+    """uint8 (N, C, H, W) images -> LeNet-5 inputs, float (N, C, size, size), in one output array
+    filled chunk by chunk (peak memory: the input plus the output).
+
+    resize: "pad" (zero border, as LeNet-5's 32x32 input around MNIST's 28x28) or "bilinear".
+    pixels: "unit" scales 0..255 to [0, 1]; "raw" keeps 0..255 (the original notebook did).
+    mean, std: when given, the result is standardized as (x - mean) / std.
+    """
+    images = np.asarray(images)
+    if images.ndim != 4:
+        raise ValueError(f"images must be (N, C, H, W), got shape {images.shape}")
+    if resize not in ("pad", "bilinear"):
+        raise ValueError(f"resize must be 'pad' or 'bilinear', got {resize!r}")
+    if pixels not in ("unit", "raw"):
+        raise ValueError(f"pixels must be 'unit' or 'raw', got {pixels!r}")
+    dtype = np.dtype(dtype)
+    n, c, h, w = images.shape
+    if resize == "pad" and (h > size or w > size):
+        raise ValueError(f"images of {h}x{w} do not fit in {size}x{size}; use resize='bilinear'")
+    out = np.zeros((n, c, size, size), dtype)
+    factor = 1.0 if pixels == "raw" else 1.0 / 255.0
+    top, left = (size - h) // 2, (size - w) // 2
+    for start in range(0, n, chunk):
+        part = images[start:start + chunk].astype(dtype) * dtype.type(factor)
+        if resize == "pad":
+            out[start:start + chunk, :, top:top + h, left:left + w] = part
+        else:
+            out[start:start + chunk] = resize_bilinear(part, (size, size))
+        if mean is not None:
+            block = out[start:start + chunk]
+            block -= dtype.type(mean)
+            block /= dtype.type(std)
+    return out

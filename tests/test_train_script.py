@@ -1,0 +1,140 @@
+"""examples/train_lenet5.py: smoke runs, the offline fallback, backends, checkpoints and resume,
+the plot, and (where the data is installed) the MNIST quality bar."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import maqueta as mq
+from digits import mnist_test_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "examples" / "train_lenet5.py"
+pytest.importorskip("sklearn")   # the digits the offline runs fall back to
+
+
+def offline_env(tmp_path, **extra):
+    env = dict(os.environ)
+    env.pop("MAQUETA_DATA", None)
+    env.update(HOME=str(tmp_path / "home"), MAQUETA_OFFLINE="1", PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def run_script(tmp_path, *args, env=None):
+    out = subprocess.run([sys.executable, str(SCRIPT), "--quiet", *args], cwd=tmp_path, env=env or offline_env(tmp_path),
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+@pytest.fixture(scope="module")
+def script_module():
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import train_lenet5
+        yield train_lenet5
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+
+
+def test_no_arguments_runs_offline_on_real_digits(tmp_path):
+    out = run_script(tmp_path)
+    assert "MNIST not available" in out and "scikit-learn's bundled handwritten digits" in out
+    assert "test accuracy:" in out and "saved the model to runs/lenet5-digits.maq" in out
+    accuracy = float(out.split("test accuracy: ")[1].split("%")[0])
+    assert accuracy > 90.0
+    model = mq.load(tmp_path / "runs" / "lenet5-digits.maq")
+    assert model.metadata["run"]["dataset"] == "digits" and "mean" in model.metadata["preprocessing"]
+
+
+def test_smoke_run_reports_everything(tmp_path):
+    out = run_script(tmp_path, "--dataset", "digits", "--limit", "300", "--epochs", "2", "--batch-size", "50",
+                     "--save", "tiny.maq", "--threads", "1")
+    for expected in ("1 thread(s)", "train 300 images", "epoch   1/2", "epoch   2/2", "img/s", "val_acc",
+                     "accuracy on the 300 training images", "test accuracy", "saved the model to tiny.maq"):
+        assert expected in out, expected
+    assert (tmp_path / "tiny.maq").stat().st_size > 100_000
+
+
+def test_reference_backend_matches_native(tmp_path):
+    args = ["--dataset", "digits", "--split", "test", "--limit", "80", "--epochs", "2", "--batch-size", "16",
+            "--dtype", "float64"]
+    native = run_script(tmp_path, *args, "--save", "native.maq")
+    reference = run_script(tmp_path, *args, "--save", "reference.maq", "--backend", "reference")
+    strip = lambda text: [line.split("  lr")[0] for line in text.splitlines() if line.startswith(("epoch", "test accuracy"))]
+    assert strip(native) == strip(reference)
+    a, b = mq.load(tmp_path / "native.maq"), mq.load(tmp_path / "reference.maq")
+    np.testing.assert_allclose(a.get_flat_parameters(), b.get_flat_parameters(), rtol=0, atol=1e-10)
+
+
+def test_interrupted_run_resumes_to_identical_weights(tmp_path, script_module, monkeypatch):
+    common = ["--dataset", "digits", "--limit", "600", "--epochs", "3", "--batch-size", "32", "--quiet", "--seed", "4",
+              "--threads", "2"]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MAQUETA_OFFLINE", "1")
+    straight = script_module.main(common + ["--save", "straight.maq", "--checkpoint", "straight.ckpt"])
+
+    # A run killed in its second epoch: its checkpoint holds the state after epoch 1.
+    real_step = mq.Sequential._train_step
+    calls = {"n": 0}
+
+    def interrupted(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 19 + 7:        # 19 steps per epoch; die 7 steps into epoch 2
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(mq.Sequential, "_train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        script_module.main(common + ["--save", "resumed.maq", "--checkpoint", "run.ckpt"])
+    monkeypatch.setattr(mq.Sequential, "_train_step", real_step)
+    assert mq.load("run.ckpt").epochs_trained == 1
+
+    resumed = script_module.main(common + ["--save", "resumed.maq", "--checkpoint", "run.ckpt", "--resume"])
+    np.testing.assert_array_equal(resumed.get_flat_parameters(), straight.get_flat_parameters())
+    np.testing.assert_array_equal(mq.load("resumed.maq").get_flat_parameters(),
+                                  mq.load("straight.maq").get_flat_parameters())
+    assert mq.load("resumed.maq").metadata["history"]["loss"] == mq.load("straight.maq").metadata["history"]["loss"]
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    run_script(tmp_path, "--dataset", "digits", "--limit", "200", "--epochs", "1", "--checkpoint", "c.ckpt")
+    out = subprocess.run([sys.executable, str(SCRIPT), "--quiet", "--dataset", "digits", "--limit", "200", "--epochs",
+                          "2", "--lr", "0.1", "--checkpoint", "c.ckpt", "--resume"], cwd=tmp_path,
+                         env=offline_env(tmp_path), capture_output=True, text=True)
+    assert out.returncode != 0 and "trained with other settings: lr=0.002 (now 0.1)" in out.stderr
+
+
+def test_plot_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    run_script(tmp_path, "--dataset", "digits", "--limit", "300", "--epochs", "2", "--plot", "curves.png")
+    png = (tmp_path / "curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+
+
+def test_bad_arguments_are_refused(tmp_path):
+    for args, message in ((["--resume"], "--resume needs --checkpoint"), (["--epochs", "0"], "must be positive"),
+                          (["--validation-split", "1.5"], "--validation-split must be in")):
+        out = subprocess.run([sys.executable, str(SCRIPT), *args], cwd=tmp_path, env=offline_env(tmp_path),
+                             capture_output=True, text=True)
+        assert out.returncode == 2 and message in out.stderr
+
+
+def test_explicit_dataset_does_not_fall_back(tmp_path):
+    out = subprocess.run([sys.executable, str(SCRIPT), "--dataset", "mnist", "--split", "train"], cwd=tmp_path,
+                         env=offline_env(tmp_path), capture_output=True, text=True)
+    assert out.returncode != 0 and "MNIST train files not found" in out.stderr
+
+
+@pytest.mark.skipif(mnist_test_dir() is None, reason="the MNIST test files are not in shared/data")
+def test_mnist_quality_bar_on_the_test_files(tmp_path):
+    """The README's claim: default settings, MNIST test files split 8,000 / 2,000, >= 98.5% held out."""
+    out = run_script(tmp_path, "--dataset", "mnist", "--split", "test", "--data-dir", str(mnist_test_dir()))
+    accuracy = float(out.split("test accuracy: ")[1].split("%")[0])
+    assert "train 8,000 images, test 2,000" in out
+    assert accuracy >= 98.5
