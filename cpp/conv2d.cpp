@@ -57,14 +57,16 @@ void pad_image(T* xp, const T* x, const Conv2dDims& d, int64_t slack) {
     std::fill(xp + d.C * Hp * Wp, xp + d.C * Hp * Wp + slack, T(0));
 }
 
-// col[k = (c, kh, kw)][oh*OW + ow] = x[c][oh*SH - PH + kh][ow*SW - PW + kw], zero outside.
+// col[k = (c, kh, kw)][oh*OW + ow] = x[c][oh*SH - PH + kh][ow*SW - PW + kw], zero outside;
+// rows ldcol apart (>= OH*OW), zero-filled past OH*OW.
 template <typename T>
-void im2col(T* col, const T* x, const Conv2dDims& d) {
+void im2col(T* col, const T* x, const Conv2dDims& d, int64_t ldcol) {
     const int64_t P = d.OH * d.OW;
     for (int64_t c = 0; c < d.C; ++c)
         for (int64_t kh = 0; kh < d.KH; ++kh)
             for (int64_t kw = 0; kw < d.KW; ++kw) {
-                T* row = col + ((c * d.KH + kh) * d.KW + kw) * P;
+                T* row = col + ((c * d.KH + kh) * d.KW + kw) * ldcol;
+                std::fill(row + P, row + ldcol, T(0));
                 for (int64_t oh = 0; oh < d.OH; ++oh) {
                     T* out = row + oh * d.OW;
                     const int64_t ih = oh * d.SH - d.PH + kh;
@@ -73,7 +75,16 @@ void im2col(T* col, const T* x, const Conv2dDims& d) {
                         continue;
                     }
                     const T* in = x + (c * d.H + ih) * d.W;
-                    for (int64_t ow = 0; ow < d.OW; ++ow) {
+                    int64_t ow = 0;
+                    if (d.SW == 1) {   // a contiguous run between the zero margins
+                        const int64_t lo = std::min(d.OW, std::max<int64_t>(0, d.PW - kw));
+                        const int64_t hi = std::max(lo, std::min(d.OW, d.W + d.PW - kw));
+                        std::fill(out, out + lo, T(0));
+                        std::memcpy(out + lo, in + lo - d.PW + kw, sizeof(T) * (hi - lo));
+                        std::fill(out + hi, out + d.OW, T(0));
+                        ow = d.OW;
+                    }
+                    for (; ow < d.OW; ++ow) {
                         const int64_t iw = ow * d.SW - d.PW + kw;
                         out[ow] = (iw >= 0 && iw < d.W) ? in[iw] : T(0);
                     }
@@ -95,6 +106,13 @@ void col2im(T* dx, const T* dcol, const Conv2dDims& d) {
                     if (ih < 0 || ih >= d.H) continue;
                     T* out = dx + (c * d.H + ih) * d.W;
                     const T* in = row + oh * d.OW;
+                    if (d.SW == 1) {   // a contiguous run: out[lo - PW + kw ..] += in[lo ..]
+                        const int64_t lo = std::min(d.OW, std::max<int64_t>(0, d.PW - kw));
+                        const int64_t hi = std::max(lo, std::min(d.OW, d.W + d.PW - kw));
+                        T* o = out - d.PW + kw;
+                        for (int64_t ow = lo; ow < hi; ++ow) o[ow] += in[ow];
+                        continue;
+                    }
                     for (int64_t ow = 0; ow < d.OW; ++ow) {
                         const int64_t iw = ow * d.SW - d.PW + kw;
                         if (iw >= 0 && iw < d.W) out[iw] += in[ow];
@@ -172,7 +190,7 @@ void conv2d_forward(T* y, const T* x, const T* w, const T* b, const Conv2dDims& 
                     }
                 }
             } else {
-                im2col(inb, xn, d);
+                im2col(inb, xn, d, P);
                 std::fill(inb + K * P, inb + K * P + NR, T(0));
                 kern.rows(RowsArgs<T>{d.O, P, K, apack, inb, nullptr, P, true, yn, P});
                 if (b || relu)
@@ -190,36 +208,68 @@ void conv2d_forward(T* y, const T* x, const T* w, const T* b, const Conv2dDims& 
 }
 
 // ---------------------------------------------------------------------------------------------
+// Backward. Each thread takes a contiguous range of images and walks it in blocks of kBlock: the
+// block's images are laid out (padded image, or col; and dy) so that one batched dot call sums
+// their dw contributions inside each register tile. dx is computed per image, by whichever of
+// the direct full correlation or W^T dy + col2im costs fewer operations for this shape.
+namespace {
+constexpr int64_t kBlock = 8;
+
+bool use_direct_dx(const Conv2dDims& d) {
+    if (d.SH != 1 || d.SW != 1) return false;
+    switch (conv_algo()) {
+        case ConvAlgo::Direct: return true;
+        case ConvAlgo::Im2col: return false;
+        default: break;
+    }
+    const int64_t K = d.C * d.KH * d.KW, P = d.OH * d.OW, WQ = d.W + d.KW - 1;
+    const double direct = (double)d.C * d.O * d.KH * d.KW * ((d.H - 1) * WQ + d.W);
+    const double gemm = (double)K * P * d.O + 4.0 * K * P;   // the multiply, then scattering dcol back
+    return direct <= gemm;
+}
+}  // namespace
+
 template <typename T>
 void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const Conv2dDims& d) {
     const IsaKernels& kern = isa();
-    const int MR = kern.mr, NR = kern.nr<T>();
+    const int MR = kern.mr, NR = kern.nr<T>(), L = NR / 2;
     const int64_t K = d.C * d.KH * d.KW, P = d.OH * d.OW;
     const int64_t Hp = d.H + 2 * d.PH, Wp = d.W + 2 * d.PW;
     const int64_t HQ = d.H + d.KH - 1, WQ = d.W + d.KW - 1;  // dy padded for the direct dx
     const int64_t K2 = d.O * d.KH * d.KW;                      // taps of the direct dx
     const bool direct = use_direct(d);
     const bool need_dx = dx != nullptr;
+    const bool direct_dx = need_dx && use_direct_dx(d);
     const int teams = team_size(d.N);
+    const int64_t block = std::min<int64_t>(kBlock, (d.N + teams - 1) / teams);
+    auto round_up = [](int64_t v, int64_t m) { return (v + m - 1) / m * m; };
 
-    // Per thread: partial dw and db; the image as B (padded image or col); dy as A (wide dy or
-    // dy itself); for dx the padded dy and wide dx (direct) or dcol (im2col).
-    const int64_t in_len = direct ? d.C * Hp * Wp + NR : K * P + NR;
-    const int64_t dyw_len = direct ? d.O * d.OH * Wp : 0;
-    const int64_t dxa_len = !need_dx ? 0 : direct ? d.O * HQ * WQ + NR : P * d.O + NR;
-    const int64_t dxb_len = !need_dx ? 0 : direct ? d.C * d.H * WQ : K * P;
-    const int64_t a2_len = !need_dx ? 0 : direct ? d.C * K2 : K * d.O;
+    // dw's dot products run over q: the wide output positions (direct) or the P pixels (im2col),
+    // zero-padded to whole vectors. The image side may then read up to L past its last row.
+    const int64_t Q = direct ? (d.OH - 1) * Wp + d.OW : P;
+    const int64_t Qpad = round_up(Q, L);
+    const int64_t img_len = direct ? d.C * Hp * Wp + NR : K * Qpad + NR;  // padded image, or col
+    const int64_t dya_len = d.O * Qpad;                                   // dy as dot rows
+    // The W^T dy path works on the wide grid (row stride Wp) when the stride is 1, so that each
+    // tap's column of dcol adds back onto the padded dx as one contiguous run.
+    const bool wide_dx = need_dx && !direct_dx && d.SH == 1 && d.SW == 1;
+    const int64_t NW = d.OH * Wp;                         // wide grid of dy
+    const int64_t dxa_len = !need_dx ? 0 : direct_dx ? d.O * HQ * WQ + NR : wide_dx ? d.O * NW + NR : d.O * P + NR;
+    const int64_t dxb_len = !need_dx ? 0 : direct_dx ? d.C * d.H * WQ : wide_dx ? K * NW + d.C * Hp * Wp : K * P;
+    const int64_t a2_len = !need_dx ? 0 : direct_dx ? d.C * K2 : K * d.O;
+
     Layout shared, mine;
-    const Slot at_a2 = shared.add<T>(a2_len), at_boff = shared.add<int64_t>(K),
-                      at_boff2 = shared.add<int64_t>(K2), at_parts = shared.add<T*>(2 * teams);
-    const Slot at_dw = mine.add<T>(d.O * K), at_db = mine.add<T>(d.O), at_in = mine.add<T>(in_len),
-                      at_dyw = mine.add<T>(dyw_len), at_dxa = mine.add<T>(dxa_len), at_dxb = mine.add<T>(dxb_len);
+    const Slot at_a2 = shared.add<T>(a2_len), at_boff = shared.add<int64_t>(K), at_boff2 = shared.add<int64_t>(K2),
+               at_parts = shared.add<T*>(2 * teams), at_doff = shared.add<int64_t>(K);
+    const Slot at_dw = mine.add<T>(d.O * K), at_db = mine.add<T>(d.O), at_img = mine.add<T>(block * img_len),
+               at_dya = mine.add<T>(block * dya_len), at_dxa = mine.add<T>(dxa_len), at_dxb = mine.add<T>(dxb_len);
     unsigned char* ws = static_cast<unsigned char*>(Workspace::get(shared.size() + teams * mine.size()));
     T* a2 = carve<T>(ws, at_a2);
     int64_t* boff = carve<int64_t>(ws, at_boff);
     int64_t* boff2 = carve<int64_t>(ws, at_boff2);
     T** dw_part = carve<T*>(ws, at_parts);
     T** db_part = dw_part + teams;
+    int64_t* doff = carve<int64_t>(ws, at_doff);   // where tap k's run starts in the padded dx
     for (int t = 0; t < teams; ++t) {
         unsigned char* own = ws + shared.size() + t * mine.size();
         dw_part[t] = carve<T>(own, at_dw);
@@ -228,8 +278,11 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
 
     for (int64_t c = 0, k = 0; c < d.C; ++c)
         for (int64_t kh = 0; kh < d.KH; ++kh)
-            for (int64_t kw = 0; kw < d.KW; ++kw, ++k) boff[k] = direct ? c * Hp * Wp + kh * Wp + kw : k * P;
-    if (need_dx && direct) {
+            for (int64_t kw = 0; kw < d.KW; ++kw, ++k) {
+                boff[k] = direct ? c * Hp * Wp + kh * Wp + kw : k * Qpad;
+                doff[k] = c * Hp * Wp + kh * Wp + kw;
+            }
+    if (direct_dx) {
         // A2[c][(o, kh', kw')] = w[o][c][KH-1-kh'][KW-1-kw']
         pack_panels(a2, d.C, K2, MR, [&](int64_t c, int64_t k2) {
             const int64_t o = k2 / (d.KH * d.KW), r = k2 % (d.KH * d.KW);
@@ -249,67 +302,94 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
         unsigned char* own = ws + shared.size() + t * mine.size();
         T* dwp = dw_part[t];
         T* dbp = db_part[t];
-        T* in_b = carve<T>(own, at_in);
-        T* dyw_b = carve<T>(own, at_dyw);
-        T* dxa_b = carve<T>(own, at_dxa);
-        T* dxb_b = carve<T>(own, at_dxb);
+        T* imgs = carve<T>(own, at_img);
+        T* dyas = carve<T>(own, at_dya);
+        T* dxa = carve<T>(own, at_dxa);
+        T* dxb = carve<T>(own, at_dxb);
         std::fill(dwp, dwp + d.O * K, T(0));
         std::fill(dbp, dbp + d.O, T(0));
-#pragma omp for schedule(static)
-        for (int64_t n = 0; n < d.N; ++n) {
-            const T* xn = x + n * d.C * d.H * d.W;
-            const T* dyn = dy + n * d.O * P;
-            for (int64_t o = 0; o < d.O; ++o) {
-                T s = 0;
-                for (int64_t p = 0; p < P; ++p) s += dyn[o * P + p];
-                dbp[o] += s;
+        const int64_t per = (d.N + teams - 1) / teams;   // static split: deterministic per thread count
+        const int64_t n_begin = std::min(d.N, t * per), n_end = std::min(d.N, n_begin + per);
+        for (int64_t n0 = n_begin; n0 < n_end; n0 += block) {
+            const int64_t nb = std::min(block, n_end - n0);
+            for (int64_t i = 0; i < nb; ++i) {
+                const T* xn = x + (n0 + i) * d.C * d.H * d.W;
+                const T* dyn = dy + (n0 + i) * d.O * P;
+                T* img = imgs + i * img_len;
+                T* dya = dyas + i * dya_len;
+                for (int64_t o = 0; o < d.O; ++o) {
+                    T s = 0;
+                    for (int64_t p = 0; p < P; ++p) s += dyn[o * P + p];
+                    dbp[o] += s;
+                }
+                std::fill(dya, dya + dya_len, T(0));
+                if (direct) {  // dy on the wide grid, zero in the dropped columns
+                    pad_image(img, xn, d, NR);
+                    for (int64_t o = 0; o < d.O; ++o)
+                        for (int64_t oh = 0; oh < d.OH; ++oh)
+                            std::memcpy(dya + o * Qpad + oh * Wp, dyn + (o * d.OH + oh) * d.OW, sizeof(T) * d.OW);
+                } else {
+                    im2col(img, xn, d, Qpad);
+                    std::fill(img + K * Qpad, img + K * Qpad + NR, T(0));
+                    for (int64_t o = 0; o < d.O; ++o) std::memcpy(dya + o * Qpad, dyn + o * P, sizeof(T) * P);
+                }
             }
-            // dw[o][k] += sum over pixels of dy[o][pixel] * tap k of the image at that pixel
-            if (direct) {
-                T* xpd = in_b;
-                T* dyw = dyw_b;
-                pad_image(xpd, xn, d, NR);
-                const int64_t ld = d.OH * Wp;
-                for (int64_t o = 0; o < d.O; ++o)
-                    for (int64_t oh = 0; oh < d.OH; ++oh) {
-                        T* row = dyw + o * ld + oh * Wp;
-                        std::memcpy(row, dyn + (o * d.OH + oh) * d.OW, sizeof(T) * d.OW);
-                        std::fill(row + d.OW, row + Wp, T(0));
-                    }
-                kern.dot(DotArgs<T>{d.O, K, (d.OH - 1) * Wp + d.OW, dyw, nullptr, ld, xpd, boff, 0, dwp, K, true});
-            } else {
-                T* col = in_b;
-                im2col(col, xn, d);
-                kern.dot(DotArgs<T>{d.O, K, P, dyn, nullptr, P, col, nullptr, P, dwp, K, true});
-            }
+            // dw[o][k] += sum over the block's images and pixels of dy[o][pixel] * tap k there
+            DotArgs<T> g{d.O, K, Qpad, dyas, nullptr, Qpad, imgs, boff, 0, dwp, K, true};
+            g.batch = nb;
+            g.a_batch = dya_len;
+            g.b_batch = img_len;
+            kern.dot(g);
             if (!need_dx) continue;
-            T* dxn = dx + n * d.C * d.H * d.W;
-            if (direct) {
-                // dyq[o][a][b] = dy[o][a + PH - (KH-1)][b + PW - (KW-1)], zero outside
-                T* dyq = dxa_b;
-                T* dxw = dxb_b;
-                std::fill(dyq, dyq + d.O * HQ * WQ + NR, T(0));
-                for (int64_t o = 0; o < d.O; ++o)
-                    for (int64_t oh = 0; oh < d.OH; ++oh) {
-                        const int64_t a = oh - d.PH + d.KH - 1;
-                        if (a < 0 || a >= HQ) continue;
-                        for (int64_t ow = 0; ow < d.OW; ++ow) {
-                            const int64_t bcol = ow - d.PW + d.KW - 1;
-                            if (bcol >= 0 && bcol < WQ) dyq[(o * HQ + a) * WQ + bcol] = dyn[(o * d.OH + oh) * d.OW + ow];
+            for (int64_t i = 0; i < nb; ++i) {
+                const T* dyn = dy + (n0 + i) * d.O * P;
+                T* dxn = dx + (n0 + i) * d.C * d.H * d.W;
+                if (direct_dx) {
+                    // dyq[o][a][b] = dy[o][a + PH - (KH-1)][b + PW - (KW-1)], zero outside
+                    std::fill(dxa, dxa + dxa_len, T(0));
+                    for (int64_t o = 0; o < d.O; ++o)
+                        for (int64_t oh = 0; oh < d.OH; ++oh) {
+                            const int64_t a = oh - d.PH + d.KH - 1;
+                            if (a < 0 || a >= HQ) continue;
+                            for (int64_t ow = 0; ow < d.OW; ++ow) {
+                                const int64_t bcol = ow - d.PW + d.KW - 1;
+                                if (bcol >= 0 && bcol < WQ) dxa[(o * HQ + a) * WQ + bcol] = dyn[(o * d.OH + oh) * d.OW + ow];
+                            }
                         }
-                    }
-                const int64_t ldc = d.H * WQ;
-                kern.rows(RowsArgs<T>{d.C, (d.H - 1) * WQ + d.W, K2, a2, dyq, boff2, 0, true, dxw, ldc});
-                for (int64_t c = 0; c < d.C; ++c)
-                    for (int64_t h = 0; h < d.H; ++h)
-                        std::memcpy(dxn + (c * d.H + h) * d.W, dxw + c * ldc + h * WQ, sizeof(T) * d.W);
-            } else {
-                T* dcol = dxb_b;
-                kern.rows(RowsArgs<T>{K, P, d.O, a2, dyn, nullptr, P, false, dcol, P});
-                col2im(dxn, dcol, d);
+                    const int64_t ldc = d.H * WQ;
+                    kern.rows(RowsArgs<T>{d.C, (d.H - 1) * WQ + d.W, K2, a2, dxa, boff2, 0, true, dxb, ldc});
+                    for (int64_t c = 0; c < d.C; ++c)
+                        for (int64_t h = 0; h < d.H; ++h)
+                            std::memcpy(dxn + (c * d.H + h) * d.W, dxb + c * ldc + h * WQ, sizeof(T) * d.W);
+                } else if (wide_dx) {
+                    // dcol = W^T dy on the wide grid (zero in the dropped columns, so the runs add
+                    // nothing where they wrap), then each tap's run adds onto the padded dx
+                    std::fill(dxa, dxa + dxa_len, T(0));
+                    for (int64_t o = 0; o < d.O; ++o)
+                        for (int64_t oh = 0; oh < d.OH; ++oh)
+                            std::memcpy(dxa + o * NW + oh * Wp, dyn + (o * d.OH + oh) * d.OW, sizeof(T) * d.OW);
+                    const int64_t NQ = (d.OH - 1) * Wp + d.OW;
+                    T* dcol = dxb;
+                    T* dxp = dxb + K * NW;
+                    kern.rows(RowsArgs<T>{K, NQ, d.O, a2, dxa, nullptr, NW, true, dcol, NW});
+                    T* target = (d.PH == 0 && d.PW == 0) ? dxn : dxp;
+                    std::fill(target, target + d.C * Hp * Wp, T(0));
+                    kern.add_rows(AddRowsArgs<T>{K, NQ, target, doff, dcol, NW});
+                    if (target == dxp)
+                        for (int64_t c = 0; c < d.C; ++c)
+                            for (int64_t h = 0; h < d.H; ++h)
+                                std::memcpy(dxn + (c * d.H + h) * d.W, dxp + (c * Hp + h + d.PH) * Wp + d.PW, sizeof(T) * d.W);
+                } else {
+                    // dcol = W^T dy, then each tap's column adds back onto the pixel it came from
+                    std::memcpy(dxa, dyn, sizeof(T) * d.O * P);
+                    std::fill(dxa + d.O * P, dxa + d.O * P + NR, T(0));
+                    kern.rows(RowsArgs<T>{K, P, d.O, a2, dxa, nullptr, P, true, dxb, P});
+                    col2im(dxn, dxb, d);
+                }
             }
         }
         // Reduce the per-thread partials in thread order.
+#pragma omp barrier
 #pragma omp for schedule(static)
         for (int64_t e = 0; e < d.O * K; ++e) {
             T s = dw_part[0][e];

@@ -19,6 +19,8 @@ namespace maqueta {
     void rows_d(const RowsArgs<double>&);                        \
     void dot_f(const DotArgs<float>&);                           \
     void dot_d(const DotArgs<double>&);                          \
+    void add_rows_f(const AddRowsArgs<float>&);                  \
+    void add_rows_d(const AddRowsArgs<double>&);                 \
     }
 MAQUETA_DECLARE_ISA(isa_generic)
 #ifdef MAQUETA_HAVE_AVX2
@@ -103,7 +105,8 @@ void unpoison(const void* p, std::size_t bytes) {
 // ---------------------------------------------------------------------------------------------
 // Instruction sets
 #define MAQUETA_ISA_ENTRY(label, ns) \
-    IsaKernels{label, ns::rows_mr, ns::rows_nr_float, ns::rows_nr_double, ns::rows_f, ns::rows_d, ns::dot_f, ns::dot_d}
+    IsaKernels{label, ns::rows_mr, ns::rows_nr_float, ns::rows_nr_double, ns::rows_f, ns::rows_d, \
+               ns::dot_f, ns::dot_d, ns::add_rows_f, ns::add_rows_d}
 
 namespace {
 struct IsaList {

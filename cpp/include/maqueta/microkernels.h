@@ -24,9 +24,10 @@ struct RowsArgs {
     int64_t ldc;
 };
 
-// C[i][j] (+)= sum_q A_i[q] * B_j[q]           i < M, j < N, q < Q
-// Row i of A starts at a + aoff[i] (or a + i*lda), row j of B at b + boff[j] (or b + j*ldb).
-// With accumulate set the sums are added to C, else C is overwritten.
+// C[i][j] (+)= sum_t sum_q A_t,i[q] * B_t,j[q]      i < M, j < N, q < Q, t < batch
+// Row i of A in batch element t starts at a + t*a_batch + aoff[i] (or + i*lda), row j of B at
+// b + t*b_batch + boff[j] (or + j*ldb). The batch runs inside each tile, so its sums reduce once
+// per tile rather than once per element. With accumulate set the sums are added to C.
 template <typename T>
 struct DotArgs {
     int64_t M, N, Q;
@@ -39,6 +40,20 @@ struct DotArgs {
     T* c;
     int64_t ldc;
     bool accumulate;
+    int64_t batch = 1;
+    int64_t a_batch = 0, b_batch = 0;
+};
+
+// dst[doff[k] + q] += src[k*lds + q]                k < K (in order), q < N
+// Adds K rows onto overlapping runs of dst: the scatter of an unfolded (im2col) gradient back onto
+// the image it came from, on the wide grid where every tap's run is contiguous.
+template <typename T>
+struct AddRowsArgs {
+    int64_t K, N;
+    T* dst;
+    const int64_t* doff;
+    const T* src;
+    int64_t lds;
 };
 
 }  // namespace maqueta

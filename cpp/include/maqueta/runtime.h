@@ -79,11 +79,15 @@ struct IsaKernels {
     void (*rows_d)(const RowsArgs<double>&);
     void (*dot_f)(const DotArgs<float>&);
     void (*dot_d)(const DotArgs<double>&);
+    void (*add_rows_f)(const AddRowsArgs<float>&);
+    void (*add_rows_d)(const AddRowsArgs<double>&);
 
     void rows(const RowsArgs<float>& a) const { rows_f(a); }
     void rows(const RowsArgs<double>& a) const { rows_d(a); }
     void dot(const DotArgs<float>& a) const { dot_f(a); }
     void dot(const DotArgs<double>& a) const { dot_d(a); }
+    void add_rows(const AddRowsArgs<float>& a) const { add_rows_f(a); }
+    void add_rows(const AddRowsArgs<double>& a) const { add_rows_d(a); }
     template <typename T> int nr() const { return sizeof(T) == 4 ? nr_float : nr_double; }
 };
 
