@@ -133,6 +133,38 @@ void check_same_shape(const py::array& a, const char* an, const py::array& b, co
                     shape_str(b));
 }
 
+// An output array: the caller's (checked like an in-place operand, and apart from every input
+// and other output) or a new one when obj is None.
+struct Outputs {
+    std::vector<std::pair<py::array, std::string>> given;  // caller-supplied outputs, for overlap checks
+};
+
+template <typename T>
+py::array_t<T> output(const py::handle& obj, const char* name, const std::vector<py::ssize_t>& shape, DType dt,
+                      const char* first_name, const std::vector<std::pair<const py::array*, const char*>>& inputs,
+                      Outputs& outs) {
+    if (obj.is_none()) return py::array_t<T>(shape);
+    py::array a = as_ndarray(obj, name);
+    check_inplace(a, name, dt, first_name);
+    bool same = a.ndim() == (py::ssize_t)shape.size();
+    for (size_t i = 0; same && i < shape.size(); ++i) same = a.shape(i) == shape[i];
+    if (!same) {
+        std::string want = "(";
+        for (size_t i = 0; i < shape.size(); ++i) want += (i ? ", " : "") + std::to_string(shape[i]);
+        value_error(std::string(name) + " must have shape " + want + (shape.size() == 1 ? ",)" : ")") + ", got " +
+                    shape_str(a));
+    }
+    for (const auto& in : inputs)
+        if (in.first && overlaps(a, *in.first))
+            value_error(std::string(name) + " and " + in.second + " share memory; an output must be a separate array");
+    for (const auto& o : outs.given)
+        if (overlaps(a, o.first)) value_error(std::string(name) + " and " + o.second + " share memory");
+    outs.given.emplace_back(a, name);
+    return py::reinterpret_borrow<py::array_t<T>>(a);
+}
+
+std::vector<py::ssize_t> dims(std::initializer_list<int64_t> v) { return std::vector<py::ssize_t>(v.begin(), v.end()); }
+
 template <typename F>
 auto dispatch(DType dt, F&& f) {
     if (dt == DType::F32) return f(float{});
@@ -175,7 +207,7 @@ Conv2dDims conv_dims(const py::array& x, const py::array& w, int64_t sh, int64_t
 }
 
 py::object conv2d_forward_py(const py::handle& x_obj, const py::handle& w_obj, const py::handle& b_obj,
-                             int64_t sh, int64_t sw, int64_t ph, int64_t pw, bool relu) {
+                             int64_t sh, int64_t sw, int64_t ph, int64_t pw, bool relu, const py::handle& out_obj) {
     py::array x = as_ndarray(x_obj, "x");
     const DType dt = call_dtype(x, "x");
     py::array w = as_ndarray(w_obj, "w");
@@ -192,10 +224,12 @@ py::object conv2d_forward_py(const py::handle& x_obj, const py::handle& w_obj, c
     }
     return dispatch(dt, [&](auto tag) -> py::object {
         using T = decltype(tag);
+        Outputs outs;
+        py::array_t<T> y = output<T>(out_obj, "out", dims({d.N, d.O, d.OH, d.OW}), dt, "x",
+                                     {{&x, "x"}, {&w, "w"}, {has_b ? &b : nullptr, "b"}}, outs);
         auto xc = input<T>(x), wc = input<T>(w);
         py::array_t<T> bc;
         if (has_b) bc = input<T>(b);
-        py::array_t<T> y({d.N, d.O, d.OH, d.OW});
         T* yp = y.mutable_data();
         const T* bp = has_b ? bc.data() : nullptr;
         {
@@ -207,7 +241,8 @@ py::object conv2d_forward_py(const py::handle& x_obj, const py::handle& w_obj, c
 }
 
 py::tuple conv2d_backward_py(const py::handle& dy_obj, const py::handle& x_obj, const py::handle& w_obj,
-                             int64_t sh, int64_t sw, int64_t ph, int64_t pw, bool need_dx) {
+                             int64_t sh, int64_t sw, int64_t ph, int64_t pw, bool need_dx, bool relu_input,
+                             const py::handle& dx_obj_in, const py::handle& dw_obj, const py::handle& db_obj) {
     py::array dy = as_ndarray(dy_obj, "dy");
     const DType dt = call_dtype(dy, "dy");
     py::array x = as_ndarray(x_obj, "x");
@@ -222,21 +257,23 @@ py::tuple conv2d_backward_py(const py::handle& dy_obj, const py::handle& x_obj, 
                     ", w " + shape_str(w) + ", stride " + pair_str(sh, sw) + ", padding " + pair_str(ph, pw));
     return dispatch(dt, [&](auto tag) -> py::tuple {
         using T = decltype(tag);
-        auto dyc = input<T>(dy), xc = input<T>(x), wc = input<T>(w);
-        py::array_t<T> dw({d.O, d.C, d.KH, d.KW});
-        py::array_t<T> db(std::vector<py::ssize_t>{(py::ssize_t)d.O});
+        Outputs outs;
+        const std::vector<std::pair<const py::array*, const char*>> ins{{&dy, "dy"}, {&x, "x"}, {&w, "w"}};
+        py::array_t<T> dw = output<T>(dw_obj, "dw_out", dims({d.O, d.C, d.KH, d.KW}), dt, "dy", ins, outs);
+        py::array_t<T> db = output<T>(db_obj, "db_out", dims({d.O}), dt, "dy", ins, outs);
         py::object dx_obj = py::none();
         T* dxp = nullptr;
         if (need_dx) {
-            py::array_t<T> dx({d.N, d.C, d.H, d.W});
+            py::array_t<T> dx = output<T>(dx_obj_in, "dx_out", dims({d.N, d.C, d.H, d.W}), dt, "dy", ins, outs);
             dxp = dx.mutable_data();
             dx_obj = std::move(dx);
         }
+        auto dyc = input<T>(dy), xc = input<T>(x), wc = input<T>(w);
         T* dwp = dw.mutable_data();
         T* dbp = db.mutable_data();
         {
             py::gil_scoped_release nogil;
-            conv2d_backward<T>(dxp, dwp, dbp, dyc.data(), xc.data(), wc.data(), d);
+            conv2d_backward<T>(dxp, dwp, dbp, dyc.data(), xc.data(), wc.data(), d, relu_input);
         }
         return py::make_tuple(dx_obj, dw, db);
     });
@@ -244,7 +281,8 @@ py::tuple conv2d_backward_py(const py::handle& dy_obj, const py::handle& x_obj, 
 
 // ---------------------------------------------------------------------------------------------
 // max-pool
-py::tuple maxpool2d_forward_py(const py::handle& x_obj, int64_t kh, int64_t kw, int64_t sh, int64_t sw) {
+py::tuple maxpool2d_forward_py(const py::handle& x_obj, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                               const py::handle& out_obj, const py::handle& idx_obj) {
     py::array x = as_ndarray(x_obj, "x");
     const DType dt = call_dtype(x, "x");
     check_rank(x, "x", 4, "[N, C, H, W]");
@@ -262,9 +300,22 @@ py::tuple maxpool2d_forward_py(const py::handle& x_obj, int64_t kh, int64_t kw, 
     checked_product({d.N, d.C, d.H, d.W}, "x");
     return dispatch(dt, [&](auto tag) -> py::tuple {
         using T = decltype(tag);
+        Outputs outs;
+        py::array_t<T> y = output<T>(out_obj, "out", dims({d.N, d.C, d.OH, d.OW}), dt, "x", {{&x, "x"}}, outs);
+        py::array_t<int64_t> idx;
+        if (idx_obj.is_none()) {
+            idx = py::array_t<int64_t>(dims({d.N, d.C, d.OH, d.OW}));
+        } else {
+            py::array given = as_ndarray(idx_obj, "indices_out");
+            if (!given.dtype().is(py::dtype::of<int64_t>()))
+                type_error("indices_out must have dtype int64, got " + std::string(py::str(given.dtype())));
+            if (!(given.flags() & py::array::c_style) || !given.writeable())
+                value_error("indices_out must be a writeable C-contiguous array");
+            check_same_shape(y, "out", given, "indices_out");
+            if (overlaps(given, x) || overlaps(given, y)) value_error("indices_out shares memory with x or out");
+            idx = py::reinterpret_borrow<py::array_t<int64_t>>(given);
+        }
         auto xc = input<T>(x);
-        py::array_t<T> y({d.N, d.C, d.OH, d.OW});
-        py::array_t<int64_t> idx({d.N, d.C, d.OH, d.OW});
         T* yp = y.mutable_data();
         int64_t* ip = idx.mutable_data();
         {
@@ -275,7 +326,8 @@ py::tuple maxpool2d_forward_py(const py::handle& x_obj, int64_t kh, int64_t kw, 
     });
 }
 
-py::array maxpool2d_backward_py(const py::handle& dy_obj, const py::handle& idx_obj, const py::handle& shape_obj) {
+py::array maxpool2d_backward_py(const py::handle& dy_obj, const py::handle& idx_obj, const py::handle& shape_obj,
+                                const py::handle& relu_obj, const py::handle& out_obj) {
     py::array dy = as_ndarray(dy_obj, "dy");
     const DType dt = call_dtype(dy, "dy");
     py::array idx = as_ndarray(idx_obj, "indices");
@@ -312,14 +364,26 @@ py::array maxpool2d_backward_py(const py::handle& dy_obj, const py::handle& idx_
                             ", outside the plane [0, H*W = " + std::to_string(HW) + ") of x_shape " +
                             std::string(py::str(shape_obj)));
     }
+    py::array relu_y;
+    const bool has_relu = !relu_obj.is_none();
+    if (has_relu) {
+        relu_y = as_ndarray(relu_obj, "relu_output");
+        check_dtype(relu_y, "relu_output", dt, "dy");
+        check_same_shape(dy, "dy", relu_y, "relu_output");
+    }
     return dispatch(dt, [&](auto tag) -> py::array {
         using T = decltype(tag);
+        Outputs outs;
+        py::array_t<T> dx = output<T>(out_obj, "out", dims({d.N, d.C, d.H, d.W}), dt, "dy",
+                                      {{&dy, "dy"}, {&idx, "indices"}, {has_relu ? &relu_y : nullptr, "relu_output"}}, outs);
         auto dyc = input<T>(dy);
-        py::array_t<T> dx({d.N, d.C, d.H, d.W});
+        py::array_t<T> ryc;
+        if (has_relu) ryc = input<T>(relu_y);
         T* dxp = dx.mutable_data();
+        const T* ryp = has_relu ? ryc.data() : nullptr;
         {
             py::gil_scoped_release nogil;
-            maxpool2d_backward<T>(dxp, dyc.data(), ic.data(), d);
+            maxpool2d_backward<T>(dxp, dyc.data(), ic.data(), ryp, d);
         }
         return std::move(dx);
     });
@@ -341,7 +405,8 @@ void linear_dims(const py::array& x, const py::array& w, int64_t& N, int64_t& IN
     checked_product({N, OUT}, "the output");
 }
 
-py::array linear_forward_py(const py::handle& x_obj, const py::handle& w_obj, const py::handle& b_obj, bool relu) {
+py::array linear_forward_py(const py::handle& x_obj, const py::handle& w_obj, const py::handle& b_obj, bool relu,
+                            const py::handle& out_obj) {
     py::array x = as_ndarray(x_obj, "x");
     const DType dt = call_dtype(x, "x");
     py::array w = as_ndarray(w_obj, "w");
@@ -358,10 +423,12 @@ py::array linear_forward_py(const py::handle& x_obj, const py::handle& w_obj, co
     }
     return dispatch(dt, [&](auto tag) -> py::array {
         using T = decltype(tag);
+        Outputs outs;
+        py::array_t<T> y = output<T>(out_obj, "out", dims({N, OUT}), dt, "x",
+                                     {{&x, "x"}, {&w, "w"}, {has_b ? &b : nullptr, "b"}}, outs);
         auto xc = input<T>(x), wc = input<T>(w);
         py::array_t<T> bc;
         if (has_b) bc = input<T>(b);
-        py::array_t<T> y({N, OUT});
         T* yp = y.mutable_data();
         const T* bp = has_b ? bc.data() : nullptr;
         {
@@ -372,7 +439,9 @@ py::array linear_forward_py(const py::handle& x_obj, const py::handle& w_obj, co
     });
 }
 
-py::tuple linear_backward_py(const py::handle& dy_obj, const py::handle& x_obj, const py::handle& w_obj, bool need_dx) {
+py::tuple linear_backward_py(const py::handle& dy_obj, const py::handle& x_obj, const py::handle& w_obj, bool need_dx,
+                             bool relu_input, const py::handle& dx_obj_in, const py::handle& dw_obj,
+                             const py::handle& db_obj) {
     py::array dy = as_ndarray(dy_obj, "dy");
     const DType dt = call_dtype(dy, "dy");
     py::array x = as_ndarray(x_obj, "x");
@@ -387,21 +456,23 @@ py::tuple linear_backward_py(const py::handle& dy_obj, const py::handle& x_obj, 
                     ": x " + shape_str(x) + ", w " + shape_str(w));
     return dispatch(dt, [&](auto tag) -> py::tuple {
         using T = decltype(tag);
-        auto dyc = input<T>(dy), xc = input<T>(x), wc = input<T>(w);
-        py::array_t<T> dw({OUT, IN});
-        py::array_t<T> db(std::vector<py::ssize_t>{(py::ssize_t)OUT});
+        Outputs outs;
+        const std::vector<std::pair<const py::array*, const char*>> ins{{&dy, "dy"}, {&x, "x"}, {&w, "w"}};
+        py::array_t<T> dw = output<T>(dw_obj, "dw_out", dims({OUT, IN}), dt, "dy", ins, outs);
+        py::array_t<T> db = output<T>(db_obj, "db_out", dims({OUT}), dt, "dy", ins, outs);
         py::object dx_obj = py::none();
         T* dxp = nullptr;
         if (need_dx) {
-            py::array_t<T> dx({N, IN});
+            py::array_t<T> dx = output<T>(dx_obj_in, "dx_out", dims({N, IN}), dt, "dy", ins, outs);
             dxp = dx.mutable_data();
             dx_obj = std::move(dx);
         }
+        auto dyc = input<T>(dy), xc = input<T>(x), wc = input<T>(w);
         T* dwp = dw.mutable_data();
         T* dbp = db.mutable_data();
         {
             py::gil_scoped_release nogil;
-            linear_backward<T>(dxp, dwp, dbp, dyc.data(), xc.data(), wc.data(), N, IN, OUT);
+            linear_backward<T>(dxp, dwp, dbp, dyc.data(), xc.data(), wc.data(), N, IN, OUT, relu_input);
         }
         return py::make_tuple(dx_obj, dw, db);
     });
@@ -488,15 +559,20 @@ void sgd_update_py(const py::handle& p_obj, const py::handle& g_obj, const py::h
 PYBIND11_MODULE(_core, m) {
     m.doc() = "maqueta's compiled kernels (private: use maqueta.ops)";
 
+    const py::object none = py::none();
     m.def("conv2d_forward", &conv2d_forward_py, py::arg("x"), py::arg("w"), py::arg("b"), py::arg("stride_h"),
-          py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("relu") = false);
+          py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("relu") = false, py::arg("out") = none);
     m.def("conv2d_backward", &conv2d_backward_py, py::arg("dy"), py::arg("x"), py::arg("w"), py::arg("stride_h"),
-          py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("need_dx"));
+          py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("need_dx"), py::arg("relu_input") = false,
+          py::arg("dx_out") = none, py::arg("dw_out") = none, py::arg("db_out") = none);
     m.def("maxpool2d_forward", &maxpool2d_forward_py, py::arg("x"), py::arg("kernel_h"), py::arg("kernel_w"),
-          py::arg("stride_h"), py::arg("stride_w"));
-    m.def("maxpool2d_backward", &maxpool2d_backward_py, py::arg("dy"), py::arg("indices"), py::arg("x_shape"));
-    m.def("linear_forward", &linear_forward_py, py::arg("x"), py::arg("w"), py::arg("b"), py::arg("relu") = false);
-    m.def("linear_backward", &linear_backward_py, py::arg("dy"), py::arg("x"), py::arg("w"), py::arg("need_dx"));
+          py::arg("stride_h"), py::arg("stride_w"), py::arg("out") = none, py::arg("indices_out") = none);
+    m.def("maxpool2d_backward", &maxpool2d_backward_py, py::arg("dy"), py::arg("indices"), py::arg("x_shape"),
+          py::arg("relu_output") = none, py::arg("out") = none);
+    m.def("linear_forward", &linear_forward_py, py::arg("x"), py::arg("w"), py::arg("b"), py::arg("relu") = false,
+          py::arg("out") = none);
+    m.def("linear_backward", &linear_backward_py, py::arg("dy"), py::arg("x"), py::arg("w"), py::arg("need_dx"),
+          py::arg("relu_input") = false, py::arg("dx_out") = none, py::arg("dw_out") = none, py::arg("db_out") = none);
     m.def("adam_update", &adam_update_py, py::arg("param"), py::arg("grad"), py::arg("m"), py::arg("v"),
           py::arg("step"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
           py::arg("weight_decay"), py::arg("bias_correction"));

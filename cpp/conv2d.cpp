@@ -230,7 +230,8 @@ bool use_direct_dx(const Conv2dDims& d) {
 }  // namespace
 
 template <typename T>
-void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const Conv2dDims& d) {
+void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const Conv2dDims& d,
+                     bool relu_input) {
     const IsaKernels& kern = isa();
     const int MR = kern.mr, NR = kern.nr<T>(), L = NR / 2;
     const int64_t K = d.C * d.KH * d.KW, P = d.OH * d.OW;
@@ -386,6 +387,10 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
                     kern.rows(RowsArgs<T>{K, P, d.O, a2, dxa, nullptr, P, true, dxb, P});
                     col2im(dxn, dxb, d);
                 }
+                if (relu_input) {   // dx through the ReLU that produced x
+                    const T* xn = x + (n0 + i) * d.C * d.H * d.W;
+                    for (int64_t e = 0; e < d.C * d.H * d.W; ++e) dxn[e] = xn[e] > T(0) ? dxn[e] : T(0);
+                }
             }
         }
         // Reduce the per-thread partials in thread order.
@@ -409,7 +414,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
 
 #define MAQUETA_INSTANTIATE(T)                                                                  \
     template void conv2d_forward<T>(T*, const T*, const T*, const T*, const Conv2dDims&, bool); \
-    template void conv2d_backward<T>(T*, T*, T*, const T*, const T*, const T*, const Conv2dDims&);
+    template void conv2d_backward<T>(T*, T*, T*, const T*, const T*, const T*, const Conv2dDims&, bool);
 MAQUETA_INSTANTIATE(float)
 MAQUETA_INSTANTIATE(double)
 

@@ -67,7 +67,8 @@ void linear_forward(T* y, const T* x, const T* w, const T* b, int64_t N, int64_t
 }
 
 template <typename T>
-void linear_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, int64_t N, int64_t IN, int64_t OUT) {
+void linear_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, int64_t N, int64_t IN, int64_t OUT,
+                     bool relu_input) {
     const IsaKernels& kern = isa();
     const int MR = kern.mr, NR = kern.nr<T>();
     Layout shared;
@@ -102,6 +103,9 @@ void linear_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, i
             if (r0 >= r1 || c0 >= c1) continue;
             kern.rows(RowsArgs<T>{r1 - r0, c1 - c0, OUT, dy_panels + r0 * OUT, w + c0, nullptr, IN, false,
                                   dx + r0 * IN + c0, IN});
+            if (relu_input)   // dx through the ReLU that produced x
+                for (int64_t n = r0; n < r1; ++n)
+                    for (int64_t i = c0; i < c1; ++i) dx[n * IN + i] = x[n * IN + i] > T(0) ? dx[n * IN + i] : T(0);
         }
     }
     if (db)
@@ -114,7 +118,7 @@ void linear_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, i
 
 template void linear_forward<float>(float*, const float*, const float*, const float*, int64_t, int64_t, int64_t, bool);
 template void linear_forward<double>(double*, const double*, const double*, const double*, int64_t, int64_t, int64_t, bool);
-template void linear_backward<float>(float*, float*, float*, const float*, const float*, const float*, int64_t, int64_t, int64_t);
-template void linear_backward<double>(double*, double*, double*, const double*, const double*, const double*, int64_t, int64_t, int64_t);
+template void linear_backward<float>(float*, float*, float*, const float*, const float*, const float*, int64_t, int64_t, int64_t, bool);
+template void linear_backward<double>(double*, double*, double*, const double*, const double*, const double*, int64_t, int64_t, int64_t, bool);
 
 }  // namespace maqueta

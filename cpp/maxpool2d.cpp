@@ -67,7 +67,7 @@ void maxpool2d_forward(T* y, int64_t* idx, const T* x, const Pool2dDims& d) {
 }
 
 template <typename T>
-void maxpool2d_backward(T* dx, const T* dy, const int64_t* idx, const Pool2dDims& d) {
+void maxpool2d_backward(T* dx, const T* dy, const int64_t* idx, const T* relu_y, const Pool2dDims& d) {
     const int64_t planes = d.N * d.C, HW = d.H * d.W, OP = d.OH * d.OW;
 #pragma omp parallel for schedule(static) num_threads(team_size(planes * HW / 4096 + 1))
     for (int64_t p = 0; p < planes; ++p) {
@@ -75,13 +75,19 @@ void maxpool2d_backward(T* dx, const T* dy, const int64_t* idx, const Pool2dDims
         const T* dyp = dy + p * OP;
         const int64_t* ip = idx + p * OP;
         std::fill(dxp, dxp + HW, T(0));
-        for (int64_t q = 0; q < OP; ++q) dxp[ip[q]] += dyp[q];
+        if (relu_y) {
+            const T* yp = relu_y + p * OP;
+            for (int64_t q = 0; q < OP; ++q)
+                if (yp[q] > T(0)) dxp[ip[q]] += dyp[q];
+        } else {
+            for (int64_t q = 0; q < OP; ++q) dxp[ip[q]] += dyp[q];
+        }
     }
 }
 
 template void maxpool2d_forward<float>(float*, int64_t*, const float*, const Pool2dDims&);
 template void maxpool2d_forward<double>(double*, int64_t*, const double*, const Pool2dDims&);
-template void maxpool2d_backward<float>(float*, const float*, const int64_t*, const Pool2dDims&);
-template void maxpool2d_backward<double>(double*, const double*, const int64_t*, const Pool2dDims&);
+template void maxpool2d_backward<float>(float*, const float*, const int64_t*, const float*, const Pool2dDims&);
+template void maxpool2d_backward<double>(double*, const double*, const int64_t*, const double*, const Pool2dDims&);
 
 }  // namespace maqueta

@@ -141,14 +141,13 @@ class Conv2D(Layer):
                              f"{(h + 2 * ph, w + 2 * pw)} (input shape {_fmt(input_shape)})")
         return (self.out_channels, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
 
-    def forward(self, x, training=False, relu=False):
-        y = kernels().conv2d_forward(x, self.weight, self.bias, self.stride, self.padding, relu=relu)
+    def forward(self, x, training=False, relu=False, out=None):
+        y = kernels().conv2d_forward(x, self.weight, self.bias, self.stride, self.padding, relu=relu, out=out)
         return y, x
 
-    def backward(self, dy, cache, grads, need_dx=True):
-        dx, dw, db = kernels().conv2d_backward(dy, cache, self.weight, self.stride, self.padding, need_dx)
-        grads["weight"][...] = dw
-        grads["bias"][...] = db
+    def backward(self, dy, cache, grads, need_dx=True, relu_input=False, dx_out=None):
+        dx, _, _ = kernels().conv2d_backward(dy, cache, self.weight, self.stride, self.padding, need_dx, relu_input,
+                                             dx_out=dx_out, dw_out=grads["weight"], db_out=grads["bias"])
         return dx
 
 
@@ -183,13 +182,13 @@ class MaxPool2D(Layer):
                              f"{_fmt(input_shape)}")
         return (c, (h - kh) // sh + 1, (w - kw) // sw + 1)
 
-    def forward(self, x, training=False):
-        y, indices = kernels().maxpool2d_forward(x, self.kernel_size, self.stride)
-        return y, (indices, x.shape)
+    def forward(self, x, training=False, out=None, indices_out=None):
+        y, indices = kernels().maxpool2d_forward(x, self.kernel_size, self.stride, out=out, indices_out=indices_out)
+        return y, (indices, x.shape, y)
 
-    def backward(self, dy, cache, grads, need_dx=True):
-        indices, shape = cache
-        return kernels().maxpool2d_backward(dy, indices, shape)
+    def backward(self, dy, cache, grads, need_dx=True, relu_input=False, dx_out=None):
+        indices, shape, y = cache
+        return kernels().maxpool2d_backward(dy, indices, shape, relu_output=y if relu_input else None, out=dx_out)
 
 
 class Dense(Layer):
@@ -229,13 +228,12 @@ class Dense(Layer):
                              f"{input_shape[0]} (input shape {_fmt(input_shape)})")
         return (self.out_features,)
 
-    def forward(self, x, training=False, relu=False):
-        return kernels().linear_forward(x, self.weight, self.bias, relu=relu), x
+    def forward(self, x, training=False, relu=False, out=None):
+        return kernels().linear_forward(x, self.weight, self.bias, relu=relu, out=out), x
 
-    def backward(self, dy, cache, grads, need_dx=True):
-        dx, dw, db = kernels().linear_backward(dy, cache, self.weight, need_dx)
-        grads["weight"][...] = dw
-        grads["bias"][...] = db
+    def backward(self, dy, cache, grads, need_dx=True, relu_input=False, dx_out=None):
+        dx, _, _ = kernels().linear_backward(dy, cache, self.weight, need_dx, relu_input, dx_out=dx_out,
+                                             dw_out=grads["weight"], db_out=grads["bias"])
         return dx
 
 

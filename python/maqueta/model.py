@@ -16,6 +16,7 @@ from . import losses
 from .callbacks import Callback, History
 from .layers import Conv2D, Dense, Layer, Softmax, _fmt
 from .optim import Adam, Optimizer
+from .plan import Buffers, Plan
 
 __all__ = ["Sequential"]
 
@@ -90,6 +91,8 @@ class Sequential:
                 offset += size
         trainable = [i for i, layer in enumerate(layers) if layer.parameter_shapes()]
         self._first_trainable = trainable[0] if trainable else len(layers)
+        self._plan = Plan(layers)
+        self._train_buffers = {}   # batch size -> Buffers, used by the training thread only
 
         self.input_shape = None
         try:
@@ -213,15 +216,27 @@ class Sequential:
 
     __call__ = forward
 
-    def _forward(self, x):
-        for layer in self.layers:
-            x, _ = layer.forward(x, training=False)
+    def _forward(self, x, buffers=None):
+        """Outputs for x; with buffers (of x's batch size) the steps write into them."""
+        layers = self.layers
+        for k, step in enumerate(self._plan.steps):
+            layer = layers[step.index]
+            x, _ = layer.forward(x, training=False, **(buffers.forward[k] if buffers is not None else
+                                                       {"relu": True} if step.fused_relu else {}))
         return x
 
     def _batched(self, X, batch_size, fn):
         X = self._check_input(X)
         batch_size = _positive_int(batch_size, "batch_size")
-        return np.concatenate([fn(self._forward(X[s:s + batch_size])) for s in range(0, len(X), batch_size)])
+        # buffers belong to this call alone, so concurrent predictions never share them
+        buffers = Buffers(self, min(batch_size, len(X)), training=False)
+        results = []
+        for s in range(0, len(X), batch_size):
+            chunk = X[s:s + batch_size]
+            if len(chunk) != buffers.n:
+                buffers = Buffers(self, len(chunk), training=False)
+            results.append(fn(self._forward(chunk, buffers)))
+        return np.concatenate(results)
 
     def predict_proba(self, X, batch_size=256):
         """Softmax of the outputs: ndarray (N, K) of class probabilities, rows summing to 1."""
@@ -239,8 +254,12 @@ class Sequential:
         loss_fn = losses.get(loss or self.loss)
         batch_size = _positive_int(batch_size, "batch_size")
         total_loss, correct = 0.0, 0
+        buffers = Buffers(self, min(batch_size, len(X)), training=False)
         for s in range(0, len(X), batch_size):
-            out = self._forward(X[s:s + batch_size])
+            chunk = X[s:s + batch_size]
+            if len(chunk) != buffers.n:
+                buffers = Buffers(self, len(chunk), training=False)
+            out = self._forward(chunk, buffers)
             value, _ = loss_fn(out, targets[s:s + batch_size])
             total_loss += value * len(out)
             correct += int(np.count_nonzero(out.argmax(axis=1) == targets[s:s + batch_size]))
@@ -325,7 +344,8 @@ class Sequential:
                     xb, tb = X[step * batch_size:(step + 1) * batch_size], targets[step * batch_size:(step + 1) * batch_size]
                 else:
                     index = order[step * batch_size:(step + 1) * batch_size]
-                    xb, tb = X[index], targets[index]
+                    xb = np.take(X, index, axis=0, out=self._buffers(len(index)).batch)
+                    tb = targets[index]
                 value, hits = self._train_step(xb, tb, loss_fn, epoch, step)
                 total_loss += value * len(tb)
                 correct += hits
@@ -370,18 +390,37 @@ class Sequential:
         with np.errstate(over="ignore", invalid="ignore"):
             return self._train_step_unchecked(xb, tb, loss_fn, epoch, step)
 
-    def _train_step_unchecked(self, xb, tb, loss_fn, epoch, step):
-        layers = self.layers
-        caches = [None] * len(layers)
+    def _buffers(self, n):
+        buffers = self._train_buffers.get(n)
+        if buffers is None:
+            if len(self._train_buffers) >= 4:   # a few batch sizes at most (full and last partial)
+                self._train_buffers.clear()
+            buffers = self._train_buffers[n] = Buffers(self, n, training=True)
+        return buffers
+
+    def _gradients(self, xb, tb, loss_fn):
+        """Forward and backward on one batch, leaving the gradients in the flat buffer; returns
+        (loss, outputs). The outputs live in reused buffers: read them before the next call."""
+        layers, steps = self.layers, self._plan.steps
+        buffers = self._buffers(len(xb))
+        caches = [None] * len(steps)
         a = xb
-        for i, layer in enumerate(layers):
-            a, caches[i] = layer.forward(a, training=True)
+        for k, step in enumerate(steps):
+            a, caches[k] = layers[step.index].forward(a, training=True, **buffers.forward[k])
         value, d = loss_fn(a, tb)
+        for k in range(len(steps) - 1, -1, -1):
+            i = steps[k].index
+            if i < self._first_trainable:
+                break   # nothing before the first trainable layer needs a gradient
+            d = layers[i].backward(d, caches[k], self._layer_grads[i], need_dx=i > self._first_trainable,
+                                   **buffers.backward[k])
+        return value, a
+
+    def _train_step_unchecked(self, xb, tb, loss_fn, epoch, step):
+        value, outputs = self._gradients(xb, tb, loss_fn)
         if not math.isfinite(value):
             self._diverged(f"the loss is {value}", epoch, step)
-        hits = int(np.count_nonzero(a.argmax(axis=1) == tb))
-        for i in range(len(layers) - 1, -1, -1):
-            d = layers[i].backward(d, caches[i], self._layer_grads[i], need_dx=i > self._first_trainable)
+        hits = int(np.count_nonzero(outputs.argmax(axis=1) == tb))
         if not math.isfinite(float(self._grads.sum(dtype=np.float64))):
             self._diverged("the gradients hold NaN or Inf", epoch, step)
         self.optimizer.step(self._params, self._grads)

@@ -6,6 +6,10 @@ PyTorch's layouts: activations ``(N, C, H, W)``, conv weights ``(O, C, KH, KW)``
 optimizer updates in place must be C-contiguous and writeable. Bad arguments raise ``TypeError`` or
 ``ValueError`` naming the argument and the shapes. The GIL is released while a kernel runs.
 
+Every output can be written into a caller's array instead of a new one (``out``, ``dx_out``,
+``dw_out``, ``db_out``, ``indices_out``): C-contiguous, of the exact shape and dtype, sharing no
+memory with the inputs. A training loop that reuses them allocates nothing per step.
+
 ``maqueta.reference`` holds the same functions written in plain NumPy: the ground truth these are
 tested against.
 """
@@ -28,7 +32,7 @@ __all__ = [
 ]
 
 
-def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False):
+def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, out=None):
     """2-D cross-correlation with zero padding, as ``torch.nn.functional.conv2d``.
 
     x: ndarray (N, C, H, W); w: ndarray (O, C, KH, KW); b: ndarray (O,) or None.
@@ -37,22 +41,24 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False):
     """
     sh, sw = pair(stride, "stride", 1)
     ph, pw = pair(padding, "padding", 0)
-    return _core.conv2d_forward(x, w, b, sh, sw, ph, pw, bool(relu))
+    return _core.conv2d_forward(x, w, b, sh, sw, ph, pw, bool(relu), out)
 
 
-def conv2d_backward(dy, x, w, stride=1, padding=0, need_dx=True):
+def conv2d_backward(dy, x, w, stride=1, padding=0, need_dx=True, relu_input=False, dx_out=None, dw_out=None,
+                    db_out=None):
     """Gradients of :func:`conv2d_forward` (without relu).
 
     dy: ndarray (N, O, OH, OW); x and w as given to the forward pass.
+    relu_input: x is the output of a ReLU; dx is then zero where x <= 0 (that ReLU's gradient, fused).
     Returns (dx or None, dw, db): dx (N, C, H, W) unless need_dx is false (then its work is skipped),
     dw (O, C, KH, KW), db (O,).
     """
     sh, sw = pair(stride, "stride", 1)
     ph, pw = pair(padding, "padding", 0)
-    return _core.conv2d_backward(dy, x, w, sh, sw, ph, pw, bool(need_dx))
+    return _core.conv2d_backward(dy, x, w, sh, sw, ph, pw, bool(need_dx), bool(relu_input), dx_out, dw_out, db_out)
 
 
-def maxpool2d_forward(x, kernel_size, stride=None):
+def maxpool2d_forward(x, kernel_size, stride=None, out=None, indices_out=None):
     """Max-pooling over (KH, KW) windows, as ``torch.nn.functional.max_pool2d(..., return_indices=True)``.
 
     x: ndarray (N, C, H, W); kernel_size: int or pair; stride defaults to kernel_size.
@@ -62,28 +68,32 @@ def maxpool2d_forward(x, kernel_size, stride=None):
     """
     kh, kw = pair(kernel_size, "kernel_size", 1)
     sh, sw = (kh, kw) if stride is None else pair(stride, "stride", 1)
-    return _core.maxpool2d_forward(x, kh, kw, sh, sw)
+    return _core.maxpool2d_forward(x, kh, kw, sh, sw, out, indices_out)
 
 
-def maxpool2d_backward(dy, indices, x_shape):
+def maxpool2d_backward(dy, indices, x_shape, relu_output=None, out=None):
     """Gradient of :func:`maxpool2d_forward`: dx (x_shape) with dy added at each window's maximum.
 
     dy: ndarray (N, C, OH, OW); indices: int64 ndarray from the forward pass; x_shape: (N, C, H, W).
+    relu_output: the forward output y when x was the output of a ReLU: only windows with y > 0 pass
+    their gradient (that ReLU's gradient at the maximum, fused).
     """
-    return _core.maxpool2d_backward(dy, indices, tuple(x_shape) if isinstance(x_shape, np.ndarray) else x_shape)
+    shape = tuple(x_shape) if isinstance(x_shape, np.ndarray) else x_shape
+    return _core.maxpool2d_backward(dy, indices, shape, relu_output, out)
 
 
-def linear_forward(x, w, b=None, relu=False):
+def linear_forward(x, w, b=None, relu=False, out=None):
     """Dense layer y = x @ w.T + b, as ``torch.nn.functional.linear``.
 
     x: ndarray (N, IN); w: ndarray (OUT, IN); b: ndarray (OUT,) or None. Returns y (N, OUT).
     """
-    return _core.linear_forward(x, w, b, bool(relu))
+    return _core.linear_forward(x, w, b, bool(relu), out)
 
 
-def linear_backward(dy, x, w, need_dx=True):
-    """Gradients of :func:`linear_forward` (without relu): (dx (N, IN) or None, dw (OUT, IN), db (OUT,))."""
-    return _core.linear_backward(dy, x, w, bool(need_dx))
+def linear_backward(dy, x, w, need_dx=True, relu_input=False, dx_out=None, dw_out=None, db_out=None):
+    """Gradients of :func:`linear_forward` (without relu): (dx (N, IN) or None, dw (OUT, IN), db (OUT,)).
+    relu_input as for :func:`conv2d_backward`."""
+    return _core.linear_backward(dy, x, w, bool(need_dx), bool(relu_input), dx_out, dw_out, db_out)
 
 
 def adam_update(param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,

@@ -33,7 +33,15 @@ def _pad(x, ph, pw):
     return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
 
 
-def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False):
+def _into(out, value):
+    """Return value, copied into out when the caller gave one (as the native kernels write there)."""
+    if out is None:
+        return value
+    out[...] = value
+    return out
+
+
+def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, out=None):
     """y[n, o, i, j] = b[o] + sum over c, kh, kw of w[o, c, kh, kw] * xpad[n, c, i*sh + kh, j*sw + kw]"""
     sh, sw = pair(stride, "stride", 1)
     ph, pw = pair(padding, "padding", 0)
@@ -48,12 +56,14 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False):
             y[:, :, i, j] = np.tensordot(window, w, axes=([1, 2, 3], [1, 2, 3]))  # (N, O)
     if b is not None:
         y += b[None, :, None, None]
-    return np.maximum(y, 0) if relu else y
+    return _into(out, np.maximum(y, 0) if relu else y)
 
 
-def conv2d_backward(dy, x, w, stride=1, padding=0, need_dx=True):
+def conv2d_backward(dy, x, w, stride=1, padding=0, need_dx=True, relu_input=False, dx_out=None, dw_out=None,
+                    db_out=None):
     """Each output y[n, o, i, j] saw one window of xpad through w, so it sends dy[n, o, i, j] back
-    to that window through w (giving dx) and to w through that window (giving dw)."""
+    to that window through w (giving dx) and to w through that window (giving dw). With
+    relu_input, x came out of a ReLU, whose gradient passes only where x > 0."""
     sh, sw = pair(stride, "stride", 1)
     ph, pw = pair(padding, "padding", 0)
     N, C, H, W = x.shape
@@ -70,11 +80,16 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, need_dx=True):
             if need_dx:
                 dxpad[:, :, rows, cols] += np.tensordot(g, w, axes=([1], [0]))   # (N, C, KH, KW)
     db = dy.sum(axis=(0, 2, 3))
-    dx = dxpad[:, :, ph:ph + H, pw:pw + W].copy() if need_dx else None
-    return dx, dw, db
+    dx = None
+    if need_dx:
+        dx = dxpad[:, :, ph:ph + H, pw:pw + W].copy()
+        if relu_input:
+            dx[~(x > 0)] = 0
+        dx = _into(dx_out, dx)
+    return dx, _into(dw_out, dw), _into(db_out, db)
 
 
-def maxpool2d_forward(x, kernel_size, stride=None):
+def maxpool2d_forward(x, kernel_size, stride=None, out=None, indices_out=None):
     """y[n, c, i, j] = max of the (KH, KW) window at (i*sh, j*sw); indices = where, within the
     (H, W) plane. np.argmax returns the first maximum, and the first NaN when there is one."""
     kh, kw = pair(kernel_size, "kernel_size", 1)
@@ -91,34 +106,42 @@ def maxpool2d_forward(x, kernel_size, stride=None):
             k = np.argmax(window, axis=2)                                        # (N, C)
             y[:, :, i, j] = np.take_along_axis(window, k[..., None], axis=2)[..., 0]
             indices[:, :, i, j] = (i * sh + k // kw) * W + (j * sw + k % kw)
-    return y, indices
+    return _into(out, y), _into(indices_out, indices)
 
 
-def maxpool2d_backward(dy, indices, x_shape):
+def maxpool2d_backward(dy, indices, x_shape, relu_output=None, out=None):
     """dx is zero except at each window's maximum, which receives that window's dy (summed when
-    overlapping windows share a maximum)."""
+    overlapping windows share a maximum). With relu_output (the forward y of a ReLU'd input), a
+    window passes its gradient only if y > 0: the ReLU's gradient at the maximum."""
     N, C, H, W = (int(s) for s in x_shape)
     if indices.size and (indices.min() < 0 or indices.max() >= H * W):
         raise ValueError(f"indices must lie in [0, {H * W}) for x_shape {tuple(x_shape)}")
+    if relu_output is not None:
+        dy = np.where(relu_output > 0, dy, 0)
     dx = np.zeros((N, C, H * W), dtype=dy.dtype)
     for n in range(N):
         for c in range(C):
             np.add.at(dx[n, c], indices[n, c].ravel(), dy[n, c].ravel())
-    return dx.reshape(N, C, H, W)
+    return _into(out, dx.reshape(N, C, H, W))
 
 
-def linear_forward(x, w, b=None, relu=False):
+def linear_forward(x, w, b=None, relu=False, out=None):
     """y = x @ w.T + b"""
     y = x @ w.T
     if b is not None:
         y = y + b
-    return np.maximum(y, 0) if relu else y
+    return _into(out, np.maximum(y, 0) if relu else y)
 
 
-def linear_backward(dy, x, w, need_dx=True):
-    """dx = dy @ w,  dw = dy.T @ x,  db = sum of dy over the batch"""
-    dx = dy @ w if need_dx else None
-    return dx, dy.T @ x, dy.sum(axis=0)
+def linear_backward(dy, x, w, need_dx=True, relu_input=False, dx_out=None, dw_out=None, db_out=None):
+    """dx = dy @ w (zero where x <= 0 with relu_input),  dw = dy.T @ x,  db = sum of dy over the batch"""
+    dx = None
+    if need_dx:
+        dx = dy @ w
+        if relu_input:
+            dx = np.where(x > 0, dx, 0)
+        dx = _into(dx_out, dx)
+    return dx, _into(dw_out, dy.T @ x), _into(db_out, dy.sum(axis=0))
 
 
 def adam_update(param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,

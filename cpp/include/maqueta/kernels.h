@@ -31,7 +31,8 @@ void conv2d_forward(T* y,         // [N, O, OH, OW]
                     const Conv2dDims& d, bool relu);
 
 // Gradients of conv2d_forward (without relu) given dy. dx may be nullptr: the first layer of a
-// network needs no input gradient, and skipping it skips its work.
+// network needs no input gradient, and skipping it skips its work. With relu_input, x is the
+// output of a ReLU and dx is zeroed where x <= 0 (the gradient through that ReLU, fused).
 template <typename T>
 void conv2d_backward(T* dx,        // [N, C, H, W] or nullptr
                      T* dw,        // [O, C, KH, KW]
@@ -39,7 +40,7 @@ void conv2d_backward(T* dx,        // [N, C, H, W] or nullptr
                      const T* dy,  // [N, O, OH, OW]
                      const T* x,   // [N, C, H, W]
                      const T* w,   // [O, C, KH, KW]
-                     const Conv2dDims& d);
+                     const Conv2dDims& d, bool relu_input);
 
 // y = max over each window; idx = the argmax's offset inside its (H, W) plane, as PyTorch returns it.
 // Windows that do not fit are dropped (ceil_mode=False). The first maximum wins ties; NaN wins over
@@ -51,10 +52,13 @@ void maxpool2d_forward(T* y,          // [N, C, OH, OW]
                        const Pool2dDims& d);
 
 // dx[plane][idx] += dy, over a zeroed dx. Every idx must lie in [0, H*W) (the binding checks).
+// With relu_y (the pooled output of a ReLU'd input), only windows whose maximum y > 0 pass their
+// gradient: the ReLU's own gradient at the argmax, fused.
 template <typename T>
 void maxpool2d_backward(T* dx,               // [N, C, H, W]
                         const T* dy,         // [N, C, OH, OW]
                         const int64_t* idx,  // [N, C, OH, OW]
+                        const T* relu_y,     // [N, C, OH, OW] or nullptr
                         const Pool2dDims& d);
 
 // y = x w^T + b, then max(y, 0) when relu is set (a torch.nn.Linear).
@@ -65,6 +69,7 @@ void linear_forward(T* y,         // [N, OUT]
                     const T* b,   // [OUT] or nullptr
                     int64_t N, int64_t IN, int64_t OUT, bool relu);
 
+// Gradients of linear_forward (without relu); relu_input as for conv2d_backward.
 template <typename T>
 void linear_backward(T* dx,        // [N, IN] or nullptr
                      T* dw,        // [OUT, IN]
@@ -72,7 +77,7 @@ void linear_backward(T* dx,        // [N, IN] or nullptr
                      const T* dy,  // [N, OUT]
                      const T* x,   // [N, IN]
                      const T* w,   // [OUT, IN]
-                     int64_t N, int64_t IN, int64_t OUT);
+                     int64_t N, int64_t IN, int64_t OUT, bool relu_input);
 
 // Adam (Kingma & Ba 2015, Algorithm 1) computed as torch.optim.Adam does: eps is added after the
 // square root of the bias-corrected second moment; weight_decay is L2 added to the gradient.
