@@ -261,7 +261,8 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
 
     Layout shared, mine;
     const Slot at_a2 = shared.add<T>(a2_len), at_boff = shared.add<int64_t>(K), at_boff2 = shared.add<int64_t>(K2),
-               at_parts = shared.add<T*>(2 * teams), at_doff = shared.add<int64_t>(K);
+               at_parts = shared.add<T*>(2 * teams), at_doff = shared.add<int64_t>(K),
+               at_ones = shared.add<T>(Qpad);
     const Slot at_dw = mine.add<T>(d.O * K), at_db = mine.add<T>(d.O), at_img = mine.add<T>(block * img_len),
                at_dya = mine.add<T>(block * dya_len), at_dxa = mine.add<T>(dxa_len), at_dxb = mine.add<T>(dxb_len);
     unsigned char* ws = static_cast<unsigned char*>(Workspace::get(shared.size() + teams * mine.size()));
@@ -271,6 +272,8 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
     T** dw_part = carve<T*>(ws, at_parts);
     T** db_part = dw_part + teams;
     int64_t* doff = carve<int64_t>(ws, at_doff);   // where tap k's run starts in the padded dx
+    T* ones = carve<T>(ws, at_ones);
+    std::fill(ones, ones + Qpad, T(1));
     for (int t = 0; t < teams; ++t) {
         unsigned char* own = ws + shared.size() + t * mine.size();
         dw_part[t] = carve<T>(own, at_dw);
@@ -318,11 +321,6 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
                 const T* dyn = dy + (n0 + i) * d.O * P;
                 T* img = imgs + i * img_len;
                 T* dya = dyas + i * dya_len;
-                for (int64_t o = 0; o < d.O; ++o) {
-                    T s = 0;
-                    for (int64_t p = 0; p < P; ++p) s += dyn[o * P + p];
-                    dbp[o] += s;
-                }
                 std::fill(dya, dya + dya_len, T(0));
                 if (direct) {  // dy on the wide grid, zero in the dropped columns
                     pad_image(img, xn, d, NR);
@@ -341,6 +339,11 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
             g.a_batch = dya_len;
             g.b_batch = img_len;
             kern.dot(g);
+            // db[o] += sum of dy[o]: the same rows dotted with ones (dy is zero where they are padded)
+            DotArgs<T> s{d.O, 1, Qpad, dyas, nullptr, Qpad, ones, nullptr, 0, dbp, 1, true};
+            s.batch = nb;
+            s.a_batch = dya_len;
+            kern.dot(s);
             if (!need_dx) continue;
             for (int64_t i = 0; i < nb; ++i) {
                 const T* dyn = dy + (n0 + i) * d.O * P;

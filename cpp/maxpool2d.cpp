@@ -22,23 +22,6 @@ int team_size(int64_t work) {
 
 template <typename T>
 void pool_plane(T* y, int64_t* idx, const T* x, const Pool2dDims& d) {
-    if (d.KH == 2 && d.KW == 2 && d.SH == 2 && d.SW == 2) {  // LeNet's pool, unrolled
-        for (int64_t oh = 0; oh < d.OH; ++oh) {
-            const T* r0 = x + 2 * oh * d.W;
-            const T* r1 = r0 + d.W;
-            for (int64_t ow = 0; ow < d.OW; ++ow) {
-                const int64_t base = 2 * oh * d.W + 2 * ow;
-                T m = r0[2 * ow];
-                int64_t at = base;
-                if (beats(r0[2 * ow + 1], m)) { m = r0[2 * ow + 1]; at = base + 1; }
-                if (beats(r1[2 * ow], m)) { m = r1[2 * ow]; at = base + d.W; }
-                if (beats(r1[2 * ow + 1], m)) { m = r1[2 * ow + 1]; at = base + d.W + 1; }
-                y[oh * d.OW + ow] = m;
-                idx[oh * d.OW + ow] = at;
-            }
-        }
-        return;
-    }
     for (int64_t oh = 0; oh < d.OH; ++oh)
         for (int64_t ow = 0; ow < d.OW; ++ow) {
             const int64_t h0 = oh * d.SH, w0 = ow * d.SW;
@@ -62,8 +45,21 @@ void pool_plane(T* y, int64_t* idx, const T* x, const Pool2dDims& d) {
 template <typename T>
 void maxpool2d_forward(T* y, int64_t* idx, const T* x, const Pool2dDims& d) {
     const int64_t planes = d.N * d.C, HW = d.H * d.W, OP = d.OH * d.OW;
-#pragma omp parallel for schedule(static) num_threads(team_size(planes * OP / 4096 + 1))
-    for (int64_t p = 0; p < planes; ++p) pool_plane(y + p * OP, idx + p * OP, x + p * HW, d);
+    // LeNet's 2x2 / stride 2 runs branch-free and vectorised; any other window, the loop above
+    const bool fast = d.KH == 2 && d.KW == 2 && d.SH == 2 && d.SW == 2 && d.W < (int64_t(1) << 30);
+    const IsaKernels& kern = isa();
+    const int teams = team_size(planes * OP / 4096 + 1);
+#pragma omp parallel num_threads(teams)
+    {
+        const int t = thread_index();
+        const int64_t per = (planes + teams - 1) / teams;
+        const int64_t p0 = std::min(planes, t * per), p1 = std::min(planes, p0 + per);
+        if (fast) {
+            kern.pool2x2(Pool2x2Args<T>{p1 - p0, d.H, d.W, d.OH, d.OW, y + p0 * OP, idx + p0 * OP, x + p0 * HW});
+        } else {
+            for (int64_t p = p0; p < p1; ++p) pool_plane(y + p * OP, idx + p * OP, x + p * HW, d);
+        }
+    }
 }
 
 template <typename T>
@@ -75,10 +71,9 @@ void maxpool2d_backward(T* dx, const T* dy, const int64_t* idx, const T* relu_y,
         const T* dyp = dy + p * OP;
         const int64_t* ip = idx + p * OP;
         std::fill(dxp, dxp + HW, T(0));
-        if (relu_y) {
+        if (relu_y) {   // branch-free: half the windows of a ReLU'd input are often all zero
             const T* yp = relu_y + p * OP;
-            for (int64_t q = 0; q < OP; ++q)
-                if (yp[q] > T(0)) dxp[ip[q]] += dyp[q];
+            for (int64_t q = 0; q < OP; ++q) dxp[ip[q]] += yp[q] > T(0) ? dyp[q] : T(0);
         } else {
             for (int64_t q = 0; q < OP; ++q) dxp[ip[q]] += dyp[q];
         }

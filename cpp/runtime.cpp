@@ -21,6 +21,8 @@ namespace maqueta {
     void dot_d(const DotArgs<double>&);                          \
     void add_rows_f(const AddRowsArgs<float>&);                  \
     void add_rows_d(const AddRowsArgs<double>&);                 \
+    void pool2x2_f(const Pool2x2Args<float>&);                   \
+    void pool2x2_d(const Pool2x2Args<double>&);                  \
     }
 MAQUETA_DECLARE_ISA(isa_generic)
 #ifdef MAQUETA_HAVE_AVX2
@@ -106,7 +108,7 @@ void unpoison(const void* p, std::size_t bytes) {
 // Instruction sets
 #define MAQUETA_ISA_ENTRY(label, ns) \
     IsaKernels{label, ns::rows_mr, ns::rows_nr_float, ns::rows_nr_double, ns::rows_f, ns::rows_d, \
-               ns::dot_f, ns::dot_d, ns::add_rows_f, ns::add_rows_d}
+               ns::dot_f, ns::dot_d, ns::add_rows_f, ns::add_rows_d, ns::pool2x2_f, ns::pool2x2_d}
 
 namespace {
 struct IsaList {

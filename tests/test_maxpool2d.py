@@ -25,7 +25,7 @@ CASES = [
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("case", CASES, ids=str)
-def test_matches_oracle(case, dtype, rng):
+def test_matches_oracle(case, dtype, each_isa, rng):
     shape, kernel, stride = case
     x = rng.standard_normal(shape).astype(dtype)
     y, idx = ops.maxpool2d_forward(x, kernel, stride)
@@ -44,7 +44,7 @@ def test_output_size_is_floored():
     assert y.shape == (1, 1, 4, 4)
 
 
-def test_ties_first_maximum_wins():
+def test_ties_first_maximum_wins(each_isa):
     x = np.zeros((1, 1, 4, 4))
     x[0, 0, 0, 1] = x[0, 0, 1, 0] = x[0, 0, 1, 1] = 5.0   # three tied maxima in the first window
     x[0, 0, 2:, 2:] = 1.0                                 # a window of four equal values
@@ -57,7 +57,7 @@ def test_ties_first_maximum_wins():
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_nan_propagates(dtype):
+def test_nan_propagates(dtype, each_isa):
     x = np.arange(16, dtype=dtype).reshape(1, 1, 4, 4)
     x[0, 0, 1, 0] = np.nan                   # in window (0, 0), after larger numbers
     x[0, 0, 2, 3] = x[0, 0, 3, 2] = np.nan   # two NaNs in window (1, 1)
@@ -109,10 +109,24 @@ def test_gradient_matches_finite_differences(case, rng):
     assert_close(dx, numeric, rtol=1e-7)
 
 
-def test_matches_oracle_with_many_ties(rng):
+def test_matches_oracle_with_many_ties(each_isa, rng):
     x = rng.integers(0, 3, size=(3, 4, 12, 12)).astype(np.float32)   # ties everywhere
     for kernel, stride in ((2, None), (3, 1), ((2, 3), (2, 1))):
         y, idx = ops.maxpool2d_forward(x, kernel, stride)
         y_ref, idx_ref = reference.maxpool2d_forward(x, kernel, stride)
         np.testing.assert_array_equal(idx, idx_ref)
         np.testing.assert_array_equal(y, y_ref)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("width", [2, 3, 4, 31, 32, 33, 34, 63, 64, 65])
+def test_every_row_width_and_the_end_of_the_buffer(width, dtype, each_isa, rng):
+    """Rows shorter and longer than a vector, odd widths, and rows that end the input (where the
+    vector path may not read ahead); values with ties and NaN."""
+    x = rng.integers(0, 4, (2, 3, 5, width)).astype(dtype)
+    x[0, 1, 2, ::7] = np.nan
+    x[1, 2, 4, -1] = np.nan
+    y, idx = ops.maxpool2d_forward(x, 2)
+    y_ref, idx_ref = reference.maxpool2d_forward(x, 2)
+    np.testing.assert_array_equal(idx, idx_ref)
+    np.testing.assert_array_equal(y, y_ref)

@@ -56,4 +56,15 @@ struct AddRowsArgs {
     int64_t lds;
 };
 
+// 2x2 max-pool with stride 2 over `planes` planes of H x W (H, W < 2^30): y = the window's
+// maximum, idx = its offset in the plane; the first maximum wins ties and the first NaN wins
+// over any number (as maxpool2d_forward). Branch-free, so the compiler vectorises it.
+template <typename T>
+struct Pool2x2Args {
+    int64_t planes, H, W, OH, OW;
+    T* y;
+    int64_t* idx;
+    const T* x;
+};
+
 }  // namespace maqueta

@@ -81,6 +81,8 @@ struct IsaKernels {
     void (*dot_d)(const DotArgs<double>&);
     void (*add_rows_f)(const AddRowsArgs<float>&);
     void (*add_rows_d)(const AddRowsArgs<double>&);
+    void (*pool2x2_f)(const Pool2x2Args<float>&);
+    void (*pool2x2_d)(const Pool2x2Args<double>&);
 
     void rows(const RowsArgs<float>& a) const { rows_f(a); }
     void rows(const RowsArgs<double>& a) const { rows_d(a); }
@@ -88,6 +90,8 @@ struct IsaKernels {
     void dot(const DotArgs<double>& a) const { dot_d(a); }
     void add_rows(const AddRowsArgs<float>& a) const { add_rows_f(a); }
     void add_rows(const AddRowsArgs<double>& a) const { add_rows_d(a); }
+    void pool2x2(const Pool2x2Args<float>& a) const { pool2x2_f(a); }
+    void pool2x2(const Pool2x2Args<double>& a) const { pool2x2_d(a); }
     template <typename T> int nr() const { return sizeof(T) == 4 ? nr_float : nr_double; }
 };
 
