@@ -554,6 +554,51 @@ void sgd_update_py(const py::handle& p_obj, const py::handle& g_obj, const py::h
     });
 }
 
+// ---------------------------------------------------------------------------------------------
+// losses and checks
+py::tuple softmax_cross_entropy_py(const py::handle& z_obj, const py::handle& t_obj, const py::handle& out_obj) {
+    py::array z = as_ndarray(z_obj, "logits");
+    const DType dt = call_dtype(z, "logits");
+    check_rank(z, "logits", 2, "[N, K]");
+    check_nonempty(z, "logits");
+    py::array t = as_ndarray(t_obj, "targets");
+    if (t.dtype().kind() != 'i' && t.dtype().kind() != 'u')
+        type_error("targets must hold integer class indices, got dtype " + std::string(py::str(t.dtype())));
+    if (t.ndim() != 1 || t.shape(0) != z.shape(0))
+        value_error("targets must have shape (" + std::to_string(z.shape(0)) + ",) for logits " + shape_str(z) +
+                    ", got " + shape_str(t));
+    const int64_t N = z.shape(0), K = z.shape(1);
+    auto tc = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(t);
+    for (int64_t n = 0; n < N; ++n)
+        if (tc.data()[n] < 0 || tc.data()[n] >= K)
+            value_error("targets holds " + std::to_string(tc.data()[n]) + " at position " + std::to_string(n) +
+                        ", outside the " + std::to_string(K) + " classes of logits " + shape_str(z));
+    return dispatch(dt, [&](auto tag) -> py::tuple {
+        using T = decltype(tag);
+        Outputs outs;
+        py::array_t<T> grad = output<T>(out_obj, "grad_out", dims({N, K}), dt, "logits", {{&z, "logits"}, {&t, "targets"}}, outs);
+        auto zc = input<T>(z);
+        T* gp = grad.mutable_data();
+        double loss;
+        {
+            py::gil_scoped_release nogil;
+            loss = softmax_cross_entropy<T>(gp, zc.data(), tc.data(), N, K);
+        }
+        return py::make_tuple(loss, grad);
+    });
+}
+
+bool all_finite_py(const py::handle& x_obj) {
+    py::array x = as_ndarray(x_obj, "x");
+    const DType dt = call_dtype(x, "x");
+    return dispatch(dt, [&](auto tag) -> bool {
+        using T = decltype(tag);
+        auto xc = input<T>(x);
+        py::gil_scoped_release nogil;
+        return all_finite<T>(xc.data(), (int64_t)xc.size());
+    });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -579,6 +624,10 @@ PYBIND11_MODULE(_core, m) {
     m.def("sgd_update", &sgd_update_py, py::arg("param"), py::arg("grad"), py::arg("velocity"), py::arg("lr"),
           py::arg("momentum"), py::arg("weight_decay"), py::arg("nesterov"));
 
+    m.def("softmax_cross_entropy", &softmax_cross_entropy_py, py::arg("logits"), py::arg("targets"),
+          py::arg("grad_out") = none);
+    m.def("all_finite", &all_finite_py, py::arg("x"));
+
     m.def("get_num_threads", &num_threads, "Threads every parallel kernel uses.");
     m.def("set_num_threads", [](int64_t n) {
         if (n < 1) value_error("set_num_threads needs n >= 1, got " + std::to_string(n));
@@ -599,12 +648,14 @@ PYBIND11_MODULE(_core, m) {
         if (name == "auto") set_conv_algo(ConvAlgo::Auto);
         else if (name == "direct") set_conv_algo(ConvAlgo::Direct);
         else if (name == "im2col") set_conv_algo(ConvAlgo::Im2col);
-        else value_error("conv algorithm must be 'auto', 'direct' or 'im2col', got '" + name + "'");
+        else if (name == "pixel") set_conv_algo(ConvAlgo::Pixel);
+        else value_error("conv algorithm must be 'auto', 'direct', 'im2col' or 'pixel', got '" + name + "'");
     });
     m.def("_get_conv_algo", []() {
         switch (conv_algo()) {
             case ConvAlgo::Direct: return std::string("direct");
             case ConvAlgo::Im2col: return std::string("im2col");
+            case ConvAlgo::Pixel: return std::string("pixel");
             default: return std::string("auto");
         }
     });

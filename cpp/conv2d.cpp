@@ -7,7 +7,11 @@
 // per thread, then reduced in thread order over the weight index (deterministic for a fixed
 // thread count, no atomics).
 //
-// Both passes are built on the rows and dot micro-kernels (microkernels.h), by two algorithms:
+// When the filters fill whole vectors (O a multiple of the vector width, e.g. LeNet-5's conv2 with
+// 16), forward and dw run "pixel-major" on the broadcast micro-kernel instead: each output pixel's
+// taps are read through a pointer per pixel and an offset per tap, against W^T (forward) or dy^T
+// (dw, summed over a block of images in registers); no column is dropped and any stride works.
+// Otherwise both passes are built on the rows and dot micro-kernels, by two algorithms:
 //  direct (stride 1 only): the padded image is itself the B matrix. Output (oh, ow) is column
 //    q = oh*Wp + ow of a "wide" output row, and input (c, oh+kh, ow+kw) lies at
 //    c*Hp*Wp + kh*Wp + kw + q, so every tap is one contiguous row of B and nothing is gathered.
@@ -121,6 +125,18 @@ void col2im(T* dx, const T* dcol, const Conv2dDims& d) {
             }
 }
 
+// Pixel-major needs the filters to fill the vectors it computes: O a multiple of the width, or
+// at least two vectors' worth (so at most a third of the lanes idle).
+bool use_pixel(const Conv2dDims& d, int lanes) {
+    switch (conv_algo()) {
+        case ConvAlgo::Pixel: return true;
+        case ConvAlgo::Direct:
+        case ConvAlgo::Im2col: return false;
+        default: break;
+    }
+    return d.O % lanes == 0 || d.O >= 2 * lanes;
+}
+
 // Direct pays (Wp - OW) dropped columns per row, times O filters; im2col pays a gather of K*P
 // values. Prefer direct unless the dropped columns cost clearly more.
 bool use_direct(const Conv2dDims& d) {
@@ -141,6 +157,47 @@ int team_size(int64_t work) {
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
+// Pixel-major forward: y^T[p][o] = sum_k xpad[pixel p's window at tap k] * W^T[k][o] (+ b, relu),
+// one image at a time per thread, stored straight into y's [o][p] layout.
+template <typename T>
+void conv2d_forward_pixel(T* y, const T* x, const T* w, const T* b, const Conv2dDims& d, bool relu) {
+    const IsaKernels& kern = isa();
+    const int L = kern.lanes<T>();
+    const int64_t K = d.C * d.KH * d.KW, P = d.OH * d.OW, OP = (d.O + L - 1) / L * L;
+    const int64_t Hp = d.H + 2 * d.PH, Wp = d.W + 2 * d.PW;
+    const int teams = team_size(d.N);
+    Layout shared, mine;
+    const Slot at_wt = shared.add<T>(K * OP), at_boff = shared.add<int64_t>(K);
+    const Slot at_img = mine.add<T>(d.C * Hp * Wp + L), at_rows = mine.add<const T*>(P);
+    unsigned char* ws = static_cast<unsigned char*>(Workspace::get(shared.size() + teams * mine.size()));
+    T* wt = carve<T>(ws, at_wt);
+    int64_t* boff = carve<int64_t>(ws, at_boff);
+    for (int64_t k = 0; k < K; ++k) {   // W^T, rows padded to whole vectors
+        for (int64_t o = 0; o < d.O; ++o) wt[k * OP + o] = w[o * K + k];
+        std::fill(wt + k * OP + d.O, wt + (k + 1) * OP, T(0));
+    }
+    for (int64_t c = 0, k = 0; c < d.C; ++c)
+        for (int64_t kh = 0; kh < d.KH; ++kh)
+            for (int64_t kw = 0; kw < d.KW; ++kw, ++k) boff[k] = c * Hp * Wp + kh * Wp + kw;
+#pragma omp parallel num_threads(teams)
+    {
+        unsigned char* own = ws + shared.size() + thread_index() * mine.size();
+        T* img = carve<T>(own, at_img);
+        const T** rows = carve<const T*>(own, at_rows);
+        for (int64_t oh = 0, p = 0; oh < d.OH; ++oh)
+            for (int64_t ow = 0; ow < d.OW; ++ow, ++p) rows[p] = img + oh * d.SH * Wp + ow * d.SW;
+#pragma omp for schedule(static)
+        for (int64_t n = 0; n < d.N; ++n) {
+            pad_image(img, x + n * d.C * d.H * d.W, d, L);
+            BcastArgs<T> g{P, d.O, K, rows, boff, 0, wt, OP, OP, y + n * d.O * P, 1, P};
+            g.bias = b;
+            g.relu = relu;
+            kern.bcast(g);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 template <typename T>
 void conv2d_forward(T* y, const T* x, const T* w, const T* b, const Conv2dDims& d, bool relu) {
     const IsaKernels& kern = isa();
@@ -149,6 +206,7 @@ void conv2d_forward(T* y, const T* x, const T* w, const T* b, const Conv2dDims& 
     const int64_t Hp = d.H + 2 * d.PH, Wp = d.W + 2 * d.PW;
     const bool direct = use_direct(d);
     const int T_ = team_size(d.N);
+    if (use_pixel(d, kern.lanes<T>())) return conv2d_forward_pixel(y, x, w, b, d, relu);
 
     // Per image: the padded image and the wide output (direct), or col (im2col).
     const int64_t in_len = direct ? d.C * Hp * Wp + NR : K * P + NR;
@@ -238,19 +296,23 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
     const int64_t Hp = d.H + 2 * d.PH, Wp = d.W + 2 * d.PW;
     const int64_t HQ = d.H + d.KH - 1, WQ = d.W + d.KW - 1;  // dy padded for the direct dx
     const int64_t K2 = d.O * d.KH * d.KW;                      // taps of the direct dx
-    const bool direct = use_direct(d);
+    const bool pixel = use_pixel(d, L);                // dw pixel-major on the broadcast kernel
+    const bool direct = pixel || use_direct(d);        // (both read the padded image itself)
     const bool need_dx = dx != nullptr;
     const bool direct_dx = need_dx && use_direct_dx(d);
     const int teams = team_size(d.N);
     const int64_t block = std::min<int64_t>(kBlock, (d.N + teams - 1) / teams);
     auto round_up = [](int64_t v, int64_t m) { return (v + m - 1) / m * m; };
+    const int64_t OP = round_up(d.O, L);               // dy^T rows padded to whole vectors
 
     // dw's dot products run over q: the wide output positions (direct) or the P pixels (im2col),
     // zero-padded to whole vectors. The image side may then read up to L past its last row.
+    // Pixel-major instead takes dy transposed, [P][OP] per image.
     const int64_t Q = direct ? (d.OH - 1) * Wp + d.OW : P;
     const int64_t Qpad = round_up(Q, L);
     const int64_t img_len = direct ? d.C * Hp * Wp + NR : K * Qpad + NR;  // padded image, or col
-    const int64_t dya_len = d.O * Qpad;                                   // dy as dot rows
+    const int64_t dya_len = pixel ? P * OP : d.O * Qpad;                  // dy as dot rows, or dy^T
+    const int64_t part_len = pixel ? K * OP : d.O * K;                    // per-thread dw ([K][OP] if pixel)
     // The W^T dy path works on the wide grid (row stride Wp) when the stride is 1, so that each
     // tap's column of dcol adds back onto the padded dx as one contiguous run.
     const bool wide_dx = need_dx && !direct_dx && d.SH == 1 && d.SW == 1;
@@ -263,7 +325,9 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
     const Slot at_a2 = shared.add<T>(a2_len), at_boff = shared.add<int64_t>(K), at_boff2 = shared.add<int64_t>(K2),
                at_parts = shared.add<T*>(2 * teams), at_doff = shared.add<int64_t>(K),
                at_ones = shared.add<T>(Qpad);
-    const Slot at_dw = mine.add<T>(d.O * K), at_db = mine.add<T>(d.O), at_img = mine.add<T>(block * img_len),
+    const Slot at_poff = shared.add<int64_t>(pixel ? P : 0);
+    const Slot at_dw = mine.add<T>(part_len), at_db = mine.add<T>(OP), at_img = mine.add<T>(block * img_len),
+               at_trows = mine.add<const T*>(pixel ? K : 0),
                at_dya = mine.add<T>(block * dya_len), at_dxa = mine.add<T>(dxa_len), at_dxb = mine.add<T>(dxb_len);
     unsigned char* ws = static_cast<unsigned char*>(Workspace::get(shared.size() + teams * mine.size()));
     T* a2 = carve<T>(ws, at_a2);
@@ -274,6 +338,10 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
     int64_t* doff = carve<int64_t>(ws, at_doff);   // where tap k's run starts in the padded dx
     T* ones = carve<T>(ws, at_ones);
     std::fill(ones, ones + Qpad, T(1));
+    int64_t* poff = carve<int64_t>(ws, at_poff);   // pixel p's window corner in the padded image
+    if (pixel)
+        for (int64_t oh = 0, p = 0; oh < d.OH; ++oh)
+            for (int64_t ow = 0; ow < d.OW; ++ow, ++p) poff[p] = oh * d.SH * Wp + ow * d.SW;
     for (int t = 0; t < teams; ++t) {
         unsigned char* own = ws + shared.size() + t * mine.size();
         dw_part[t] = carve<T>(own, at_dw);
@@ -310,8 +378,11 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
         T* dyas = carve<T>(own, at_dya);
         T* dxa = carve<T>(own, at_dxa);
         T* dxb = carve<T>(own, at_dxb);
-        std::fill(dwp, dwp + d.O * K, T(0));
-        std::fill(dbp, dbp + d.O, T(0));
+        const T** trows = carve<const T*>(own, at_trows);   // tap k of the block's first image
+        if (pixel)
+            for (int64_t k = 0; k < K; ++k) trows[k] = imgs + boff[k];
+        std::fill(dwp, dwp + part_len, T(0));
+        std::fill(dbp, dbp + OP, T(0));
         const int64_t per = (d.N + teams - 1) / teams;   // static split: deterministic per thread count
         const int64_t n_begin = std::min(d.N, t * per), n_end = std::min(d.N, n_begin + per);
         for (int64_t n0 = n_begin; n0 < n_end; n0 += block) {
@@ -321,6 +392,16 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
                 const T* dyn = dy + (n0 + i) * d.O * P;
                 T* img = imgs + i * img_len;
                 T* dya = dyas + i * dya_len;
+                if (pixel) {   // the padded image, and dy^T (whose rows also sum into db)
+                    pad_image(img, xn, d, NR);
+                    for (int64_t p = 0; p < P; ++p) {
+                        T* row = dya + p * OP;
+                        for (int64_t o = 0; o < d.O; ++o) row[o] = dyn[o * P + p];
+                        std::fill(row + d.O, row + OP, T(0));
+                        for (int64_t o = 0; o < OP; ++o) dbp[o] += row[o];
+                    }
+                    continue;
+                }
                 std::fill(dya, dya + dya_len, T(0));
                 if (direct) {  // dy on the wide grid, zero in the dropped columns
                     pad_image(img, xn, d, NR);
@@ -333,17 +414,27 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
                     for (int64_t o = 0; o < d.O; ++o) std::memcpy(dya + o * Qpad, dyn + o * P, sizeof(T) * P);
                 }
             }
-            // dw[o][k] += sum over the block's images and pixels of dy[o][pixel] * tap k there
-            DotArgs<T> g{d.O, K, Qpad, dyas, nullptr, Qpad, imgs, boff, 0, dwp, K, true};
-            g.batch = nb;
-            g.a_batch = dya_len;
-            g.b_batch = img_len;
-            kern.dot(g);
-            // db[o] += sum of dy[o]: the same rows dotted with ones (dy is zero where they are padded)
-            DotArgs<T> s{d.O, 1, Qpad, dyas, nullptr, Qpad, ones, nullptr, 0, dbp, 1, true};
-            s.batch = nb;
-            s.a_batch = dya_len;
-            kern.dot(s);
+            if (pixel) {
+                // dw^T[k][o] += sum over the block's images and pixels of tap k there * dy^T[pixel][o]
+                BcastArgs<T> g{K, d.O, P, trows, poff, 0, dyas, OP, OP, dwp, OP, 1};
+                g.accumulate = true;
+                g.batch = nb;
+                g.a_batch = img_len;
+                g.b_batch = dya_len;
+                kern.bcast(g);
+            } else {
+                // dw[o][k] += sum over the block's images and pixels of dy[o][pixel] * tap k there
+                DotArgs<T> g{d.O, K, Qpad, dyas, nullptr, Qpad, imgs, boff, 0, dwp, K, true};
+                g.batch = nb;
+                g.a_batch = dya_len;
+                g.b_batch = img_len;
+                kern.dot(g);
+                // db[o] += sum of dy[o]: the same rows dotted with ones (dy is zero where they are padded)
+                DotArgs<T> s{d.O, 1, Qpad, dyas, nullptr, Qpad, ones, nullptr, 0, dbp, 1, true};
+                s.batch = nb;
+                s.a_batch = dya_len;
+                kern.dot(s);
+            }
             if (!need_dx) continue;
             for (int64_t i = 0; i < nb; ++i) {
                 const T* dyn = dy + (n0 + i) * d.O * P;
@@ -400,8 +491,9 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
 #pragma omp barrier
 #pragma omp for schedule(static)
         for (int64_t e = 0; e < d.O * K; ++e) {
-            T s = dw_part[0][e];
-            for (int u = 1; u < teams; ++u) s += dw_part[u][e];
+            const int64_t at = pixel ? (e % K) * OP + e / K : e;   // pixel-major partials are [K][OP]
+            T s = dw_part[0][at];
+            for (int u = 1; u < teams; ++u) s += dw_part[u][at];
             dw[e] = s;
         }
         if (db) {

@@ -4,4 +4,5 @@
 #define MAQUETA_ROWS_MR 6
 #define MAQUETA_DOT_MI 2
 #define MAQUETA_DOT_MJ 4
+#define MAQUETA_BCAST_ACC 12
 #include "microkernels.inc"

@@ -4,4 +4,5 @@
 #define MAQUETA_ROWS_MR 8
 #define MAQUETA_DOT_MI 4
 #define MAQUETA_DOT_MJ 6
+#define MAQUETA_BCAST_ACC 24
 #include "microkernels.inc"

@@ -23,6 +23,14 @@ namespace maqueta {
     void add_rows_d(const AddRowsArgs<double>&);                 \
     void pool2x2_f(const Pool2x2Args<float>&);                   \
     void pool2x2_d(const Pool2x2Args<double>&);                  \
+    void adam_f(const AdamArgs<float>&);                         \
+    void adam_d(const AdamArgs<double>&);                        \
+    void sgd_f(const SgdArgs<float>&);                           \
+    void sgd_d(const SgdArgs<double>&);                          \
+    bool finite_f(const FiniteArgs<float>&);                     \
+    bool finite_d(const FiniteArgs<double>&);                    \
+    void bcast_f(const BcastArgs<float>&);                       \
+    void bcast_d(const BcastArgs<double>&);                      \
     }
 MAQUETA_DECLARE_ISA(isa_generic)
 #ifdef MAQUETA_HAVE_AVX2
@@ -108,7 +116,8 @@ void unpoison(const void* p, std::size_t bytes) {
 // Instruction sets
 #define MAQUETA_ISA_ENTRY(label, ns) \
     IsaKernels{label, ns::rows_mr, ns::rows_nr_float, ns::rows_nr_double, ns::rows_f, ns::rows_d, \
-               ns::dot_f, ns::dot_d, ns::add_rows_f, ns::add_rows_d, ns::pool2x2_f, ns::pool2x2_d}
+               ns::dot_f, ns::dot_d, ns::add_rows_f, ns::add_rows_d, ns::pool2x2_f, ns::pool2x2_d, \
+               ns::adam_f, ns::adam_d, ns::sgd_f, ns::sgd_d, ns::finite_f, ns::finite_d, ns::bcast_f, ns::bcast_d}
 
 namespace {
 struct IsaList {

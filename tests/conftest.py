@@ -43,9 +43,11 @@ def each_isa(request):
     _core._set_isa(before)
 
 
-@pytest.fixture(params=["direct", "im2col"])
+@pytest.fixture(params=["direct", "im2col", "pixel"])
 def each_conv_algo(request):
-    """Force each convolution algorithm (direct only applies to stride 1; others fall back)."""
+    """Force each convolution algorithm (direct only applies to stride 1; others fall back;
+    pixel-major is forced for any number of filters, though auto picks it only when they fill
+    whole vectors)."""
     before = _core._get_conv_algo()
     _core._set_conv_algo(request.param)
     yield request.param

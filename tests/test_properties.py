@@ -41,7 +41,7 @@ def conv_cases(draw):
 
 @SETTINGS
 @given(case=conv_cases())
-def test_conv2d_property(case):
+def test_conv2d_property(case, each_conv_algo):
     rng = np.random.default_rng(case["seed"])
     dtype = case["dtype"]
     x = rng.standard_normal((case["n"], case["c"], case["h"], case["w"])).astype(dtype)

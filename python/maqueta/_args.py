@@ -8,6 +8,9 @@ __all__ = ["pair"]
 
 def pair(value, name: str, minimum: int) -> tuple[int, int]:
     """Return ``value`` as a pair of ints >= ``minimum``; an int stands for (value, value)."""
+    if type(value) is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int \
+            and value[0] >= minimum and value[1] >= minimum:
+        return value   # already normalised (layers keep theirs so): the common case, kept cheap
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")

@@ -16,6 +16,8 @@ __all__ = ["set_backend", "get_backend", "use_backend", "kernels"]
 _BACKENDS = {"native": ops, "reference": reference}
 _default = "native"
 _local = threading.local()
+_overrides = 0          # threads inside use_backend: while 0, the default applies everywhere
+_lock = threading.Lock()
 
 
 def _check(name):
@@ -38,15 +40,22 @@ def get_backend() -> str:
 @contextlib.contextmanager
 def use_backend(name: str):
     """Use backend ``name`` inside a ``with`` block, in this thread only."""
+    global _overrides
     _check(name)
     previous = getattr(_local, "name", None)
     _local.name = name
+    with _lock:
+        _overrides += 1
     try:
         yield
     finally:
         _local.name = previous
+        with _lock:
+            _overrides -= 1
 
 
 def kernels():
     """The module of kernel functions for the calling thread's backend."""
+    if not _overrides:   # every layer asks, every step: skip the thread-local lookup when possible
+        return _BACKENDS[_default]
     return _BACKENDS[get_backend()]

@@ -12,7 +12,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from . import losses
+from . import _core, losses
 from .callbacks import Callback, History
 from .layers import Conv2D, Dense, Layer, Softmax, _fmt
 from .optim import Adam, Optimizer
@@ -421,7 +421,7 @@ class Sequential:
         if not math.isfinite(value):
             self._diverged(f"the loss is {value}", epoch, step)
         hits = int(np.count_nonzero(outputs.argmax(axis=1) == tb))
-        if not math.isfinite(float(self._grads.sum(dtype=np.float64))):
+        if not _core.all_finite(self._grads):
             self._diverged("the gradients hold NaN or Inf", epoch, step)
         self.optimizer.step(self._params, self._grads)
         return value, hits

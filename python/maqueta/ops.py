@@ -29,6 +29,7 @@ __all__ = [
     "linear_backward",
     "adam_update",
     "sgd_update",
+    "softmax_cross_entropy",
 ]
 
 
@@ -121,3 +122,10 @@ def _step(step) -> int:
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
         raise TypeError(f"step must be an int, got {step!r}")
     return int(step)
+
+
+def softmax_cross_entropy(logits, targets, grad_out=None):
+    """Mean softmax cross-entropy of logits (N, K) against class indices targets (N,), and its
+    gradient (softmax(logits) - onehot(targets)) / N: as torch.nn.CrossEntropyLoss. Returns
+    (loss as a Python float, gradient (N, K))."""
+    return _core.softmax_cross_entropy(logits, targets, grad_out)

@@ -22,6 +22,7 @@ __all__ = [
     "linear_backward",
     "adam_update",
     "sgd_update",
+    "softmax_cross_entropy",
 ]
 
 
@@ -170,3 +171,18 @@ def sgd_update(param, grad, velocity, lr, momentum=0.0, weight_decay=0.0, nester
         velocity[...] = momentum * velocity + g
         g = g + momentum * velocity if nesterov else velocity
     param -= lr * g
+
+
+def softmax_cross_entropy(logits, targets, grad_out=None):
+    """loss = mean over n of -log softmax(logits[n])[targets[n]], with softmax shifted by the row
+    maximum so that exp never overflows; gradient (softmax - onehot) / N."""
+    n = logits.shape[0]
+    rows = np.arange(n)
+    with np.errstate(invalid="ignore"):   # inf logits give NaN, which training reports itself
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    loss = -log_probs[rows, targets].mean(dtype=np.float64)
+    grad = np.exp(log_probs)
+    grad[rows, targets] -= 1
+    grad /= n
+    return float(loss), _into(grad_out, grad)

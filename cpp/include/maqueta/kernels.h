@@ -95,4 +95,17 @@ void sgd_update(T* param, T* velocity,  // [P] each, updated in place (velocity 
                 const T* grad,          // [P]
                 int64_t P, double lr, double momentum, double weight_decay, bool nesterov);
 
+// Whether every value of x is finite.
+template <typename T>
+bool all_finite(const T* x,  // [n]
+                int64_t n);
+
+// Softmax cross-entropy on logits, averaged over the batch, and its gradient
+// dlogits = (softmax(logits) - onehot(targets)) / N. Returns the loss (computed in double).
+template <typename T>
+double softmax_cross_entropy(T* dlogits,             // [N, K]
+                             const T* logits,        // [N, K]
+                             const int64_t* targets, // [N], each in [0, K)
+                             int64_t N, int64_t K);
+
 }  // namespace maqueta

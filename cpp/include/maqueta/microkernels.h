@@ -67,4 +67,58 @@ struct Pool2x2Args {
     const T* x;
 };
 
+// C[i][j] (+)= sum_t sum_k A_t,i[aoff[k]] * B_t[k][j] (+ bias[j], then max(., 0) with relu)
+//                                                    i < M, j < N, k < K, t < batch
+// Row i of A is the pointer arows[i] (plus t*a_batch), read at offsets aoff[k] (or k*astride):
+// gathered and broadcast, never packed. Row k of B starts at b + t*b_batch + k*ldb and is contiguous
+// along j; full vectors are read only while they stay below column b_readable (>= N), the last
+// partial one through a copy. C[i][j] is at c + i*ldc + j*cstride: cstride 1 stores rows of
+// vectors, ldc 1 stores the transpose (one value at a time). The sums over t stay in registers.
+template <typename T>
+struct BcastArgs {
+    int64_t M, N, K;
+    const T* const* arows;
+    const int64_t* aoff;
+    int64_t astride;
+    const T* b;
+    int64_t ldb;
+    int64_t b_readable;
+    T* c;
+    int64_t ldc, cstride;
+    bool accumulate = false;
+    const T* bias = nullptr;
+    bool relu = false;
+    int64_t batch = 1, a_batch = 0, b_batch = 0;
+};
+
+// Elementwise optimizer updates over P parameters (see optim.cpp for the arithmetic), with the
+// scalars already rounded to T, so every instruction set computes the same thing.
+template <typename T>
+struct AdamArgs {
+    int64_t P;
+    T* param;
+    T* m;
+    T* v;
+    const T* grad;
+    T neg_step_size, bc2_sqrt, w1, one_minus_w1, b2, w2, eps, wd;
+    bool small_w1, decay;
+};
+
+template <typename T>
+struct SgdArgs {
+    int64_t P;
+    T* param;
+    T* velocity;  // nullptr without momentum
+    const T* grad;
+    T neg_lr, mu, wd;
+    bool decay, nesterov;
+};
+
+// Whether all n values are finite (no NaN, no infinity).
+template <typename T>
+struct FiniteArgs {
+    int64_t n;
+    const T* x;
+};
+
 }  // namespace maqueta

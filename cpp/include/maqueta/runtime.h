@@ -83,6 +83,14 @@ struct IsaKernels {
     void (*add_rows_d)(const AddRowsArgs<double>&);
     void (*pool2x2_f)(const Pool2x2Args<float>&);
     void (*pool2x2_d)(const Pool2x2Args<double>&);
+    void (*adam_f)(const AdamArgs<float>&);
+    void (*adam_d)(const AdamArgs<double>&);
+    void (*sgd_f)(const SgdArgs<float>&);
+    void (*sgd_d)(const SgdArgs<double>&);
+    bool (*finite_f)(const FiniteArgs<float>&);
+    bool (*finite_d)(const FiniteArgs<double>&);
+    void (*bcast_f)(const BcastArgs<float>&);
+    void (*bcast_d)(const BcastArgs<double>&);
 
     void rows(const RowsArgs<float>& a) const { rows_f(a); }
     void rows(const RowsArgs<double>& a) const { rows_d(a); }
@@ -92,6 +100,15 @@ struct IsaKernels {
     void add_rows(const AddRowsArgs<double>& a) const { add_rows_d(a); }
     void pool2x2(const Pool2x2Args<float>& a) const { pool2x2_f(a); }
     void pool2x2(const Pool2x2Args<double>& a) const { pool2x2_d(a); }
+    void adam(const AdamArgs<float>& a) const { adam_f(a); }
+    void adam(const AdamArgs<double>& a) const { adam_d(a); }
+    void sgd(const SgdArgs<float>& a) const { sgd_f(a); }
+    void sgd(const SgdArgs<double>& a) const { sgd_d(a); }
+    bool finite(const FiniteArgs<float>& a) const { return finite_f(a); }
+    bool finite(const FiniteArgs<double>& a) const { return finite_d(a); }
+    void bcast(const BcastArgs<float>& a) const { bcast_f(a); }
+    void bcast(const BcastArgs<double>& a) const { bcast_d(a); }
+    template <typename T> int lanes() const { return nr<T>() / 2; }
     template <typename T> int nr() const { return sizeof(T) == 4 ? nr_float : nr_double; }
 };
 
@@ -101,7 +118,7 @@ bool set_isa(const char* name);            // testing aid: "avx512", "avx2", "ge
 const char* const* available_isas(int* count);
 
 // Which convolution algorithm to use; "auto" picks by shape. The others exist so tests reach every path.
-enum class ConvAlgo { Auto, Direct, Im2col };
+enum class ConvAlgo { Auto, Direct, Im2col, Pixel };
 ConvAlgo conv_algo();
 void set_conv_algo(ConvAlgo a);
 
