@@ -111,6 +111,7 @@ junk = st.one_of(junk_arrays, st.none(), st.integers(-3, 6), st.sampled_from([2*
 OPS = [
     (ops.conv2d_forward, 5), (ops.conv2d_backward, 5), (ops.maxpool2d_forward, 3), (ops.maxpool2d_backward, 3),
     (ops.linear_forward, 3), (ops.linear_backward, 3), (ops.adam_update, 5), (ops.sgd_update, 4),
+    (ops.softmax_cross_entropy, 2),
 ]
 
 
