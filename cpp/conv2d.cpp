@@ -314,11 +314,12 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
     const int64_t dya_len = pixel ? P * OP : d.O * Qpad;                  // dy as dot rows, or dy^T
     const int64_t part_len = pixel ? K * OP : d.O * K;                    // per-thread dw ([K][OP] if pixel)
     // The W^T dy path works on the wide grid (row stride Wp) when the stride is 1, so that each
-    // tap's column of dcol adds back onto the padded dx as one contiguous run.
+    // tap's row of W^T dy adds back onto the padded dx as one contiguous run, straight from the
+    // GEMM's registers.
     const bool wide_dx = need_dx && !direct_dx && d.SH == 1 && d.SW == 1;
     const int64_t NW = d.OH * Wp;                         // wide grid of dy
     const int64_t dxa_len = !need_dx ? 0 : direct_dx ? d.O * HQ * WQ + NR : wide_dx ? d.O * NW + NR : d.O * P + NR;
-    const int64_t dxb_len = !need_dx ? 0 : direct_dx ? d.C * d.H * WQ : wide_dx ? K * NW + d.C * Hp * Wp : K * P;
+    const int64_t dxb_len = !need_dx ? 0 : direct_dx ? d.C * d.H * WQ : wide_dx ? d.C * Hp * Wp : K * P;
     const int64_t a2_len = !need_dx ? 0 : direct_dx ? d.C * K2 : K * d.O;
 
     Layout shared, mine;
@@ -394,11 +395,15 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
                 T* dya = dyas + i * dya_len;
                 if (pixel) {   // the padded image, and dy^T (whose rows also sum into db)
                     pad_image(img, xn, d, NR);
-                    for (int64_t p = 0; p < P; ++p) {
-                        T* row = dya + p * OP;
-                        for (int64_t o = 0; o < d.O; ++o) row[o] = dyn[o * P + p];
-                        std::fill(row + d.O, row + OP, T(0));
-                        for (int64_t o = 0; o < OP; ++o) dbp[o] += row[o];
+                    if (OP != d.O) std::fill(dya, dya + dya_len, T(0));
+                    for (int64_t o = 0; o < d.O; ++o) {   // read dy in order; dy^T fits in L1
+                        const T* src = dyn + o * P;
+                        for (int64_t p = 0; p < P; ++p) dya[p * OP + o] = src[p];
+                    }
+                    T* __restrict sums = dbp;
+                    for (int64_t p = 0; p < P; ++p) {   // vector over o, each o summed in order of p
+                        const T* __restrict row = dya + p * OP;
+                        for (int64_t o = 0; o < OP; ++o) sums[o] += row[o];
                     }
                     continue;
                 }
@@ -464,12 +469,12 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
                         for (int64_t oh = 0; oh < d.OH; ++oh)
                             std::memcpy(dxa + o * NW + oh * Wp, dyn + (o * d.OH + oh) * d.OW, sizeof(T) * d.OW);
                     const int64_t NQ = (d.OH - 1) * Wp + d.OW;
-                    T* dcol = dxb;
-                    T* dxp = dxb + K * NW;
-                    kern.rows(RowsArgs<T>{K, NQ, d.O, a2, dxa, nullptr, NW, true, dcol, NW});
+                    T* dxp = dxb;
                     T* target = (d.PH == 0 && d.PW == 0) ? dxn : dxp;
                     std::fill(target, target + d.C * Hp * Wp, T(0));
-                    kern.add_rows(AddRowsArgs<T>{K, NQ, target, doff, dcol, NW});
+                    RowsArgs<T> g{K, NQ, d.O, a2, dxa, nullptr, NW, true, target, 0};
+                    g.coff = doff;   // each tap's row of W^T dy adds straight onto its run of dx
+                    kern.rows(g);
                     if (target == dxp)
                         for (int64_t c = 0; c < d.C; ++c)
                             for (int64_t h = 0; h < d.H; ++h)

@@ -130,3 +130,18 @@ def test_every_row_width_and_the_end_of_the_buffer(width, dtype, each_isa, rng):
     y_ref, idx_ref = reference.maxpool2d_forward(x, 2)
     np.testing.assert_array_equal(idx, idx_ref)
     np.testing.assert_array_equal(y, y_ref)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (1, 2, 7, 9), (2, 1, 5, 4)], ids=str)
+def test_backward_with_foreign_indices(shape, rng):
+    """Indices need not come from a 2x2 forward: any in-plane index scatters exactly (the 2x2 block
+    fast path must notice and step aside), with and without the ReLU mask."""
+    n, c, h, w = shape
+    dy = rng.standard_normal((n, c, h // 2, w // 2))
+    y = rng.standard_normal(dy.shape)
+    for indices in (rng.integers(0, h * w, dy.shape),                       # anywhere in the plane
+                    ops.maxpool2d_forward(rng.standard_normal(shape), 2)[1]):  # the fast path's case
+        for mask in (None, y):
+            got = ops.maxpool2d_backward(dy, indices, shape, relu_output=mask)
+            want = reference.maxpool2d_backward(dy, indices, shape, relu_output=mask)
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-15)

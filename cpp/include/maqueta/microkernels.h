@@ -12,6 +12,9 @@ namespace maqueta {
 // Row k of B starts at b + boff[k] (or b + k*ldb when boff is null) and runs contiguous along q.
 // With padded set, every B row may be read up to N rounded up to the tile width NR, which saves
 // the slower edge loads; otherwise exactly N columns are read.
+// With coff set, row i of C is not at c + i*ldc but at c + coff[i], and the tile is added there
+// (+=) instead of stored: a GEMM whose rows scatter onto overlapping runs of one buffer (the
+// gradient of an unfolded image, added straight back onto the image without a dcol buffer).
 template <typename T>
 struct RowsArgs {
     int64_t M, N, K;
@@ -22,6 +25,7 @@ struct RowsArgs {
     bool padded;
     T* c;
     int64_t ldc;
+    const int64_t* coff = nullptr;
 };
 
 // C[i][j] (+)= sum_t sum_q A_t,i[q] * B_t,j[q]      i < M, j < N, q < Q, t < batch
