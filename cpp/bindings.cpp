@@ -599,6 +599,251 @@ bool all_finite_py(const py::handle& x_obj) {
     });
 }
 
+// ---------------------------------------------------------------------------------------------
+// batch-lane kernels (private: the model's plan uses them). Lane arrays are [B, C, H, W, V],
+// C-contiguous, of the call's dtype, with V the active instruction set's lane count.
+int64_t lane_count(DType dt) { return dt == DType::F32 ? lane_width<float>() : lane_width<double>(); }
+
+void check_lanes(const py::array& a, const char* name, DType dt, const char* first) {
+    check_dtype(a, name, dt, first);
+    check_rank(a, name, 5, "[B, C, H, W, V]");
+    check_nonempty(a, name);
+    if (!(a.flags() & py::array::c_style)) value_error(std::string(name) + " must be C-contiguous");
+    if (a.shape(4) != lane_count(dt))
+        value_error(std::string(name) + " has " + std::to_string(a.shape(4)) + " lanes but the active instruction set " +
+                    "uses " + std::to_string(lane_count(dt)) + ": shape " + shape_str(a));
+}
+
+void check_writeable_lanes(const py::array& a, const char* name, DType dt, const char* first) {
+    check_lanes(a, name, dt, first);
+    if (!a.writeable()) value_error(std::string(name) + " is read-only");
+}
+
+void same_dims(const py::array& a, const char* an, std::initializer_list<int64_t> want) {
+    int i = 0;
+    for (int64_t v : want) {
+        if (a.shape(i) != v) {
+            std::string w = "(";
+            int j = 0;
+            for (int64_t u : want) w += (j++ ? ", " : "") + std::to_string(u);
+            value_error(std::string(an) + " must have shape " + w + "), got " + shape_str(a));
+        }
+        ++i;
+    }
+}
+
+int64_t lanes_width_py(const py::handle& dtype) {
+    py::dtype dt = py::dtype::from_args(py::reinterpret_borrow<py::object>(dtype));
+    if (dt.is(py::dtype::of<float>())) return lane_width<float>();
+    if (dt.is(py::dtype::of<double>())) return lane_width<double>();
+    type_error("lane width is defined for float32 and float64, got " + std::string(py::str(dt)));
+}
+
+void lanes_pack_py(const py::handle& flat_obj, const py::handle& out_obj) {
+    py::array flat = as_ndarray(flat_obj, "x");
+    const DType dt = call_dtype(flat, "x");
+    py::array out = as_ndarray(out_obj, "out");
+    check_writeable_lanes(out, "out", dt, "x");
+    if (flat.ndim() < 2 || !(flat.flags() & py::array::c_style)) value_error("x must be C-contiguous with a batch dimension");
+    const int64_t N = flat.shape(0), V = out.shape(4), E = out.shape(1) * out.shape(2) * out.shape(3);
+    if (checked_product({E}, "out") != (int64_t)flat.size() / std::max<int64_t>(N, 1) || (N + V - 1) / V != out.shape(0))
+        value_error("out " + shape_str(out) + " does not hold x " + shape_str(flat) + " in blocks of " + std::to_string(V));
+    if (overlaps(flat, out)) value_error("x and out share memory");
+    dispatch(dt, [&](auto tag) {
+        using T = decltype(tag);
+        const T* src = static_cast<const T*>(flat.data());
+        T* dst = static_cast<T*>(out.mutable_data());
+        py::gil_scoped_release nogil;
+        lanes_pack<T>(dst, src, N, E);
+        return 0;
+    });
+}
+
+void lanes_unpack_py(const py::handle& lanes_obj, const py::handle& out_obj) {
+    py::array lanes = as_ndarray(lanes_obj, "lanes");
+    const DType dt = call_dtype(lanes, "lanes");
+    check_lanes(lanes, "lanes", dt, "lanes");
+    py::array out = as_ndarray(out_obj, "out");
+    check_inplace(out, "out", dt, "lanes");
+    const int64_t V = lanes.shape(4), E = lanes.shape(1) * lanes.shape(2) * lanes.shape(3);
+    if (out.ndim() < 2 || out.shape(0) < 1) value_error("out must have a batch dimension");
+    const int64_t N = out.shape(0);
+    if ((int64_t)out.size() != N * E || (N + V - 1) / V != lanes.shape(0))
+        value_error("out " + shape_str(out) + " does not match lanes " + shape_str(lanes));
+    if (overlaps(lanes, out)) value_error("lanes and out share memory");
+    dispatch(dt, [&](auto tag) {
+        using T = decltype(tag);
+        const T* src = static_cast<const T*>(lanes.data());
+        T* dst = static_cast<T*>(out.mutable_data());
+        py::gil_scoped_release nogil;
+        lanes_unpack<T>(dst, src, N, E);
+        return 0;
+    });
+}
+
+Conv2dDims lane_conv_dims(const py::array& x, const py::array& w) {
+    check_rank(w, "w", 4, "[O, C, KH, KW]");
+    check_nonempty(w, "w");
+    Conv2dDims d{};
+    d.N = x.shape(0); d.C = x.shape(1); d.H = x.shape(2); d.W = x.shape(3);
+    d.O = w.shape(0); d.KH = w.shape(2); d.KW = w.shape(3);
+    d.SH = d.SW = 1;
+    if (w.shape(1) != d.C) value_error("w has " + std::to_string(w.shape(1)) + " input channels but x has " + std::to_string(d.C));
+    if (d.KH > d.H || d.KW > d.W) value_error("kernel larger than the input: x " + shape_str(x) + ", w " + shape_str(w));
+    d.OH = d.H - d.KH + 1;
+    d.OW = d.W - d.KW + 1;
+    return d;
+}
+
+void lanes_conv_forward_py(const py::handle& x_obj, const py::handle& w_obj, const py::handle& b_obj, bool relu,
+                           const py::handle& out_obj) {
+    py::array x = as_ndarray(x_obj, "x");
+    const DType dt = call_dtype(x, "x");
+    check_lanes(x, "x", dt, "x");
+    py::array w = as_ndarray(w_obj, "w");
+    check_dtype(w, "w", dt, "x");
+    const Conv2dDims d = lane_conv_dims(x, w);
+    py::array out = as_ndarray(out_obj, "out");
+    check_writeable_lanes(out, "out", dt, "x");
+    same_dims(out, "out", {d.N, d.O, d.OH, d.OW});
+    py::array b;
+    const bool has_b = !b_obj.is_none();
+    if (has_b) {
+        b = as_ndarray(b_obj, "b");
+        check_dtype(b, "b", dt, "x");
+        if (b.ndim() != 1 || b.shape(0) != d.O) value_error("b must have shape (" + std::to_string(d.O) + ",)");
+    }
+    if (overlaps(out, x)) value_error("x and out share memory");
+    dispatch(dt, [&](auto tag) {
+        using T = decltype(tag);
+        auto wc = input<T>(w);
+        py::array_t<T> bc;
+        if (has_b) bc = input<T>(b);
+        const T* xp = static_cast<const T*>(x.data());
+        T* yp = static_cast<T*>(out.mutable_data());
+        const T* bp = has_b ? bc.data() : nullptr;
+        py::gil_scoped_release nogil;
+        lanes_conv2d_forward<T>(yp, xp, wc.data(), bp, d, relu);
+        return 0;
+    });
+}
+
+void lanes_conv_backward_py(const py::handle& dy_obj, const py::handle& x_obj, const py::handle& w_obj, bool relu_input,
+                            const py::handle& dx_obj, const py::handle& dw_obj, const py::handle& db_obj) {
+    py::array dy = as_ndarray(dy_obj, "dy");
+    const DType dt = call_dtype(dy, "dy");
+    check_lanes(dy, "dy", dt, "dy");
+    py::array x = as_ndarray(x_obj, "x");
+    check_lanes(x, "x", dt, "dy");
+    py::array w = as_ndarray(w_obj, "w");
+    check_dtype(w, "w", dt, "dy");
+    const Conv2dDims d = lane_conv_dims(x, w);
+    same_dims(dy, "dy", {d.N, d.O, d.OH, d.OW});
+    py::array dw = as_ndarray(dw_obj, "dw_out"), db = as_ndarray(db_obj, "db_out");
+    check_inplace(dw, "dw_out", dt, "dy");
+    check_inplace(db, "db_out", dt, "dy");
+    if (dw.ndim() != 4 || dw.shape(0) != d.O || dw.shape(1) != d.C || dw.shape(2) != d.KH || dw.shape(3) != d.KW)
+        value_error("dw_out must have the shape of w " + shape_str(w) + ", got " + shape_str(dw));
+    if (db.ndim() != 1 || db.shape(0) != d.O) value_error("db_out must have shape (" + std::to_string(d.O) + ",)");
+    py::array dx;
+    const bool has_dx = !dx_obj.is_none();
+    if (has_dx) {
+        dx = as_ndarray(dx_obj, "dx_out");
+        check_writeable_lanes(dx, "dx_out", dt, "dy");
+        same_dims(dx, "dx_out", {d.N, d.C, d.H, d.W});
+    }
+    check_no_overlap({{&dw, "dw_out"}, {&db, "db_out"}, {&dy, "dy"}, {&x, "x"}, {&w, "w"}});
+    if (has_dx) check_no_overlap({{&dx, "dx_out"}, {&dw, "dw_out"}, {&db, "db_out"}, {&dy, "dy"}, {&x, "x"}, {&w, "w"}});
+    dispatch(dt, [&](auto tag) {
+        using T = decltype(tag);
+        auto wc = input<T>(w);
+        T* dxp = has_dx ? static_cast<T*>(dx.mutable_data()) : nullptr;
+        T* dwp = static_cast<T*>(dw.mutable_data());
+        T* dbp = static_cast<T*>(db.mutable_data());
+        const T* dyp = static_cast<const T*>(dy.data());
+        const T* xp = static_cast<const T*>(x.data());
+        py::gil_scoped_release nogil;
+        lanes_conv2d_backward<T>(dxp, dwp, dbp, dyp, xp, wc.data(), d, relu_input);
+        return 0;
+    });
+}
+
+py::dtype code_dtype(DType dt) { return dt == DType::F32 ? py::dtype::of<int32_t>() : py::dtype::of<int64_t>(); }
+
+void lanes_pool_forward_py(const py::handle& x_obj, const py::handle& out_obj, const py::handle& code_obj) {
+    py::array x = as_ndarray(x_obj, "x");
+    const DType dt = call_dtype(x, "x");
+    check_lanes(x, "x", dt, "x");
+    py::array out = as_ndarray(out_obj, "out"), code = as_ndarray(code_obj, "code_out");
+    check_writeable_lanes(out, "out", dt, "x");
+    Pool2dDims d{x.shape(0), x.shape(1), x.shape(2), x.shape(3), 2, 2, 2, 2, x.shape(2) / 2, x.shape(3) / 2};
+    if (d.OH < 1 || d.OW < 1) value_error("x " + shape_str(x) + " is smaller than a 2x2 window");
+    same_dims(out, "out", {d.N, d.C, d.OH, d.OW});
+    if (!code.dtype().is(code_dtype(dt)) || !(code.flags() & py::array::c_style) || !code.writeable())
+        type_error("code_out must be a writeable C-contiguous array of " + std::string(py::str(code_dtype(dt))));
+    check_same_shape(out, "out", code, "code_out");
+    check_no_overlap({{&x, "x"}, {&out, "out"}, {&code, "code_out"}});
+    dispatch(dt, [&](auto tag) {
+        using T = decltype(tag);
+        using C = typename LaneCode<T>::type;
+        const T* xp = static_cast<const T*>(x.data());
+        T* yp = static_cast<T*>(out.mutable_data());
+        C* cp = static_cast<C*>(code.mutable_data());
+        py::gil_scoped_release nogil;
+        lanes_maxpool2x2_forward<T>(yp, cp, xp, d);
+        return 0;
+    });
+}
+
+void lanes_pool_backward_py(const py::handle& dy_obj, const py::handle& code_obj, const py::handle& relu_obj,
+                            const py::handle& out_obj) {
+    py::array dy = as_ndarray(dy_obj, "dy");
+    const DType dt = call_dtype(dy, "dy");
+    check_lanes(dy, "dy", dt, "dy");
+    py::array code = as_ndarray(code_obj, "code");
+    if (!code.dtype().is(code_dtype(dt)) || !(code.flags() & py::array::c_style))
+        type_error("code must be a C-contiguous array of " + std::string(py::str(code_dtype(dt))));
+    check_same_shape(dy, "dy", code, "code");
+    py::array out = as_ndarray(out_obj, "out");
+    check_writeable_lanes(out, "out", dt, "dy");
+    if (out.shape(0) != dy.shape(0) || out.shape(1) != dy.shape(1) || out.shape(2) / 2 != dy.shape(2) ||
+        out.shape(3) / 2 != dy.shape(3))
+        value_error("out " + shape_str(out) + " does not match dy " + shape_str(dy) + " under 2x2 pooling");
+    py::array ry;
+    const bool has_relu = !relu_obj.is_none();
+    if (has_relu) {
+        ry = as_ndarray(relu_obj, "relu_output");
+        check_lanes(ry, "relu_output", dt, "dy");
+        check_same_shape(dy, "dy", ry, "relu_output");
+    }
+    {
+        // every code must name a place in its window: validate (the kernel trusts them)
+        const py::ssize_t n = code.size();
+        if (dt == DType::F32) {
+            const int32_t* c = static_cast<const int32_t*>(code.data());
+            for (py::ssize_t i = 0; i < n; ++i)
+                if (c[i] < 0 || c[i] > 3) value_error("code holds " + std::to_string(c[i]) + ", not a 2x2 window place");
+        } else {
+            const int64_t* c = static_cast<const int64_t*>(code.data());
+            for (py::ssize_t i = 0; i < n; ++i)
+                if (c[i] < 0 || c[i] > 3) value_error("code holds " + std::to_string(c[i]) + ", not a 2x2 window place");
+        }
+    }
+    check_no_overlap({{&out, "out"}, {&dy, "dy"}, {&code, "code"}});
+    Pool2dDims d{out.shape(0), out.shape(1), out.shape(2), out.shape(3), 2, 2, 2, 2, dy.shape(2), dy.shape(3)};
+    dispatch(dt, [&](auto tag) {
+        using T = decltype(tag);
+        using C = typename LaneCode<T>::type;
+        const T* dyp = static_cast<const T*>(dy.data());
+        const C* cp = static_cast<const C*>(code.data());
+        const T* rp = has_relu ? static_cast<const T*>(ry.data()) : nullptr;
+        T* dxp = static_cast<T*>(out.mutable_data());
+        py::gil_scoped_release nogil;
+        lanes_maxpool2x2_backward<T>(dxp, dyp, cp, rp, d);
+        return 0;
+    });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -627,6 +872,17 @@ PYBIND11_MODULE(_core, m) {
     m.def("softmax_cross_entropy", &softmax_cross_entropy_py, py::arg("logits"), py::arg("targets"),
           py::arg("grad_out") = none);
     m.def("all_finite", &all_finite_py, py::arg("x"));
+
+    m.def("_lanes_width", &lanes_width_py, py::arg("dtype"));
+    m.def("_lanes_pack", &lanes_pack_py, py::arg("x"), py::arg("out"));
+    m.def("_lanes_unpack", &lanes_unpack_py, py::arg("lanes"), py::arg("out"));
+    m.def("_lanes_conv2d_forward", &lanes_conv_forward_py, py::arg("x"), py::arg("w"), py::arg("b"), py::arg("relu"),
+          py::arg("out"));
+    m.def("_lanes_conv2d_backward", &lanes_conv_backward_py, py::arg("dy"), py::arg("x"), py::arg("w"),
+          py::arg("relu_input"), py::arg("dx_out"), py::arg("dw_out"), py::arg("db_out"));
+    m.def("_lanes_maxpool2x2_forward", &lanes_pool_forward_py, py::arg("x"), py::arg("out"), py::arg("code_out"));
+    m.def("_lanes_maxpool2x2_backward", &lanes_pool_backward_py, py::arg("dy"), py::arg("code"),
+          py::arg("relu_output"), py::arg("out"));
 
     m.def("get_num_threads", &num_threads, "Threads every parallel kernel uses.");
     m.def("set_num_threads", [](int64_t n) {

@@ -31,6 +31,18 @@ namespace maqueta {
     bool finite_d(const FiniteArgs<double>&);                    \
     void bcast_f(const BcastArgs<float>&);                       \
     void bcast_d(const BcastArgs<double>&);                      \
+    void lane_conv_f(const LaneConvArgs<float>&);                \
+    void lane_conv_d(const LaneConvArgs<double>&);               \
+    void lane_dw_f(const LaneDwArgs<float>&);                    \
+    void lane_dw_d(const LaneDwArgs<double>&);                   \
+    void lane_dx_f(const LaneDxArgs<float>&);                    \
+    void lane_dx_d(const LaneDxArgs<double>&);                   \
+    void lane_pool_f(const LanePoolArgs<float>&);                \
+    void lane_pool_d(const LanePoolArgs<double>&);               \
+    void lane_unpool_f(const LaneUnpoolArgs<float>&);            \
+    void lane_unpool_d(const LaneUnpoolArgs<double>&);           \
+    void lane_pack_f(const LanePackArgs<float>&);                \
+    void lane_pack_d(const LanePackArgs<double>&);               \
     }
 MAQUETA_DECLARE_ISA(isa_generic)
 #ifdef MAQUETA_HAVE_AVX2
@@ -117,7 +129,9 @@ void unpoison(const void* p, std::size_t bytes) {
 #define MAQUETA_ISA_ENTRY(label, ns) \
     IsaKernels{label, ns::rows_mr, ns::rows_nr_float, ns::rows_nr_double, ns::rows_f, ns::rows_d, \
                ns::dot_f, ns::dot_d, ns::add_rows_f, ns::add_rows_d, ns::pool2x2_f, ns::pool2x2_d, \
-               ns::adam_f, ns::adam_d, ns::sgd_f, ns::sgd_d, ns::finite_f, ns::finite_d, ns::bcast_f, ns::bcast_d}
+               ns::adam_f, ns::adam_d, ns::sgd_f, ns::sgd_d, ns::finite_f, ns::finite_d, ns::bcast_f, ns::bcast_d, \
+               ns::lane_conv_f, ns::lane_conv_d, ns::lane_dw_f, ns::lane_dw_d, ns::lane_dx_f, ns::lane_dx_d, \
+               ns::lane_pool_f, ns::lane_pool_d, ns::lane_unpool_f, ns::lane_unpool_d, ns::lane_pack_f, ns::lane_pack_d}
 
 namespace {
 struct IsaList {

@@ -338,7 +338,8 @@ def test_predict_is_thread_safe():
     model = mq.models.lenet5(seed=2)
     model.fit(X, y, epochs=1, batch_size=16, verbose=0)
     chunks = [X[i::6] for i in range(6)]
-    expected = [model.predict_proba(c) for c in chunks]
+    # the same batch size as the threads use: sizes of a lane block or more sum in another order
+    expected = [model.predict_proba(c, batch_size=5 + i) for i, c in enumerate(chunks)]
     results = [[] for _ in chunks]
 
     def work(i):

@@ -35,10 +35,14 @@ def test_fusion_only_where_the_gradient_can_follow(layers, expected):
     assert summary(mq.Sequential(layers())) == expected
 
 
-def unfused(model):
-    model._plan = Plan(model.layers, fuse=False)
+def replan(model, **options):
+    model._plan = Plan(model.layers, **options)
     model._train_buffers.clear()
     return model
+
+
+def unfused(model):
+    return replan(model, fuse=False, lanes=False)
 
 
 @pytest.mark.parametrize("backend", ["native", "reference"])
@@ -46,7 +50,7 @@ def test_fused_training_equals_separate_layers(backend):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((20, 1, 32, 32)).astype(np.float32)
     y = rng.integers(0, 10, 20)
-    fused, plain = mq.models.lenet5(seed=1), unfused(mq.models.lenet5(seed=1))
+    fused, plain = replan(mq.models.lenet5(seed=1), lanes=False), unfused(mq.models.lenet5(seed=1))
     assert all(not s.fused_relu for s in plain._plan.steps)
     with mq.use_backend(backend):
         for model in (fused, plain):
@@ -66,13 +70,18 @@ def make_fd_models():
     ]
 
 
-@pytest.mark.parametrize("index", range(3), ids=["lenet5", "conv-relu-conv", "relu-sigmoid"])
-def test_fused_gradients_match_finite_differences(index):
-    """The model's own training path (fusion and all) against central differences of its loss."""
+@pytest.mark.parametrize("index,batch", [(0, 4), (0, 9), (1, 4), (2, 4)],
+                         ids=["lenet5", "lenet5-lanes", "conv-relu-conv", "relu-sigmoid"])
+def test_fused_gradients_match_finite_differences(index, batch):
+    """The model's own training path (fusion, and with 9 images the float64 lane blocks: one full,
+    one partial) against central differences of its loss."""
     model = make_fd_models()[index]
     rng = np.random.default_rng(0)
-    x = rng.random((4, *model.input_shape))
-    targets = np.array([1, 2, 0, 2])
+    x = rng.random((batch, *model.input_shape))
+    targets = rng.integers(0, 3, batch)
+    if batch >= 8 and mq.build_info()["isa"] == "avx512":
+        model._gradients(x, targets, mq.losses.cross_entropy)
+        assert model._buffers(batch).lanes is not None
     model._gradients(x, targets, mq.losses.cross_entropy)
     analytic = model._grads.copy()
     params = model.get_flat_parameters()
@@ -81,3 +90,27 @@ def test_fused_gradients_match_finite_differences(index):
                                coords=[(int(c),) for c in coords])
     for c in coords:
         assert abs(analytic[c] - numeric[c]) <= 1e-7 + 1e-5 * abs(numeric[c]), (c, analytic[c], numeric[c])
+
+
+def test_lenet5_lane_segment():
+    assert mq.models.lenet5()._plan.lane_steps == 4   # conv1, pool1, conv2, pool2
+    padded = mq.Sequential([mq.Conv2D(1, 4, 3, padding=1), mq.ReLU(), mq.MaxPool2D(2), mq.Flatten(), mq.Dense(64, 3)])
+    assert padded._plan.lane_steps == 0               # padding: the NCHW kernels
+    assert mq.Sequential([mq.MaxPool2D(2), mq.Flatten(), mq.Dense(16, 2)])._plan.lane_steps == 0   # no conv
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_lane_segment_trains_like_the_nchw_kernels(dtype, threads):
+    """The same training with the conv segment in the batch-lane layout and without: equal to
+    rounding (the sums run in another order), and predictions too."""
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((70, 1, 32, 32)).astype(dtype)
+    y = rng.integers(0, 10, 70)
+    lanes, nchw = mq.models.lenet5(seed=2, dtype=dtype), replan(mq.models.lenet5(seed=2, dtype=dtype), lanes=False)
+    for model in (lanes, nchw):
+        model.fit(X, y, epochs=2, batch_size=32, verbose=0, optimizer=mq.SGD(0.05, momentum=0.9))
+    assert lanes._train_buffers[32].lanes is not None and nchw._train_buffers[32].lanes is None
+    rtol = 1e-10 if dtype == "float64" else 2e-4
+    a, b = lanes.get_flat_parameters(), nchw.get_flat_parameters()
+    assert np.abs(a - b).max() <= rtol * np.abs(b).max()
+    np.testing.assert_allclose(lanes.predict_proba(X), nchw.predict_proba(X), rtol=rtol, atol=rtol)

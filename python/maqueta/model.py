@@ -16,7 +16,7 @@ from . import _core, losses
 from .callbacks import Callback, History
 from .layers import Conv2D, Dense, Layer, Softmax, _fmt
 from .optim import Adam, Optimizer
-from .plan import Buffers, Plan
+from .plan import Buffers, Plan, lane_width
 
 __all__ = ["Sequential"]
 
@@ -218,11 +218,15 @@ class Sequential:
 
     def _forward(self, x, buffers=None):
         """Outputs for x; with buffers (of x's batch size) the steps write into them."""
-        layers = self.layers
-        for k, step in enumerate(self._plan.steps):
-            layer = layers[step.index]
-            x, _ = layer.forward(x, training=False, **(buffers.forward[k] if buffers is not None else
-                                                       {"relu": True} if step.fused_relu else {}))
+        layers, steps = self.layers, self._plan.steps
+        start = 0
+        if buffers is not None and buffers.lanes is not None:
+            x = buffers.lanes.forward(self, x, [None] * len(steps))
+            start = self._plan.lane_steps
+        for k in range(start, len(steps)):
+            step = steps[k]
+            x, _ = layers[step.index].forward(x, training=False, **(buffers.forward[k] if buffers is not None else
+                                                                    {"relu": True} if step.fused_relu else {}))
         return x
 
     def _batched(self, X, batch_size, fn):
@@ -392,7 +396,7 @@ class Sequential:
 
     def _buffers(self, n):
         buffers = self._train_buffers.get(n)
-        if buffers is None:
+        if buffers is None or buffers.key != (n, lane_width(self, n)):   # the backend or ISA may change
             if len(self._train_buffers) >= 4:   # a few batch sizes at most (full and last partial)
                 self._train_buffers.clear()
             buffers = self._train_buffers[n] = Buffers(self, n, training=True)
@@ -404,16 +408,20 @@ class Sequential:
         layers, steps = self.layers, self._plan.steps
         buffers = self._buffers(len(xb))
         caches = [None] * len(steps)
-        a = xb
-        for k, step in enumerate(steps):
-            a, caches[k] = layers[step.index].forward(a, training=True, **buffers.forward[k])
+        lanes = buffers.lanes
+        start = self._plan.lane_steps if lanes is not None else 0
+        a = lanes.forward(self, xb, caches) if lanes is not None else xb
+        for k in range(start, len(steps)):
+            a, caches[k] = layers[steps[k].index].forward(a, training=True, **buffers.forward[k])
         value, d = loss_fn(a, tb)
-        for k in range(len(steps) - 1, -1, -1):
+        for k in range(len(steps) - 1, start - 1, -1):
             i = steps[k].index
             if i < self._first_trainable:
-                break   # nothing before the first trainable layer needs a gradient
+                return value, a   # nothing before the first trainable layer needs a gradient
             d = layers[i].backward(d, caches[k], self._layer_grads[i], need_dx=i > self._first_trainable,
                                    **buffers.backward[k])
+        if lanes is not None:
+            lanes.backward(self, d, caches)
         return value, a
 
     def _train_step_unchecked(self, xb, tb, loss_fn, epoch, step):

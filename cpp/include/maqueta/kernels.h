@@ -11,6 +11,8 @@
 #pragma once
 #include <cstdint>
 
+#include "maqueta/microkernels.h"
+
 namespace maqueta {
 
 struct Conv2dDims {
@@ -94,6 +96,52 @@ template <typename T>
 void sgd_update(T* param, T* velocity,  // [P] each, updated in place (velocity may be nullptr if momentum == 0)
                 const T* grad,          // [P]
                 int64_t P, double lr, double momentum, double weight_decay, bool nesterov);
+
+// ---- Batch-lane layout: [B][C][H][W][V] with V = lane_width<T>() images per vector (lanes.inc)
+// The conv segment of a network can run in it: no multiply-add is wasted on layout, whatever the
+// channel counts and image sizes. Convolutions here need stride 1 and no padding; pooling is 2x2,
+// stride 2, with a per-lane code (0..3) of each window's maximum instead of plane indices.
+template <typename T>
+int lane_width();
+
+template <typename T>
+void lanes_pack(T* lanes,        // [B][E][V]
+                const T* flat,   // [N][E]
+                int64_t N, int64_t E);
+
+template <typename T>
+void lanes_unpack(T* flat,          // [N][E]
+                  const T* lanes,   // [B][E][V]
+                  int64_t N, int64_t E);
+
+template <typename T>
+void lanes_conv2d_forward(T* y,        // [B][O][OH][OW][V]
+                          const T* x,  // [B][C][H][W][V]
+                          const T* w,  // [O, C, KH, KW]
+                          const T* b,  // [O] or nullptr
+                          const Conv2dDims& d, bool relu);   // d.N counts blocks here
+
+template <typename T>
+void lanes_conv2d_backward(T* dx,        // [B][C][H][W][V] or nullptr
+                           T* dw,        // [O, C, KH, KW]
+                           T* db,        // [O]
+                           const T* dy,  // [B][O][OH][OW][V]
+                           const T* x,   // [B][C][H][W][V]
+                           const T* w,   // [O, C, KH, KW]
+                           const Conv2dDims& d, bool relu_input);
+
+template <typename T>
+void lanes_maxpool2x2_forward(T* y,                             // [B][C][OH][OW][V]
+                              typename LaneCode<T>::type* code,   // [B][C][OH][OW][V]
+                              const T* x,                       // [B][C][H][W][V]
+                              const Pool2dDims& d);             // d.N counts blocks here
+
+template <typename T>
+void lanes_maxpool2x2_backward(T* dx,                                  // [B][C][H][W][V]
+                               const T* dy,                            // [B][C][OH][OW][V]
+                               const typename LaneCode<T>::type* code,
+                               const T* relu_y,                        // [B][C][OH][OW][V] or nullptr
+                               const Pool2dDims& d);
 
 // Whether every value of x is finite.
 template <typename T>

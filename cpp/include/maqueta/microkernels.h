@@ -95,6 +95,65 @@ struct BcastArgs {
     int64_t batch = 1, a_batch = 0, b_batch = 0;
 };
 
+// Batch-lane kernels (lanes.inc): tensors stored [B][C][H][W][V], V images per vector.
+template <typename T> struct LaneCode;                       // per-lane pool codes, as wide as T
+template <> struct LaneCode<float> { typedef int32_t type; };
+template <> struct LaneCode<double> { typedef int64_t type; };
+
+template <typename T>
+struct LaneConvArgs {   // stride 1, no padding; wp is w as [C][KH][KW][O]
+    int64_t B, C, H, W, O, KH, KW, OH, OW;
+    const T* x;
+    const T* wp;
+    const T* bias;
+    bool relu;
+    T* y;
+};
+
+template <typename T>
+struct LaneDwArgs {     // adds into dw [O][K] and db [O]; toff[k]: tap k's offset in an input block
+    int64_t B, C, H, W, O, K, OH, OW;
+    const T* x;
+    const T* dy;
+    const int64_t* toff;
+    T* dw;
+    T* db;
+};
+
+template <typename T>
+struct LaneDxArgs {     // wq is w as [KH][KW][O][C]; relu_x: zero dx where that x <= 0
+    int64_t B, C, H, W, O, KH, KW, OH, OW;
+    const T* dy;
+    const T* wq;
+    const T* relu_x;
+    T* dx;
+};
+
+template <typename T>
+struct LanePoolArgs {   // 2x2, stride 2, over `planes` planes of H x W lanes
+    int64_t planes, H, W, OH, OW;
+    const T* x;
+    T* y;
+    typename LaneCode<T>::type* code;
+};
+
+template <typename T>
+struct LaneUnpoolArgs {
+    int64_t planes, H, W, OH, OW;
+    const T* dy;
+    const typename LaneCode<T>::type* code;
+    const T* relu_y;
+    T* dx;
+};
+
+template <typename T>
+struct LanePackArgs {   // blocks [b0, b1) of N images of E elements each
+    int64_t N, E, b0, b1;
+    T* flat;
+    T* lanes;
+    bool to_lanes;
+};
+
 // Elementwise optimizer updates over P parameters (see optim.cpp for the arithmetic), with the
 // scalars already rounded to T, so every instruction set computes the same thing.
 template <typename T>

@@ -91,6 +91,16 @@ struct IsaKernels {
     bool (*finite_d)(const FiniteArgs<double>&);
     void (*bcast_f)(const BcastArgs<float>&);
     void (*bcast_d)(const BcastArgs<double>&);
+#define MAQUETA_LANE_MEMBERS(X)                                                              \
+    X(lane_conv, LaneConvArgs) X(lane_dw, LaneDwArgs) X(lane_dx, LaneDxArgs)                 \
+    X(lane_pool, LanePoolArgs) X(lane_unpool, LaneUnpoolArgs) X(lane_pack, LanePackArgs)
+#define MAQUETA_LANE_POINTERS(name, Args)                                                    \
+    void (*name##_f)(const Args<float>&);                                                    \
+    void (*name##_d)(const Args<double>&);                                                   \
+    void name(const Args<float>& a) const { name##_f(a); }                                   \
+    void name(const Args<double>& a) const { name##_d(a); }
+    MAQUETA_LANE_MEMBERS(MAQUETA_LANE_POINTERS)
+#undef MAQUETA_LANE_POINTERS
 
     void rows(const RowsArgs<float>& a) const { rows_f(a); }
     void rows(const RowsArgs<double>& a) const { rows_d(a); }

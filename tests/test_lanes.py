@@ -1,0 +1,106 @@
+"""Batch-lane kernels (images in the vector lanes) against the NCHW kernels they stand in for."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from maqueta import _core, ops
+from conftest import assert_close
+
+
+def to_lanes(x):
+    v = _core._lanes_width(x.dtype)
+    n = x.shape[0]
+    out = np.empty(((n + v - 1) // v, *x.shape[1:], v), x.dtype)
+    _core._lanes_pack(np.ascontiguousarray(x), out)
+    return out
+
+
+def from_lanes(lanes, n):
+    out = np.empty((n, *lanes.shape[1:4]), lanes.dtype)
+    _core._lanes_unpack(lanes, out)
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 16, 17, 40])
+def test_pack_round_trip(n, dtype, each_isa, rng):
+    x = rng.standard_normal((n, 3, 5, 7)).astype(dtype)
+    lanes = to_lanes(x)
+    v = _core._lanes_width(dtype)
+    assert lanes.shape == (-(-n // v), 3, 5, 7, v)
+    np.testing.assert_array_equal(lanes[0, 1, 2, 3, : min(n, v)], x[: min(n, v), 1, 2, 3])
+    if n % v:
+        assert (lanes[-1, ..., n % v:] == 0).all()
+    np.testing.assert_array_equal(from_lanes(lanes, n), x)
+
+
+CONVS = [(33, 1, 32, 32, 6, 5, 5), (20, 6, 14, 14, 16, 5, 5), (16, 3, 9, 7, 5, 3, 2), (5, 2, 4, 4, 7, 4, 4),
+         (18, 4, 6, 11, 3, 1, 1)]  # N, C, H, W, O, KH, KW
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", CONVS, ids=str)
+@pytest.mark.parametrize("relu", [False, True])
+def test_conv_matches_nchw(shape, relu, dtype, each_isa, threads, rng):
+    n, c, h, w, o, kh, kw = shape
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = rng.standard_normal((o, c, kh, kw)).astype(dtype)
+    b = rng.standard_normal(o).astype(dtype)
+    xl = to_lanes(x)
+    v = xl.shape[-1]
+    y = np.empty((xl.shape[0], o, h - kh + 1, w - kw + 1, v), dtype)
+    _core._lanes_conv2d_forward(xl, wt, b, relu, y)
+    assert_close(from_lanes(y, n), ops.conv2d_forward(x, wt, b, relu=relu), dtype, what="y")
+    dy = rng.standard_normal((n, o, h - kh + 1, w - kw + 1)).astype(dtype)
+    xr = np.maximum(x, 0) if relu else x           # relu_input: x is the output of a ReLU
+    dx = np.empty_like(xl)
+    dw, db = np.empty_like(wt), np.empty(o, dtype)
+    _core._lanes_conv2d_backward(to_lanes(dy), to_lanes(xr), wt, relu, dx, dw, db)
+    want = ops.conv2d_backward(dy, xr, wt, relu_input=relu)
+    assert_close(from_lanes(dx, n), want[0], dtype, what="dx")
+    assert_close(dw, want[1], dtype, what="dw")
+    assert_close(db, want[2], dtype, what="db")
+    _core._lanes_conv2d_backward(to_lanes(dy), to_lanes(xr), wt, relu, None, dw, db)   # without dx
+    assert_close(dw, want[1], dtype, what="dw (no dx)")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(33, 6, 28, 28), (20, 16, 10, 10), (17, 2, 7, 9), (3, 1, 2, 2)], ids=str)
+def test_pool_matches_nchw(shape, dtype, each_isa, threads, rng):
+    x = rng.integers(0, 3, shape).astype(dtype)          # ties everywhere
+    x[0, 0, 0, 1] = np.nan
+    x[-1, -1, 1, 0] = np.nan
+    xl = to_lanes(x)
+    oh, ow = shape[2] // 2, shape[3] // 2
+    y = np.empty((*xl.shape[:2], oh, ow, xl.shape[-1]), dtype)
+    code = np.empty(y.shape, np.int32 if dtype == np.float32 else np.int64)
+    _core._lanes_maxpool2x2_forward(xl, y, code)
+    y_ref, idx_ref = ops.maxpool2d_forward(x, 2)
+    np.testing.assert_array_equal(from_lanes(y, shape[0]), y_ref)
+    dy = rng.standard_normal(y_ref.shape).astype(dtype)
+    for mask in (None, y_ref):
+        dx = np.empty_like(xl)
+        _core._lanes_maxpool2x2_backward(to_lanes(dy), code, None if mask is None else to_lanes(mask), dx)
+        np.testing.assert_array_equal(from_lanes(dx, shape[0]), ops.maxpool2d_backward(dy, idx_ref, shape, relu_output=mask))
+
+
+def test_lane_arguments_are_checked():
+    v = _core._lanes_width(np.float32)
+    x = np.zeros((2, 1, 8, 8, v), np.float32)
+    with pytest.raises(ValueError, match="lanes but the active instruction set uses"):
+        _core._lanes_conv2d_forward(np.zeros((2, 1, 8, 8, v + 1), np.float32), np.zeros((3, 1, 3, 3), np.float32),
+                                    None, False, np.zeros((2, 3, 6, 6, v), np.float32))
+    with pytest.raises(ValueError, match="out must have shape"):
+        _core._lanes_conv2d_forward(x, np.zeros((3, 1, 3, 3), np.float32), None, False,
+                                    np.zeros((2, 3, 5, 6, v), np.float32))
+    with pytest.raises(ValueError, match="w has 2 input channels"):
+        _core._lanes_conv2d_forward(x, np.zeros((3, 2, 3, 3), np.float32), None, False,
+                                    np.zeros((2, 3, 6, 6, v), np.float32))
+    with pytest.raises(ValueError, match="code holds 7"):
+        _core._lanes_maxpool2x2_backward(np.zeros((2, 1, 4, 4, v), np.float32), np.full((2, 1, 4, 4, v), 7, np.int32),
+                                         None, np.zeros((2, 1, 8, 8, v), np.float32))
+    with pytest.raises(TypeError, match="code_out must be"):
+        _core._lanes_maxpool2x2_forward(x, np.zeros((2, 1, 4, 4, v), np.float32), np.zeros((2, 1, 4, 4, v), np.int64))
+    with pytest.raises(ValueError, match="does not hold x"):
+        _core._lanes_pack(np.zeros((v + 1, 1, 8, 8), np.float32), x[:1])   # needs two blocks
