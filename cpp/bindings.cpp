@@ -165,6 +165,19 @@ py::array_t<T> output(const py::handle& obj, const char* name, const std::vector
 
 std::vector<py::ssize_t> dims(std::initializer_list<int64_t> v) { return std::vector<py::ssize_t>(v.begin(), v.end()); }
 
+// Smallest and largest of n integers: a reduction the compiler vectorises (validation of index
+// arrays runs on every backward step, with the GIL held).
+template <typename I>
+void min_max(const I* v, int64_t n, int64_t& lo, int64_t& hi) {
+    I a = n ? v[0] : 0, b = a;
+    for (int64_t i = 0; i < n; ++i) {
+        a = v[i] < a ? v[i] : a;
+        b = v[i] > b ? v[i] : b;
+    }
+    lo = a;
+    hi = b;
+}
+
 template <typename F>
 auto dispatch(DType dt, F&& f) {
     if (dt == DType::F32) return f(float{});
@@ -358,11 +371,14 @@ py::array maxpool2d_backward_py(const py::handle& dy_obj, const py::handle& idx_
     {
         const int64_t* ip = ic.data();
         const int64_t count = (int64_t)ic.size();
-        for (int64_t i = 0; i < count; ++i)
-            if (ip[i] < 0 || ip[i] >= HW)
-                value_error("indices holds " + std::to_string(ip[i]) + " at flat position " + std::to_string(i) +
-                            ", outside the plane [0, H*W = " + std::to_string(HW) + ") of x_shape " +
-                            std::string(py::str(shape_obj)));
+        int64_t lo, hi;
+        min_max(ip, count, lo, hi);   // a vectorised pass; the slow search only when something is off
+        if (lo < 0 || hi >= HW)
+            for (int64_t i = 0; i < count; ++i)
+                if (ip[i] < 0 || ip[i] >= HW)
+                    value_error("indices holds " + std::to_string(ip[i]) + " at flat position " + std::to_string(i) +
+                                ", outside the plane [0, H*W = " + std::to_string(HW) + ") of x_shape " +
+                                std::string(py::str(shape_obj)));
     }
     py::array relu_y;
     const bool has_relu = !relu_obj.is_none();
@@ -816,18 +832,11 @@ void lanes_pool_backward_py(const py::handle& dy_obj, const py::handle& code_obj
         check_lanes(ry, "relu_output", dt, "dy");
         check_same_shape(dy, "dy", ry, "relu_output");
     }
-    {
-        // every code must name a place in its window: validate (the kernel trusts them)
-        const py::ssize_t n = code.size();
-        if (dt == DType::F32) {
-            const int32_t* c = static_cast<const int32_t*>(code.data());
-            for (py::ssize_t i = 0; i < n; ++i)
-                if (c[i] < 0 || c[i] > 3) value_error("code holds " + std::to_string(c[i]) + ", not a 2x2 window place");
-        } else {
-            const int64_t* c = static_cast<const int64_t*>(code.data());
-            for (py::ssize_t i = 0; i < n; ++i)
-                if (c[i] < 0 || c[i] > 3) value_error("code holds " + std::to_string(c[i]) + ", not a 2x2 window place");
-        }
+    {   // every code must name a place in its window (the kernel trusts them)
+        int64_t lo, hi;
+        if (dt == DType::F32) min_max(static_cast<const int32_t*>(code.data()), code.size(), lo, hi);
+        else min_max(static_cast<const int64_t*>(code.data()), code.size(), lo, hi);
+        if (lo < 0 || hi > 3) value_error("code holds " + std::to_string(lo < 0 ? lo : hi) + ", not a 2x2 window place");
     }
     check_no_overlap({{&out, "out"}, {&dy, "dy"}, {&code, "code"}});
     Pool2dDims d{out.shape(0), out.shape(1), out.shape(2), out.shape(3), 2, 2, 2, 2, dy.shape(2), dy.shape(3)};
