@@ -84,11 +84,15 @@ void check_hyper(int64_t v, const char* name, int64_t lo) {
     if (v > kMaxDim) value_error(std::string(name) + " is too large: " + std::to_string(v));
 }
 
-// A read-only operand: any memory layout is accepted (copied into C order when needed).
+constexpr int kAligned = py::detail::npy_api::NPY_ARRAY_ALIGNED_;
+
+// A read-only operand: any memory layout is accepted (copied into aligned C order when needed).
 template <typename T>
 py::array_t<T, py::array::c_style> input(const py::array& a) {
-    return py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(a);
+    return py::array_t<T, py::array::c_style | py::array::forcecast | kAligned>::ensure(a);
 }
+
+bool aligned(const py::array& a) { return (a.flags() & kAligned) != 0; }
 
 // An operand updated in place: it must already be the buffer the caller holds.
 void check_inplace(const py::array& a, const char* name, DType dt, const char* first_name) {
@@ -97,6 +101,7 @@ void check_inplace(const py::array& a, const char* name, DType dt, const char* f
         value_error(std::string(name) + " is updated in place, so it must be C-contiguous (got strides of a view); "
                     "pass numpy.ascontiguousarray(" + name + ") and keep that array");
     if (!a.writeable()) value_error(std::string(name) + " is updated in place but is read-only");
+    if (!aligned(a)) value_error(std::string(name) + " is updated in place, so it must be aligned to its dtype");
 }
 
 bool overlaps(const py::array& a, const py::array& b) {
@@ -215,6 +220,9 @@ Conv2dDims conv_dims(const py::array& x, const py::array& w, int64_t sh, int64_t
     checked_product({d.C, Hp, Wp}, "the padded input");
     checked_product({K, d.OH, d.OW}, "the unfolded input (C*KH*KW x OH*OW)");
     checked_product({d.O, d.H + d.KH, d.W + d.KW}, "the padded output gradient");
+    checked_product({d.O, d.OH, Wp}, "the output on the padded input's grid");
+    checked_product({d.C, d.H, d.W + d.KW}, "the input gradient's grid");
+    checked_product({d.C, d.O, d.KH, d.KW}, "w");
     checked_product({d.O, K}, "w");
     return d;
 }
@@ -397,10 +405,14 @@ py::array maxpool2d_backward_py(const py::handle& dy_obj, const py::handle& idx_
         if (has_relu) ryc = input<T>(relu_y);
         T* dxp = dx.mutable_data();
         const T* ryp = has_relu ? ryc.data() : nullptr;
+        int64_t outside;
         {
             py::gil_scoped_release nogil;
-            maxpool2d_backward<T>(dxp, dyc.data(), ic.data(), ryp, d);
+            outside = maxpool2d_backward<T>(dxp, dyc.data(), ic.data(), ryp, d);
         }
+        if (outside)
+            value_error("indices changed while maxpool2d_backward ran (another thread?): " + std::to_string(outside) +
+                        " fell outside the plane and were skipped; the result is incomplete");
         return std::move(dx);
     });
 }
@@ -584,10 +596,12 @@ py::tuple softmax_cross_entropy_py(const py::handle& z_obj, const py::handle& t_
         value_error("targets must have shape (" + std::to_string(z.shape(0)) + ",) for logits " + shape_str(z) +
                     ", got " + shape_str(t));
     const int64_t N = z.shape(0), K = z.shape(1);
-    auto tc = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(t);
+    // a private copy: the kernel indexes with these, so nobody may change them after the check
+    auto converted = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(t);
+    std::vector<int64_t> targets(converted.data(), converted.data() + N);
     for (int64_t n = 0; n < N; ++n)
-        if (tc.data()[n] < 0 || tc.data()[n] >= K)
-            value_error("targets holds " + std::to_string(tc.data()[n]) + " at position " + std::to_string(n) +
+        if (targets[n] < 0 || targets[n] >= K)
+            value_error("targets holds " + std::to_string(targets[n]) + " at position " + std::to_string(n) +
                         ", outside the " + std::to_string(K) + " classes of logits " + shape_str(z));
     return dispatch(dt, [&](auto tag) -> py::tuple {
         using T = decltype(tag);
@@ -598,7 +612,7 @@ py::tuple softmax_cross_entropy_py(const py::handle& z_obj, const py::handle& t_
         double loss;
         {
             py::gil_scoped_release nogil;
-            loss = softmax_cross_entropy<T>(gp, zc.data(), tc.data(), N, K);
+            loss = softmax_cross_entropy<T>(gp, zc.data(), targets.data(), N, K);
         }
         return py::make_tuple(loss, grad);
     });
@@ -624,7 +638,8 @@ void check_lanes(const py::array& a, const char* name, DType dt, const char* fir
     check_dtype(a, name, dt, first);
     check_rank(a, name, 5, "[B, C, H, W, V]");
     check_nonempty(a, name);
-    if (!(a.flags() & py::array::c_style)) value_error(std::string(name) + " must be C-contiguous");
+    if (!(a.flags() & py::array::c_style) || !aligned(a))
+        value_error(std::string(name) + " must be C-contiguous and aligned");
     if (a.shape(4) != lane_count(dt))
         value_error(std::string(name) + " has " + std::to_string(a.shape(4)) + " lanes but the active instruction set " +
                     "uses " + std::to_string(lane_count(dt)) + ": shape " + shape_str(a));
@@ -660,19 +675,20 @@ void lanes_pack_py(const py::handle& flat_obj, const py::handle& out_obj) {
     const DType dt = call_dtype(flat, "x");
     py::array out = as_ndarray(out_obj, "out");
     check_writeable_lanes(out, "out", dt, "x");
-    if (flat.ndim() < 2 || !(flat.flags() & py::array::c_style)) value_error("x must be C-contiguous with a batch dimension");
+    if (flat.ndim() < 2 || !(flat.flags() & py::array::c_style) || !aligned(flat))
+        value_error("x must be C-contiguous, aligned, with a batch dimension");
     const int64_t N = flat.shape(0), V = out.shape(4), E = out.shape(1) * out.shape(2) * out.shape(3);
     if (checked_product({E}, "out") != (int64_t)flat.size() / std::max<int64_t>(N, 1) || (N + V - 1) / V != out.shape(0))
         value_error("out " + shape_str(out) + " does not hold x " + shape_str(flat) + " in blocks of " + std::to_string(V));
     if (overlaps(flat, out)) value_error("x and out share memory");
-    dispatch(dt, [&](auto tag) {
+    if (dispatch(dt, [&](auto tag) {
         using T = decltype(tag);
         const T* src = static_cast<const T*>(flat.data());
         T* dst = static_cast<T*>(out.mutable_data());
         py::gil_scoped_release nogil;
-        lanes_pack<T>(dst, src, N, E);
-        return 0;
-    });
+        return lanes_pack<T>(dst, src, N, E, V) ? 0 : 1;
+}))
+        throw std::runtime_error("the instruction set changed during a lane kernel call");
 }
 
 void lanes_unpack_py(const py::handle& lanes_obj, const py::handle& out_obj) {
@@ -684,17 +700,17 @@ void lanes_unpack_py(const py::handle& lanes_obj, const py::handle& out_obj) {
     const int64_t V = lanes.shape(4), E = lanes.shape(1) * lanes.shape(2) * lanes.shape(3);
     if (out.ndim() < 2 || out.shape(0) < 1) value_error("out must have a batch dimension");
     const int64_t N = out.shape(0);
-    if ((int64_t)out.size() != N * E || (N + V - 1) / V != lanes.shape(0))
+    if ((int64_t)out.size() != checked_product({N, E}, "out") || (N + V - 1) / V != lanes.shape(0))
         value_error("out " + shape_str(out) + " does not match lanes " + shape_str(lanes));
     if (overlaps(lanes, out)) value_error("lanes and out share memory");
-    dispatch(dt, [&](auto tag) {
+    if (dispatch(dt, [&](auto tag) {
         using T = decltype(tag);
         const T* src = static_cast<const T*>(lanes.data());
         T* dst = static_cast<T*>(out.mutable_data());
         py::gil_scoped_release nogil;
-        lanes_unpack<T>(dst, src, N, E);
-        return 0;
-    });
+        return lanes_unpack<T>(dst, src, N, E, V) ? 0 : 1;
+}))
+        throw std::runtime_error("the instruction set changed during a lane kernel call");
 }
 
 Conv2dDims lane_conv_dims(const py::array& x, const py::array& w) {
@@ -729,8 +745,8 @@ void lanes_conv_forward_py(const py::handle& x_obj, const py::handle& w_obj, con
         check_dtype(b, "b", dt, "x");
         if (b.ndim() != 1 || b.shape(0) != d.O) value_error("b must have shape (" + std::to_string(d.O) + ",)");
     }
-    if (overlaps(out, x)) value_error("x and out share memory");
-    dispatch(dt, [&](auto tag) {
+    if (overlaps(out, x) || (has_b && overlaps(out, b))) value_error("out shares memory with x or b");
+    if (dispatch(dt, [&](auto tag) {
         using T = decltype(tag);
         auto wc = input<T>(w);
         py::array_t<T> bc;
@@ -739,9 +755,9 @@ void lanes_conv_forward_py(const py::handle& x_obj, const py::handle& w_obj, con
         T* yp = static_cast<T*>(out.mutable_data());
         const T* bp = has_b ? bc.data() : nullptr;
         py::gil_scoped_release nogil;
-        lanes_conv2d_forward<T>(yp, xp, wc.data(), bp, d, relu);
-        return 0;
-    });
+        return lanes_conv2d_forward<T>(yp, xp, wc.data(), bp, d, relu, x.shape(4)) ? 0 : 1;
+}))
+        throw std::runtime_error("the instruction set changed during a lane kernel call");
 }
 
 void lanes_conv_backward_py(const py::handle& dy_obj, const py::handle& x_obj, const py::handle& w_obj, bool relu_input,
@@ -770,7 +786,7 @@ void lanes_conv_backward_py(const py::handle& dy_obj, const py::handle& x_obj, c
     }
     check_no_overlap({{&dw, "dw_out"}, {&db, "db_out"}, {&dy, "dy"}, {&x, "x"}, {&w, "w"}});
     if (has_dx) check_no_overlap({{&dx, "dx_out"}, {&dw, "dw_out"}, {&db, "db_out"}, {&dy, "dy"}, {&x, "x"}, {&w, "w"}});
-    dispatch(dt, [&](auto tag) {
+    if (dispatch(dt, [&](auto tag) {
         using T = decltype(tag);
         auto wc = input<T>(w);
         T* dxp = has_dx ? static_cast<T*>(dx.mutable_data()) : nullptr;
@@ -779,9 +795,9 @@ void lanes_conv_backward_py(const py::handle& dy_obj, const py::handle& x_obj, c
         const T* dyp = static_cast<const T*>(dy.data());
         const T* xp = static_cast<const T*>(x.data());
         py::gil_scoped_release nogil;
-        lanes_conv2d_backward<T>(dxp, dwp, dbp, dyp, xp, wc.data(), d, relu_input);
-        return 0;
-    });
+        return lanes_conv2d_backward<T>(dxp, dwp, dbp, dyp, xp, wc.data(), d, relu_input, x.shape(4)) ? 0 : 1;
+}))
+        throw std::runtime_error("the instruction set changed during a lane kernel call");
 }
 
 py::dtype code_dtype(DType dt) { return dt == DType::F32 ? py::dtype::of<int32_t>() : py::dtype::of<int64_t>(); }
@@ -799,16 +815,16 @@ void lanes_pool_forward_py(const py::handle& x_obj, const py::handle& out_obj, c
         type_error("code_out must be a writeable C-contiguous array of " + std::string(py::str(code_dtype(dt))));
     check_same_shape(out, "out", code, "code_out");
     check_no_overlap({{&x, "x"}, {&out, "out"}, {&code, "code_out"}});
-    dispatch(dt, [&](auto tag) {
+    if (dispatch(dt, [&](auto tag) {
         using T = decltype(tag);
         using C = typename LaneCode<T>::type;
         const T* xp = static_cast<const T*>(x.data());
         T* yp = static_cast<T*>(out.mutable_data());
         C* cp = static_cast<C*>(code.mutable_data());
         py::gil_scoped_release nogil;
-        lanes_maxpool2x2_forward<T>(yp, cp, xp, d);
-        return 0;
-    });
+        return lanes_maxpool2x2_forward<T>(yp, cp, xp, d, x.shape(4)) ? 0 : 1;
+}))
+        throw std::runtime_error("the instruction set changed during a lane kernel call");
 }
 
 void lanes_pool_backward_py(const py::handle& dy_obj, const py::handle& code_obj, const py::handle& relu_obj,
@@ -839,8 +855,9 @@ void lanes_pool_backward_py(const py::handle& dy_obj, const py::handle& code_obj
         if (lo < 0 || hi > 3) value_error("code holds " + std::to_string(lo < 0 ? lo : hi) + ", not a 2x2 window place");
     }
     check_no_overlap({{&out, "out"}, {&dy, "dy"}, {&code, "code"}});
+    if (has_relu) check_no_overlap({{&out, "out"}, {&ry, "relu_output"}});
     Pool2dDims d{out.shape(0), out.shape(1), out.shape(2), out.shape(3), 2, 2, 2, 2, dy.shape(2), dy.shape(3)};
-    dispatch(dt, [&](auto tag) {
+    if (dispatch(dt, [&](auto tag) {
         using T = decltype(tag);
         using C = typename LaneCode<T>::type;
         const T* dyp = static_cast<const T*>(dy.data());
@@ -848,9 +865,9 @@ void lanes_pool_backward_py(const py::handle& dy_obj, const py::handle& code_obj
         const T* rp = has_relu ? static_cast<const T*>(ry.data()) : nullptr;
         T* dxp = static_cast<T*>(out.mutable_data());
         py::gil_scoped_release nogil;
-        lanes_maxpool2x2_backward<T>(dxp, dyp, cp, rp, d);
-        return 0;
-    });
+        return lanes_maxpool2x2_backward<T>(dxp, dyp, cp, rp, d, dy.shape(4)) ? 0 : 1;
+}))
+        throw std::runtime_error("the instruction set changed during a lane kernel call");
 }
 
 }  // namespace

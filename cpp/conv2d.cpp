@@ -169,7 +169,7 @@ void conv2d_forward_pixel(T* y, const T* x, const T* w, const T* b, const Conv2d
     Layout shared, mine;
     const Slot at_wt = shared.add<T>(K * OP), at_boff = shared.add<int64_t>(K);
     const Slot at_img = mine.add<T>(d.C * Hp * Wp + L), at_rows = mine.add<const T*>(P);
-    unsigned char* ws = static_cast<unsigned char*>(Workspace::get(shared.size() + teams * mine.size()));
+    unsigned char* ws = static_cast<unsigned char*>(Workspace::get(Layout::total(shared, teams, mine)));
     T* wt = carve<T>(ws, at_wt);
     int64_t* boff = carve<int64_t>(ws, at_boff);
     for (int64_t k = 0; k < K; ++k) {   // W^T, rows padded to whole vectors
@@ -214,7 +214,7 @@ void conv2d_forward(T* y, const T* x, const T* w, const T* b, const Conv2dDims& 
     Layout shared, mine;
     const Slot at_apack = shared.add<T>(d.O * K), at_boff = shared.add<int64_t>(K);
     const Slot at_in = mine.add<T>(in_len), at_out = mine.add<T>(out_len);
-    unsigned char* ws = static_cast<unsigned char*>(Workspace::get(shared.size() + T_ * mine.size()));
+    unsigned char* ws = static_cast<unsigned char*>(Workspace::get(Layout::total(shared, T_, mine)));
     T* apack = carve<T>(ws, at_apack);
     int64_t* boff = carve<int64_t>(ws, at_boff);
 
@@ -330,7 +330,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
     const Slot at_dw = mine.add<T>(part_len), at_db = mine.add<T>(OP), at_img = mine.add<T>(block * img_len),
                at_trows = mine.add<const T*>(pixel ? K : 0),
                at_dya = mine.add<T>(block * dya_len), at_dxa = mine.add<T>(dxa_len), at_dxb = mine.add<T>(dxb_len);
-    unsigned char* ws = static_cast<unsigned char*>(Workspace::get(shared.size() + teams * mine.size()));
+    unsigned char* ws = static_cast<unsigned char*>(Workspace::get(Layout::total(shared, teams, mine)));
     T* a2 = carve<T>(ws, at_a2);
     int64_t* boff = carve<int64_t>(ws, at_boff);
     int64_t* boff2 = carve<int64_t>(ws, at_boff2);
@@ -384,8 +384,9 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
             for (int64_t k = 0; k < K; ++k) trows[k] = imgs + boff[k];
         std::fill(dwp, dwp + part_len, T(0));
         std::fill(dbp, dbp + OP, T(0));
-        const int64_t per = (d.N + teams - 1) / teams;   // static split: deterministic per thread count
-        const int64_t n_begin = std::min(d.N, t * per), n_end = std::min(d.N, n_begin + per);
+        const int ran = team_threads();   // may be fewer than asked: split among those that run
+        const Range mine_n = range_of(d.N, ran, t);   // static split: deterministic per thread count
+        const int64_t n_begin = mine_n.begin, n_end = mine_n.end;
         for (int64_t n0 = n_begin; n0 < n_end; n0 += block) {
             const int64_t nb = std::min(block, n_end - n0);
             for (int64_t i = 0; i < nb; ++i) {
@@ -498,14 +499,14 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
         for (int64_t e = 0; e < d.O * K; ++e) {
             const int64_t at = pixel ? (e % K) * OP + e / K : e;   // pixel-major partials are [K][OP]
             T s = dw_part[0][at];
-            for (int u = 1; u < teams; ++u) s += dw_part[u][at];
+            for (int u = 1; u < ran; ++u) s += dw_part[u][at];
             dw[e] = s;
         }
         if (db) {
 #pragma omp for schedule(static)
             for (int64_t o = 0; o < d.O; ++o) {
                 T s = db_part[0][o];
-                for (int u = 1; u < teams; ++u) s += db_part[u][o];
+                for (int u = 1; u < ran; ++u) s += db_part[u][o];
                 db[o] = s;
             }
         }

@@ -11,65 +11,66 @@ namespace {
 int team_for(int64_t blocks) {
     return (int)std::max<int64_t>(1, std::min<int64_t>(num_threads(), blocks));
 }
-struct Range {
-    int64_t begin, end;
-};
-Range range_of(int64_t count, int teams, int t) {
-    const int64_t per = (count + teams - 1) / teams;
-    const int64_t b = std::min(count, t * per);
-    return Range{b, std::min(count, b + per)};
-}
 }  // namespace
 
 template <typename T>
 int lane_width() { return isa().lanes<T>(); }
 
 template <typename T>
-static void pack_or_unpack(T* flat, T* lanes, int64_t N, int64_t E, bool to_lanes) {
+static bool pack_or_unpack(T* flat, T* lanes, int64_t N, int64_t E, bool to_lanes, int64_t V) {
     const IsaKernels& kern = isa();
-    const int64_t V = kern.lanes<T>(), B = (N + V - 1) / V;
+    if (kern.lanes<T>() != V) return false;
+    const int64_t B = (N + V - 1) / V;
     const int teams = team_for(B);
 #pragma omp parallel num_threads(teams)
     {
-        const Range r = range_of(B, teams, thread_index());
+        const Range r = range_of(B, team_threads(), thread_index());
         kern.lane_pack(LanePackArgs<T>{N, E, r.begin, r.end, flat, lanes, to_lanes});
     }
+    return true;
 }
 
 template <typename T>
-void lanes_pack(T* lanes, const T* flat, int64_t N, int64_t E) { pack_or_unpack(const_cast<T*>(flat), lanes, N, E, true); }
+bool lanes_pack(T* lanes, const T* flat, int64_t N, int64_t E, int64_t V) {
+    return pack_or_unpack(const_cast<T*>(flat), lanes, N, E, true, V);
+}
 
 template <typename T>
-void lanes_unpack(T* flat, const T* lanes, int64_t N, int64_t E) { pack_or_unpack(flat, const_cast<T*>(lanes), N, E, false); }
+bool lanes_unpack(T* flat, const T* lanes, int64_t N, int64_t E, int64_t V) {
+    return pack_or_unpack(flat, const_cast<T*>(lanes), N, E, false, V);
+}
 
 template <typename T>
-void lanes_conv2d_forward(T* y, const T* x, const T* w, const T* b, const Conv2dDims& d, bool relu) {
+bool lanes_conv2d_forward(T* y, const T* x, const T* w, const T* b, const Conv2dDims& d, bool relu, int64_t V) {
     const IsaKernels& kern = isa();
-    const int64_t V = kern.lanes<T>(), K = d.C * d.KH * d.KW;
+    if (kern.lanes<T>() != V) return false;
+    const int64_t K = d.C * d.KH * d.KW;
     T* wp = static_cast<T*>(Workspace::get(sizeof(T) * K * d.O));   // w as [C][KH][KW][O]
     for (int64_t o = 0; o < d.O; ++o)
         for (int64_t k = 0; k < K; ++k) wp[k * d.O + o] = w[o * K + k];
     const int teams = team_for(d.N);
 #pragma omp parallel num_threads(teams)
     {
-        const Range r = range_of(d.N, teams, thread_index());
+        const Range r = range_of(d.N, team_threads(), thread_index());
         kern.lane_conv(LaneConvArgs<T>{r.end - r.begin, d.C, d.H, d.W, d.O, d.KH, d.KW, d.OH, d.OW,
                                        x + r.begin * d.C * d.H * d.W * V, wp, b, relu,
                                        y + r.begin * d.O * d.OH * d.OW * V});
     }
+    return true;
 }
 
 template <typename T>
-void lanes_conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const Conv2dDims& d,
-                           bool relu_input) {
+bool lanes_conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const Conv2dDims& d,
+                           bool relu_input, int64_t V) {
     const IsaKernels& kern = isa();
-    const int64_t V = kern.lanes<T>(), K = d.C * d.KH * d.KW;
+    if (kern.lanes<T>() != V) return false;
+    const int64_t K = d.C * d.KH * d.KW;
     const int teams = team_for(d.N);
     Layout shared, mine;
     const Slot at_wq = shared.add<T>(dx ? K * d.O : 0), at_toff = shared.add<int64_t>(K),
                at_parts = shared.add<T*>(teams);
     const Slot at_part = mine.add<T>(d.O * K + d.O);
-    unsigned char* ws = static_cast<unsigned char*>(Workspace::get(shared.size() + teams * mine.size()));
+    unsigned char* ws = static_cast<unsigned char*>(Workspace::get(Layout::total(shared, teams, mine)));
     T* wq = carve<T>(ws, at_wq);        // w as [KH][KW][O][C]
     int64_t* toff = carve<int64_t>(ws, at_toff);
     T** parts = carve<T*>(ws, at_parts);
@@ -85,8 +86,8 @@ void lanes_conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T
             for (int64_t kw = 0; kw < d.KW; ++kw, ++k) toff[k] = ((c * d.H + kh) * d.W + kw) * V;
 #pragma omp parallel num_threads(teams)
     {
-        const int t = thread_index();
-        const Range r = range_of(d.N, teams, t);
+        const int t = thread_index(), ran = team_threads();
+        const Range r = range_of(d.N, ran, t);
         T* part = parts[t];
         std::fill(part, part + d.O * K + d.O, T(0));
         const int64_t in_block = d.C * d.H * d.W * V, out_block = d.O * d.OH * d.OW * V;
@@ -102,50 +103,57 @@ void lanes_conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T
 #pragma omp for schedule(static)
         for (int64_t e = 0; e < d.O * K + d.O; ++e) {
             T s = parts[0][e];
-            for (int u = 1; u < teams; ++u) s += parts[u][e];
+            for (int u = 1; u < ran; ++u) s += parts[u][e];
             if (e < d.O * K) dw[e] = s;
             else if (db) db[e - d.O * K] = s;
         }
     }
+    return true;
 }
 
 template <typename T>
-void lanes_maxpool2x2_forward(T* y, typename LaneCode<T>::type* code, const T* x, const Pool2dDims& d) {
+bool lanes_maxpool2x2_forward(T* y, typename LaneCode<T>::type* code, const T* x, const Pool2dDims& d, int64_t V) {
     const IsaKernels& kern = isa();
-    const int64_t V = kern.lanes<T>(), planes = d.N * d.C;
+    if (kern.lanes<T>() != V) return false;
+    const int64_t planes = d.N * d.C;
     const int teams = team_for(planes / 8 + 1);
 #pragma omp parallel num_threads(teams)
     {
-        const Range r = range_of(planes, teams, thread_index());
+        const Range r = range_of(planes, team_threads(), thread_index());
         kern.lane_pool(LanePoolArgs<T>{r.end - r.begin, d.H, d.W, d.OH, d.OW, x + r.begin * d.H * d.W * V,
                                        y + r.begin * d.OH * d.OW * V, code + r.begin * d.OH * d.OW * V});
     }
+    return true;
 }
 
 template <typename T>
-void lanes_maxpool2x2_backward(T* dx, const T* dy, const typename LaneCode<T>::type* code, const T* relu_y,
-                               const Pool2dDims& d) {
+bool lanes_maxpool2x2_backward(T* dx, const T* dy, const typename LaneCode<T>::type* code, const T* relu_y,
+                               const Pool2dDims& d, int64_t V) {
     const IsaKernels& kern = isa();
-    const int64_t V = kern.lanes<T>(), planes = d.N * d.C, out = d.OH * d.OW * V;
+    if (kern.lanes<T>() != V) return false;
+    const int64_t planes = d.N * d.C, out = d.OH * d.OW * V;
     const int teams = team_for(planes / 8 + 1);
 #pragma omp parallel num_threads(teams)
     {
-        const Range r = range_of(planes, teams, thread_index());
+        const Range r = range_of(planes, team_threads(), thread_index());
         kern.lane_unpool(LaneUnpoolArgs<T>{r.end - r.begin, d.H, d.W, d.OH, d.OW, dy + r.begin * out,
                                            code + r.begin * out, relu_y ? relu_y + r.begin * out : nullptr,
                                            dx + r.begin * d.H * d.W * V});
     }
+    return true;
 }
 
 #define MAQUETA_INSTANTIATE(T)                                                                           \
     template int lane_width<T>();                                                                        \
-    template void lanes_pack<T>(T*, const T*, int64_t, int64_t);                                         \
-    template void lanes_unpack<T>(T*, const T*, int64_t, int64_t);                                       \
-    template void lanes_conv2d_forward<T>(T*, const T*, const T*, const T*, const Conv2dDims&, bool);    \
-    template void lanes_conv2d_backward<T>(T*, T*, T*, const T*, const T*, const T*, const Conv2dDims&, bool); \
-    template void lanes_maxpool2x2_forward<T>(T*, typename LaneCode<T>::type*, const T*, const Pool2dDims&); \
-    template void lanes_maxpool2x2_backward<T>(T*, const T*, const typename LaneCode<T>::type*, const T*,      \
-                                               const Pool2dDims&);
+    template bool lanes_pack<T>(T*, const T*, int64_t, int64_t, int64_t);                                \
+    template bool lanes_unpack<T>(T*, const T*, int64_t, int64_t, int64_t);                              \
+    template bool lanes_conv2d_forward<T>(T*, const T*, const T*, const T*, const Conv2dDims&, bool, int64_t); \
+    template bool lanes_conv2d_backward<T>(T*, T*, T*, const T*, const T*, const T*, const Conv2dDims&, bool,  \
+                                           int64_t);                                                     \
+    template bool lanes_maxpool2x2_forward<T>(T*, typename LaneCode<T>::type*, const T*, const Pool2dDims&,    \
+                                              int64_t);                                                  \
+    template bool lanes_maxpool2x2_backward<T>(T*, const T*, const typename LaneCode<T>::type*, const T*,      \
+                                               const Pool2dDims&, int64_t);
 MAQUETA_INSTANTIATE(float)
 MAQUETA_INSTANTIATE(double)
 

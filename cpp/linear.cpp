@@ -48,7 +48,7 @@ void linear_forward(T* y, const T* x, const T* w, const T* b, int64_t N, int64_t
     const int64_t OUTP = (OUT + L - 1) / L * L;   // w^T rows padded to whole vectors
     Layout shared;
     const Slot at_wt = shared.add<T>(IN * OUTP), at_rows = shared.add<const T*>(N);
-    unsigned char* ws = static_cast<unsigned char*>(Workspace::get(shared.size()));
+    unsigned char* ws = static_cast<unsigned char*>(Workspace::get(Layout::total(shared, 0, shared)));
     T* wt = carve<T>(ws, at_wt);
     const T** rows = carve<const T*>(ws, at_rows);
     for (int64_t i = 0; i < IN; ++i) {
@@ -73,7 +73,7 @@ void linear_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, i
     const IsaKernels& kern = isa();
     Layout shared;
     const Slot at_dyrows = shared.add<const T*>(N), at_dycols = shared.add<const T*>(OUT);
-    unsigned char* ws = static_cast<unsigned char*>(Workspace::get(shared.size()));
+    unsigned char* ws = static_cast<unsigned char*>(Workspace::get(Layout::total(shared, 0, shared)));
     const T** dy_rows = carve<const T*>(ws, at_dyrows);
     const T** dy_cols = carve<const T*>(ws, at_dycols);
     for (int64_t n = 0; n < N; ++n) dy_rows[n] = dy + n * OUT;

@@ -51,9 +51,8 @@ void maxpool2d_forward(T* y, int64_t* idx, const T* x, const Pool2dDims& d) {
     const int teams = team_size(planes * OP / 4096 + 1);
 #pragma omp parallel num_threads(teams)
     {
-        const int t = thread_index();
-        const int64_t per = (planes + teams - 1) / teams;
-        const int64_t p0 = std::min(planes, t * per), p1 = std::min(planes, p0 + per);
+        const Range r = range_of(planes, team_threads(), thread_index());
+        const int64_t p0 = r.begin, p1 = r.end;
         if (fast) {
             kern.pool2x2(Pool2x2Args<T>{p1 - p0, d.H, d.W, d.OH, d.OW, y + p0 * OP, idx + p0 * OP, x + p0 * HW});
         } else {
@@ -63,26 +62,31 @@ void maxpool2d_forward(T* y, int64_t* idx, const T* x, const Pool2dDims& d) {
 }
 
 template <typename T>
-void maxpool2d_backward(T* dx, const T* dy, const int64_t* idx, const T* relu_y, const Pool2dDims& d) {
+int64_t maxpool2d_backward(T* dx, const T* dy, const int64_t* idx, const T* relu_y, const Pool2dDims& d) {
     const int64_t planes = d.N * d.C, HW = d.H * d.W, OP = d.OH * d.OW;
-#pragma omp parallel for schedule(static) num_threads(team_size(planes * HW / 4096 + 1))
+    int64_t outside = 0;   // indices found outside the plane (changed after the binding's check)
+#pragma omp parallel for schedule(static) num_threads(team_size(planes * HW / 4096 + 1)) reduction(+ : outside)
     for (int64_t p = 0; p < planes; ++p) {
         T* dxp = dx + p * HW;
         const T* dyp = dy + p * OP;
         const int64_t* ip = idx + p * OP;
         std::fill(dxp, dxp + HW, T(0));
-        if (relu_y) {   // branch-free: half the windows of a ReLU'd input are often all zero
-            const T* yp = relu_y + p * OP;
-            for (int64_t q = 0; q < OP; ++q) dxp[ip[q]] += yp[q] > T(0) ? dyp[q] : T(0);
-        } else {
-            for (int64_t q = 0; q < OP; ++q) dxp[ip[q]] += dyp[q];
+        for (int64_t q = 0; q < OP; ++q) {
+            const int64_t at = ip[q];   // read once, checked, then used
+            if ((uint64_t)at >= (uint64_t)HW) {
+                ++outside;
+                continue;
+            }
+            // the ReLU mask without a branch: half the windows of a ReLU'd input are often all zero
+            dxp[at] += relu_y ? (relu_y[p * OP + q] > T(0) ? dyp[q] : T(0)) : dyp[q];
         }
     }
+    return outside;
 }
 
 template void maxpool2d_forward<float>(float*, int64_t*, const float*, const Pool2dDims&);
 template void maxpool2d_forward<double>(double*, int64_t*, const double*, const Pool2dDims&);
-template void maxpool2d_backward<float>(float*, const float*, const int64_t*, const float*, const Pool2dDims&);
-template void maxpool2d_backward<double>(double*, const double*, const int64_t*, const double*, const Pool2dDims&);
+template int64_t maxpool2d_backward<float>(float*, const float*, const int64_t*, const float*, const Pool2dDims&);
+template int64_t maxpool2d_backward<double>(double*, const double*, const int64_t*, const double*, const Pool2dDims&);
 
 }  // namespace maqueta

@@ -42,8 +42,8 @@ void adam_update(T* param, T* m, T* v, const T* grad, int64_t P, int64_t step, d
     const int teams = team_size(P);
 #pragma omp parallel num_threads(teams)
     {
-        const int64_t per = (P + teams - 1) / teams;
-        const int64_t i0 = std::min(P, thread_index() * per), i1 = std::min(P, i0 + per);
+        const Range r = range_of(P, team_threads(), thread_index());
+        const int64_t i0 = r.begin, i1 = r.end;
         AdamArgs<T> part = a;
         part.P = i1 - i0;
         part.param = param + i0;
@@ -67,8 +67,8 @@ void sgd_update(T* param, T* velocity, const T* grad, int64_t P, double lr, doub
     const int teams = team_size(P);
 #pragma omp parallel num_threads(teams)
     {
-        const int64_t per = (P + teams - 1) / teams;
-        const int64_t i0 = std::min(P, thread_index() * per), i1 = std::min(P, i0 + per);
+        const Range r = range_of(P, team_threads(), thread_index());
+        const int64_t i0 = r.begin, i1 = r.end;
         SgdArgs<T> part = a;
         part.P = i1 - i0;
         part.param = param + i0;

@@ -104,6 +104,7 @@ thread_local Block t_block;
 void* Workspace::get(std::size_t bytes) {
     if (bytes == 0) bytes = 64;
     if (bytes > t_block.size) {
+        if (bytes > (std::size_t(1) << 50)) throw std::bad_alloc();
         std::size_t want = (bytes + 4095) & ~std::size_t(4095);
         t_block.release();
         t_block.ptr = ::operator new(want, std::align_val_t(64));  // may throw std::bad_alloc

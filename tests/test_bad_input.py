@@ -274,3 +274,66 @@ def test_binding_called_directly_checks_too():
         _core.conv2d_forward(X, W, None, 1, 1, 0, -1)
     with raises(ValueError, "kernel_size[0] must be >= 1"):
         _core.maxpool2d_forward(X, -1, 2, 2, 2)
+
+
+# ----------------------------------------------------------------------------------- found in review
+def test_sizes_that_overflow_the_workspace_raise():
+    """A huge stride keeps the output 1x1 while a huge padding makes the padded input enormous:
+    the workspace size must not wrap to a small buffer (it used to, and then wrote past it)."""
+    import maqueta
+    S, P = 2**31 - 1, 2**28 - 1
+    x, w = np.zeros((8, 1, 2, 2)), np.zeros((16, 1, 1, 1))
+    before = maqueta.get_num_threads()
+    try:
+        for threads in (1, 2, 8):
+            maqueta.set_num_threads(threads)
+            with pytest.raises((MemoryError, ValueError)):
+                _core.conv2d_backward(np.zeros((8, 16, 1, 1)), x, w, S, S, P, P, False)
+            with pytest.raises((MemoryError, ValueError)):
+                _core.conv2d_forward(x, w, None, S, S, P, P)
+    finally:
+        maqueta.set_num_threads(before)
+
+
+def test_misaligned_arrays():
+    raw = bytearray(8 * 2 * 1 * 6 * 6 + 1)
+    x = np.frombuffer(raw, np.float64, 2 * 36, offset=1).reshape(2, 1, 6, 6)
+    assert not x.flags.aligned
+    w = np.ones((3, 1, 3, 3))
+    np.testing.assert_array_equal(ops.conv2d_forward(x, w), ops.conv2d_forward(np.ascontiguousarray(x), w))
+    p = np.frombuffer(bytearray(8 * 4 + 1), np.float64, 4, offset=1)
+    assert p.flags.writeable and not p.flags.aligned
+    with raises(ValueError, "must be aligned"):
+        ops.sgd_update(p, np.zeros(4), None, 0.1)
+
+
+SMALLER_TEAM = """
+import numpy as np, maqueta
+from maqueta import ops
+rng = np.random.default_rng(0)
+x = rng.standard_normal((9, 6, 14, 14)); w = rng.standard_normal((16, 6, 5, 5)); dy = rng.standard_normal((9, 16, 10, 10))
+p = rng.standard_normal(70000); g = rng.standard_normal(70000); m = np.zeros(70000); v = np.zeros(70000)
+a = np.maximum(rng.standard_normal((9, 6, 28, 28)), 0)
+def run():
+    y, i = ops.maxpool2d_forward(a, 2)
+    q, mm, vv = p.copy(), m.copy(), v.copy()
+    ops.adam_update(q, g, mm, vv, 1)
+    return [ops.conv2d_forward(x, w), *ops.conv2d_backward(dy, x, w), y, i, q]
+maqueta.set_num_threads(1)
+one = run()
+maqueta.set_num_threads(4)   # asked for 4; OMP_THREAD_LIMIT lets 1 run
+four = run()
+for a_, b_ in zip(one, four):
+    np.testing.assert_allclose(a_, b_, rtol=1e-12, atol=1e-12)
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not _core.openmp_enabled(), reason="needs OpenMP")
+def test_a_smaller_team_than_asked_still_does_all_the_work():
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, OMP_THREAD_LIMIT="1")
+    out = subprocess.run([sys.executable, "-c", SMALLER_TEAM], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

@@ -53,11 +53,12 @@ void maxpool2d_forward(T* y,          // [N, C, OH, OW]
                        const T* x,    // [N, C, H, W]
                        const Pool2dDims& d);
 
-// dx[plane][idx] += dy, over a zeroed dx. Every idx must lie in [0, H*W) (the binding checks).
+// dx[plane][idx] += dy, over a zeroed dx. An idx outside [0, H*W) is skipped and counted in the
+// return value (the binding checks them first; this guards against their changing meanwhile).
 // With relu_y (the pooled output of a ReLU'd input), only windows whose maximum y > 0 pass their
 // gradient: the ReLU's own gradient at the argmax, fused.
 template <typename T>
-void maxpool2d_backward(T* dx,               // [N, C, H, W]
+int64_t maxpool2d_backward(T* dx,            // [N, C, H, W]
                         const T* dy,         // [N, C, OH, OW]
                         const int64_t* idx,  // [N, C, OH, OW]
                         const T* relu_y,     // [N, C, OH, OW] or nullptr
@@ -104,44 +105,46 @@ void sgd_update(T* param, T* velocity,  // [P] each, updated in place (velocity 
 template <typename T>
 int lane_width();
 
+// Every lane kernel takes the lane width V its arrays were checked for and returns false,
+// touching nothing, if the active instruction set's width differs (it was switched meanwhile).
 template <typename T>
-void lanes_pack(T* lanes,        // [B][E][V]
+bool lanes_pack(T* lanes,        // [B][E][V]
                 const T* flat,   // [N][E]
-                int64_t N, int64_t E);
+                int64_t N, int64_t E, int64_t V);
 
 template <typename T>
-void lanes_unpack(T* flat,          // [N][E]
+bool lanes_unpack(T* flat,          // [N][E]
                   const T* lanes,   // [B][E][V]
-                  int64_t N, int64_t E);
+                  int64_t N, int64_t E, int64_t V);
 
 template <typename T>
-void lanes_conv2d_forward(T* y,        // [B][O][OH][OW][V]
+bool lanes_conv2d_forward(T* y,        // [B][O][OH][OW][V]
                           const T* x,  // [B][C][H][W][V]
                           const T* w,  // [O, C, KH, KW]
                           const T* b,  // [O] or nullptr
-                          const Conv2dDims& d, bool relu);   // d.N counts blocks here
+                          const Conv2dDims& d, bool relu, int64_t V);   // d.N counts blocks here
 
 template <typename T>
-void lanes_conv2d_backward(T* dx,        // [B][C][H][W][V] or nullptr
+bool lanes_conv2d_backward(T* dx,        // [B][C][H][W][V] or nullptr
                            T* dw,        // [O, C, KH, KW]
                            T* db,        // [O]
                            const T* dy,  // [B][O][OH][OW][V]
                            const T* x,   // [B][C][H][W][V]
                            const T* w,   // [O, C, KH, KW]
-                           const Conv2dDims& d, bool relu_input);
+                           const Conv2dDims& d, bool relu_input, int64_t V);
 
 template <typename T>
-void lanes_maxpool2x2_forward(T* y,                             // [B][C][OH][OW][V]
+bool lanes_maxpool2x2_forward(T* y,                             // [B][C][OH][OW][V]
                               typename LaneCode<T>::type* code,   // [B][C][OH][OW][V]
                               const T* x,                       // [B][C][H][W][V]
-                              const Pool2dDims& d);             // d.N counts blocks here
+                              const Pool2dDims& d, int64_t V);  // d.N counts blocks here
 
 template <typename T>
-void lanes_maxpool2x2_backward(T* dx,                                  // [B][C][H][W][V]
+bool lanes_maxpool2x2_backward(T* dx,                                  // [B][C][H][W][V]
                                const T* dy,                            // [B][C][OH][OW][V]
                                const typename LaneCode<T>::type* code,
                                const T* relu_y,                        // [B][C][OH][OW][V] or nullptr
-                               const Pool2dDims& d);
+                               const Pool2dDims& d, int64_t V);
 
 // Whether every value of x is finite.
 template <typename T>

@@ -26,6 +26,26 @@ inline int thread_index() {
 #endif
 }
 
+// Threads actually running the current parallel region. It can be fewer than asked for
+// (OMP_DYNAMIC, OMP_THREAD_LIMIT), so work split by hand inside a region must use this.
+inline int team_threads() {
+#ifdef MAQUETA_OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+// [begin, end) of `count` items for thread t of a team of n, in contiguous ranges.
+struct Range {
+    int64_t begin, end;
+};
+inline Range range_of(int64_t count, int n, int t) {
+    const int64_t per = (count + n - 1) / n;
+    const int64_t b = count < t * per ? count : t * per;
+    return Range{b, count < b + per ? count : b + per};
+}
+
 // Scratch memory owned by the calling thread and reused from call to call, so that a training step
 // allocates nothing after the first. Grab it once per kernel call, before the parallel region
 // (allocation may throw there, never inside it), and carve per-thread slices out of it.
@@ -46,19 +66,35 @@ struct Slot {
 // followed by a poisoned red zone, so AddressSanitizer sees an overrun into the next buffer.
 class Layout {
 public:
+    // Sizes are checked: a product that would overflow throws std::bad_alloc (MemoryError in
+    // Python) here, before any parallel region, rather than wrapping to a small buffer.
     template <typename U>
     Slot add(int64_t count) {
-        const Slot s{size_, sizeof(U) * (std::size_t)count};
-        size_ += ((s.bytes + 63) & ~std::size_t(63)) + kRedZone;
+        std::size_t bytes = 0, padded = 0;
+        if (count < 0 || __builtin_mul_overflow((std::size_t)count, sizeof(U), &bytes) ||
+            __builtin_add_overflow(bytes, std::size_t(63) + kRedZone, &padded))
+            throw std::bad_alloc();
+        padded &= ~std::size_t(63);
+        const Slot s{size_, bytes};
+        if (__builtin_add_overflow(size_, padded, &size_) || size_ > kMaxBytes) throw std::bad_alloc();
         return s;
     }
     std::size_t size() const { return size_; }
+    // shared + teams * per-thread, checked the same way
+    static std::size_t total(const Layout& shared, int teams, const Layout& mine) {
+        std::size_t all = 0;
+        if (__builtin_mul_overflow(mine.size_, (std::size_t)teams, &all) ||
+            __builtin_add_overflow(all, shared.size_, &all) || all > kMaxBytes)
+            throw std::bad_alloc();
+        return all;
+    }
 private:
 #ifdef MAQUETA_SANITIZE
     static constexpr std::size_t kRedZone = 64;
 #else
     static constexpr std::size_t kRedZone = 0;
 #endif
+    static constexpr std::size_t kMaxBytes = std::size_t(1) << 50;   // far beyond any machine
     std::size_t size_ = 0;
 };
 
