@@ -43,13 +43,13 @@ def check(name, got, want, dtype=np.float32):
             raise SystemExit(f"{name}: native result differs from the reference by {err:.2e}; not timing it")
 
 
-def gemm_peak(threads, torch):
+def gemm_peak(torch, sizes=(1024, 1536, 2048, 3072), repeats=5):
     """The machine's practical float32 peak: the best of torch.mm (MKL/oneDNN) over a few square
     sizes, each the median of repeats (one size alone can understate it)."""
     best = 0.0
-    for n in (1024, 1536, 2048, 3072):
+    for n in sizes:
         a, b = torch.randn(n, n), torch.randn(n, n)
-        seconds, _ = time_call(lambda: torch.mm(a, b), repeats=5, min_seconds=0.2)
+        seconds, _ = time_call(lambda: torch.mm(a, b), repeats=repeats, min_seconds=0.2 if repeats > 1 else 0.0)
         best = max(best, 2 * n ** 3 / seconds / 1e9)
     return best
 
@@ -61,7 +61,11 @@ def main():
     parser.add_argument("--no-reference", action="store_true", help="skip timing the (slow) NumPy reference")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                                       "bench_kernels.json"))
+    parser.add_argument("--quick", action="store_true",
+                        help="one timing per kernel and a small GEMM: checks the script runs, measures nothing")
     args = parser.parse_args()
+    if args.quick:
+        args.repeats, args.no_reference = 1, True
     try:
         import torch
         F = torch.nn.functional
@@ -69,12 +73,13 @@ def main():
         torch = None
     set_threads(args.threads)
     rng = np.random.default_rng(0)
-    peak = gemm_peak(args.threads, torch) if torch is not None else None
+    peak = None if torch is None else gemm_peak(torch, (256,), 1) if args.quick else gemm_peak(torch)
     rows, records = [], []
 
     def measure(name, flops, ours, theirs, ref):
-        t_ours, spread = time_call(ours, repeats=args.repeats)
-        t_torch = time_call(theirs, repeats=args.repeats)[0] if theirs and torch is not None else None
+        least = 0.0 if args.quick else 0.05
+        t_ours, spread = time_call(ours, repeats=args.repeats, min_seconds=least)
+        t_torch = time_call(theirs, repeats=args.repeats, min_seconds=least)[0] if theirs and torch is not None else None
         t_ref = time_call(ref, repeats=3, min_seconds=0.0, warmup=0)[0] if ref and not args.no_reference else None
         gflops = flops / t_ours / 1e9 if flops else None
         records.append({"kernel": name, "maqueta_s": t_ours, "maqueta_spread_s": spread, "torch_s": t_torch,
@@ -125,6 +130,70 @@ def main():
                 (lambda: torch.ops.aten.max_pool2d_with_indices_backward(dyt, xt, [2, 2], [2, 2], [0, 0], [1, 1],
                                                                          False, it)) if torch is not None else None,
                 lambda: reference.maxpool2d_backward(dy, idx, xs))
+
+    # The batch-lane kernels: what LeNet-5 training and inference run once a batch holds at least V
+    # images (V = one vector of floats): images sit in the vector lanes, [N/V][C][H][W][V]. Outputs
+    # go to preallocated buffers, as in training; the rows above allocate theirs.
+    from maqueta import _core
+    V = _core._lanes_width(np.float32)
+    to_lanes = lambda a: np.empty((-(-len(a) // V), *a.shape[1:], V), np.float32)
+
+    def packed(a):
+        out = to_lanes(a)
+        _core._lanes_pack(a, out)
+        return out
+
+    def unpacked(lanes, n):
+        out = np.empty((n, *lanes.shape[1:4]), np.float32)
+        _core._lanes_unpack(lanes, out)
+        return out
+
+    for name, xs, (o, kh, kw), stride, padding in CONVS[:4]:
+        n = xs[0]
+        x = np.maximum(rng.standard_normal(xs).astype(np.float32), 0)
+        w = rng.standard_normal((o, xs[1], kh, kw)).astype(np.float32) * 0.1
+        b = rng.standard_normal(o).astype(np.float32)
+        want = ops.conv2d_forward(x, w, b)
+        dy = rng.standard_normal(want.shape).astype(np.float32)
+        xl, dyl, yl = packed(x), packed(dy), to_lanes(want)
+        dxl, dw, db = to_lanes(x), np.empty_like(w), np.empty_like(b)
+        _core._lanes_conv2d_forward(xl, w, b, False, yl)
+        check(f"{name} lanes", unpacked(yl, n), want)
+        need_dx = name.startswith("conv2")   # LeNet-5's first conv needs no dx
+        _core._lanes_conv2d_backward(dyl, xl, w, False, dxl if need_dx else None, dw, db)
+        dx_want, dw_want, db_want = ops.conv2d_backward(dy, x, w, need_dx=need_dx)
+        check(f"{name} lanes", (unpacked(dxl, n) if need_dx else None, dw, db), (dx_want, dw_want, db_want))
+        flops = 2.0 * want.size * xs[1] * kh * kw
+        if torch is not None:
+            xt, wt, bt, dyt = (torch.from_numpy(a) for a in (x, w, b, dy))
+            mask = [need_dx, True, True]
+            conv_bwd = lambda mask=mask: torch.ops.aten.convolution_backward(dyt, xt, wt, [o], [1, 1], [0, 0], [1, 1],
+                                                                             False, [0, 0], 1, mask)
+        measure(f"{name} forward, lanes", flops, lambda: _core._lanes_conv2d_forward(xl, w, b, False, yl),
+                (lambda: F.conv2d(xt, wt, bt)) if torch is not None else None, None)
+        measure(f"{name} backward {'dx+dw+db' if need_dx else 'dw+db'}, lanes", flops * (2 if need_dx else 1),
+                lambda: _core._lanes_conv2d_backward(dyl, xl, w, False, dxl if need_dx else None, dw, db),
+                conv_bwd if torch is not None else None, None)
+
+    for name, xs in POOLS:
+        n = xs[0]
+        x = np.maximum(rng.standard_normal(xs).astype(np.float32), 0)
+        y, idx = ops.maxpool2d_forward(x, 2)
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        xl, dyl, yl, dxl = packed(x), packed(dy), to_lanes(y), to_lanes(x)
+        code = np.empty(yl.shape, np.int32)
+        _core._lanes_maxpool2x2_forward(xl, yl, code)
+        _core._lanes_maxpool2x2_backward(dyl, code, None, dxl)
+        check(f"{name} lanes", (unpacked(yl, n), unpacked(dxl, n)), (y, ops.maxpool2d_backward(dy, idx, xs)))
+        if torch is not None:
+            xt, dyt, it = torch.from_numpy(x), torch.from_numpy(dy), torch.from_numpy(idx)
+        measure(f"{name} forward, lanes", None, lambda: _core._lanes_maxpool2x2_forward(xl, yl, code),
+                (lambda: torch.ops.aten.max_pool2d_with_indices(xt, [2, 2], [2, 2])) if torch is not None else None,
+                None)
+        measure(f"{name} backward, lanes", None, lambda: _core._lanes_maxpool2x2_backward(dyl, code, None, dxl),
+                (lambda: torch.ops.aten.max_pool2d_with_indices_backward(dyt, xt, [2, 2], [2, 2], [0, 0], [1, 1],
+                                                                         False, it)) if torch is not None else None,
+                None)
 
     size = mq.models.lenet5().count_params()
     p, g = rng.standard_normal(size).astype(np.float32), rng.standard_normal(size).astype(np.float32)

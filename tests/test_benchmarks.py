@@ -1,0 +1,78 @@
+"""The benchmark scripts run end to end (in their smallest setting) and write what BENCHMARKS.md
+quotes. They time nothing here: timings belong in benchmarks/, never in tests. bench_kernels also
+checks every native kernel against the reference before timing it, so running it catches a wrong
+batch-lane kernel too."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+
+
+def run(script, *args):
+    out = subprocess.run([sys.executable, os.path.join(BENCH, script), *args], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    return out.stdout
+
+
+def torch_present():
+    try:
+        import torch  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def test_bench_kernels_quick(tmp_path):
+    path = tmp_path / "kernels.json"
+    table = run("bench_kernels.py", "--quick", "--threads", "1", "--out", str(path))
+    result = json.loads(path.read_text())
+    names = [k["kernel"] for k in result["kernels"]]
+    for wanted in ("conv1 b32 forward", "conv2 b256 backward dx+dw+db", "conv2 b256 backward dw+db",
+                   "conv 32->64 3x3 p1 b64 forward", "pool1 b256 backward", "conv2 b256 forward, lanes",
+                   "pool1 b256 backward, lanes", "Adam update, 61,706 params"):
+        assert wanted in names and wanted in table
+    assert all(k["maqueta_s"] > 0 for k in result["kernels"])
+    assert all(k["gflops"] > 0 for k in result["kernels"] if k["kernel"].startswith("conv"))
+    if torch_present():
+        assert result["gemm_peak_gflops"] > 0
+        assert all(k["torch_s"] > 0 for k in result["kernels"])
+
+
+def test_bench_lenet5_small(tmp_path):
+    path = tmp_path / "lenet5.json"
+    args = ["--threads", "1", "--batches", "32", "--images", "256", "--repeats", "1", "--no-memory", "--out", str(path)]
+    if not torch_present():
+        args.append("--no-torch")
+    table = run("bench_lenet5.py", *args)
+    result = json.loads(path.read_text())
+    cases = {r["case"]: r for r in result["runs"]}
+    assert set(cases) == {"train b32", "infer b256", "latency b1"}
+    assert cases["train b32"]["maqueta_images_per_s"][0] > 0 and "train b32" in table
+    if torch_present():
+        assert cases["train b32"]["torch_images_per_s"][0] > 0
+
+
+def fashion_present():
+    from maqueta import datasets
+    try:
+        datasets.load_fashion_mnist("train", download=False)
+        return True
+    except Exception:
+        return False
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="peak RSS is read from /proc")
+@pytest.mark.skipif(not fashion_present(), reason="needs Fashion-MNIST (apt-get install dataset-fashion-mnist)")
+def test_bench_lenet5_memory_of_a_fashion_epoch(tmp_path):
+    """Issue 5's bound: training LeNet-5 on Fashion-MNIST holds the dataset plus < 150 MB."""
+    path = tmp_path / "lenet5.json"
+    run("bench_lenet5.py", "--threads", "1", "--batches", "32", "--images", "64", "--repeats", "1", "--no-torch",
+        "--out", str(path))
+    memory = json.loads(path.read_text())["peak_memory_fashion_epoch"]
+    assert "error" not in memory, memory
+    assert 0 < memory["maqueta"]["above_dataset_mb"] < 150, memory
