@@ -45,7 +45,9 @@ bool lanes_conv2d_forward(T* y, const T* x, const T* w, const T* b, const Conv2d
     const IsaKernels& kern = isa();
     if (kern.lanes<T>() != V) return false;
     const int64_t K = d.C * d.KH * d.KW;
-    T* wp = static_cast<T*>(Workspace::get(sizeof(T) * K * d.O));   // w as [C][KH][KW][O]
+    Layout shared;
+    const Slot at_wp = shared.add<T>(K * d.O);
+    T* wp = carve<T>(static_cast<unsigned char*>(Workspace::get(shared.size())), at_wp);   // w as [C][KH][KW][O]
     for (int64_t o = 0; o < d.O; ++o)
         for (int64_t k = 0; k < K; ++k) wp[k * d.O + o] = w[o * K + k];
     const int teams = team_for(d.N);
