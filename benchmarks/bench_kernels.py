@@ -59,13 +59,15 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--no-reference", action="store_true", help="skip timing the (slow) NumPy reference")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                                      "bench_kernels.json"))
+    parser.add_argument("--out", help="JSON file (default results/bench_kernels.json; --quick writes none "
+                                      "unless asked, so it never replaces real results)")
     parser.add_argument("--quick", action="store_true",
                         help="one timing per kernel and a small GEMM: checks the script runs, measures nothing")
     args = parser.parse_args()
     if args.quick:
         args.repeats, args.no_reference = 1, True
+    elif args.out is None:
+        args.out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "bench_kernels.json")
     try:
         import torch
         F = torch.nn.functional
@@ -217,7 +219,9 @@ def main():
           + (f"; practical float32 peak (best torch.mm, n = 1024..3072) {peak:.1f} GFLOP/s" if peak else ""))
     print(table(rows, ["kernel", "maqueta us", "spread", "GFLOP/s", "of peak", "PyTorch us", "PyTorch/maqueta",
                        "reference/maqueta"]))
-    save_json(args.out, {"machine": machine(), "threads": args.threads, "gemm_peak_gflops": peak, "kernels": records})
+    if args.out:
+        save_json(args.out, {"machine": machine(), "threads": args.threads, "gemm_peak_gflops": peak,
+                             "kernels": records})
 
 
 if __name__ == "__main__":
