@@ -313,13 +313,7 @@ class Sequential:
                                  f"out of {len(X)}")
             validation = (X[cut:], np.asarray(y)[cut:])
             X, targets = X[:cut], targets[:cut]
-        if optimizer is None:
-            optimizer = self.optimizer if self.optimizer is not None else Adam()
-        if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"optimizer must be a maqueta optimizer (Adam, SGD), got {optimizer!r}")
-        optimizer.bind(self._params.size, self.dtype)
-        self.optimizer = optimizer
-        self.loss = loss if isinstance(loss, str) else self.loss
+        optimizer = self._take_optimizer(optimizer, loss)
         callbacks = list(callbacks or [])
         for cb in callbacks:
             if not isinstance(cb, Callback):
@@ -377,6 +371,13 @@ class Sequential:
         the update. The optimizer defaults to the model's current one, else Adam()."""
         x = self._check_input(x, "x")
         targets = self._targets(y, len(x), x.shape[1:], learn=True)
+        optimizer = self._take_optimizer(optimizer, loss)
+        value, _ = self._train_step(x, targets, losses.get(loss), self.epochs_trained, optimizer.iterations)
+        return value
+
+    def _take_optimizer(self, optimizer, loss):
+        """The optimizer a training call uses (the given one, else the model's, else Adam()),
+        bound to this model's parameters and kept, with the loss's name, for the next call."""
         if optimizer is None:
             optimizer = self.optimizer if self.optimizer is not None else Adam()
         if not isinstance(optimizer, Optimizer):
@@ -384,8 +385,7 @@ class Sequential:
         optimizer.bind(self._params.size, self.dtype)
         self.optimizer = optimizer
         self.loss = loss if isinstance(loss, str) else self.loss
-        value, _ = self._train_step(x, targets, losses.get(loss), self.epochs_trained, optimizer.iterations)
-        return value
+        return optimizer
 
     def _train_step(self, xb, tb, loss_fn, epoch, step):
         """One forward, backward and update on a batch; returns (loss, correct predictions).
