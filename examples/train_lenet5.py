@@ -102,7 +102,10 @@ def load_images(args):
                     return _split(args, "mnist", images, None)
                 except datasets.DatasetNotFoundError:
                     pass
-            print(f"MNIST not available ({str(missing).splitlines()[0]}); using scikit-learn's bundled handwritten "
+            why = str(missing).splitlines()[0].rstrip(".")
+            if "Downloading failed" in str(missing):
+                why += "; downloading them failed (offline?)"
+            print(f"MNIST not available ({why}); using scikit-learn's bundled handwritten "
                   f"digits instead (1,797 real 8x8 scans, upsampled).")
             name = "digits"
     if name == "digits":
