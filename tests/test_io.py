@@ -209,5 +209,5 @@ def test_missing_file_is_a_plain_file_error(tmp_path):
 def test_mixed_object_labels_refuse_to_save(tmp_path):
     model = mq.Sequential([mq.Dense(2, 2)])
     model.classes_ = np.array([1, "a"], dtype=object)
-    with pytest.raises(TypeError, match="without pickle"):
+    with pytest.raises(TypeError, match="mixed types cannot be saved"):
         model.save(tmp_path / "m")

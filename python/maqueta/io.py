@@ -1,4 +1,4 @@
-"""Saving and loading models: one file, no pickle, nothing executed on load.
+"""Saving and loading models: one file, nothing pickled, nothing executed on load.
 
 A model file is a zip archive of .npy members (what ``np.savez`` writes): ``meta.npy`` holds the
 architecture and settings as UTF-8 JSON, ``params/<key>.npy`` each parameter under its state_dict
@@ -56,7 +56,8 @@ def save_model(model, path, include_optimizer=False, metadata=None):
         arrays[f"params/{key}"] = layer._params[name]
     if model.classes_ is not None:
         if model.classes_.dtype.hasobject:
-            raise TypeError("class labels of mixed types cannot be saved without pickle; use ints or strings")
+            raise TypeError("class labels of mixed types cannot be saved: the file holds plain arrays, never Python "
+                            "objects; use ints or strings")
         arrays["classes"] = model.classes_
     if include_optimizer:
         meta["training"] = {"epochs_trained": model.epochs_trained,
