@@ -16,6 +16,16 @@ constexpr int64_t kParallelMin = 1 << 14;
 int team_size(int64_t P) {
     return (int)std::max<int64_t>(1, std::min<int64_t>(num_threads(), P / kParallelMin));
 }
+
+// body(first, count) once per thread, on contiguous chunks that cover [0, P) exactly.
+template <typename F>
+void in_chunks(int64_t P, F&& body) {
+#pragma omp parallel num_threads(team_size(P))
+    {
+        const Range r = range_of(P, team_threads(), thread_index());
+        body(r.begin, r.end - r.begin);
+    }
+}
 }  // namespace
 
 // The arithmetic mirrors torch.optim.Adam's single-tensor path step for step, with its scalars
@@ -39,19 +49,15 @@ void adam_update(T* param, T* m, T* v, const T* grad, int64_t P, int64_t step, d
     a.wd = (T)weight_decay;
     a.decay = weight_decay != 0.0;
     const IsaKernels& kern = isa();
-    const int teams = team_size(P);
-#pragma omp parallel num_threads(teams)
-    {
-        const Range r = range_of(P, team_threads(), thread_index());
-        const int64_t i0 = r.begin, i1 = r.end;
+    in_chunks(P, [&](int64_t i0, int64_t n) {
         AdamArgs<T> part = a;
-        part.P = i1 - i0;
+        part.P = n;
         part.param = param + i0;
         part.m = m + i0;
         part.v = v + i0;
         part.grad = grad + i0;
         kern.adam(part);
-    }
+    });
 }
 
 template <typename T>
@@ -64,18 +70,14 @@ void sgd_update(T* param, T* velocity, const T* grad, int64_t P, double lr, doub
     a.decay = weight_decay != 0.0;
     a.nesterov = nesterov;
     const IsaKernels& kern = isa();
-    const int teams = team_size(P);
-#pragma omp parallel num_threads(teams)
-    {
-        const Range r = range_of(P, team_threads(), thread_index());
-        const int64_t i0 = r.begin, i1 = r.end;
+    in_chunks(P, [&](int64_t i0, int64_t n) {
         SgdArgs<T> part = a;
-        part.P = i1 - i0;
+        part.P = n;
         part.param = param + i0;
         part.velocity = momentum != 0.0 ? velocity + i0 : nullptr;
         part.grad = grad + i0;
         kern.sgd(part);
-    }
+    });
 }
 
 template <typename T>
