@@ -632,6 +632,13 @@ bool all_finite_py(const py::handle& x_obj) {
 // ---------------------------------------------------------------------------------------------
 // batch-lane kernels (private: the model's plan uses them). Lane arrays are [B, C, H, W, V],
 // C-contiguous, of the call's dtype, with V the active instruction set's lane count.
+// A lane kernel returns false when the instruction set (and so the lane count the arrays were
+// checked against) changed between the checks and the call: only _set_isa from another thread can.
+template <typename F>
+void dispatch_lanes(DType dt, F&& kernel) {
+    if (dispatch(dt, kernel)) throw std::runtime_error("the instruction set changed during a lane kernel call");
+}
+
 int64_t lane_count(DType dt) { return dt == DType::F32 ? lane_width<float>() : lane_width<double>(); }
 
 void check_lanes(const py::array& a, const char* name, DType dt, const char* first) {
@@ -681,14 +688,13 @@ void lanes_pack_py(const py::handle& flat_obj, const py::handle& out_obj) {
     if (checked_product({E}, "out") != (int64_t)flat.size() / std::max<int64_t>(N, 1) || (N + V - 1) / V != out.shape(0))
         value_error("out " + shape_str(out) + " does not hold x " + shape_str(flat) + " in blocks of " + std::to_string(V));
     if (overlaps(flat, out)) value_error("x and out share memory");
-    if (dispatch(dt, [&](auto tag) {
+    dispatch_lanes(dt, [&](auto tag) {
         using T = decltype(tag);
         const T* src = static_cast<const T*>(flat.data());
         T* dst = static_cast<T*>(out.mutable_data());
         py::gil_scoped_release nogil;
         return lanes_pack<T>(dst, src, N, E, V) ? 0 : 1;
-}))
-        throw std::runtime_error("the instruction set changed during a lane kernel call");
+    });
 }
 
 void lanes_unpack_py(const py::handle& lanes_obj, const py::handle& out_obj) {
@@ -703,14 +709,13 @@ void lanes_unpack_py(const py::handle& lanes_obj, const py::handle& out_obj) {
     if ((int64_t)out.size() != checked_product({N, E}, "out") || (N + V - 1) / V != lanes.shape(0))
         value_error("out " + shape_str(out) + " does not match lanes " + shape_str(lanes));
     if (overlaps(lanes, out)) value_error("lanes and out share memory");
-    if (dispatch(dt, [&](auto tag) {
+    dispatch_lanes(dt, [&](auto tag) {
         using T = decltype(tag);
         const T* src = static_cast<const T*>(lanes.data());
         T* dst = static_cast<T*>(out.mutable_data());
         py::gil_scoped_release nogil;
         return lanes_unpack<T>(dst, src, N, E, V) ? 0 : 1;
-}))
-        throw std::runtime_error("the instruction set changed during a lane kernel call");
+    });
 }
 
 Conv2dDims lane_conv_dims(const py::array& x, const py::array& w) {
@@ -746,7 +751,7 @@ void lanes_conv_forward_py(const py::handle& x_obj, const py::handle& w_obj, con
         if (b.ndim() != 1 || b.shape(0) != d.O) value_error("b must have shape (" + std::to_string(d.O) + ",)");
     }
     if (overlaps(out, x) || (has_b && overlaps(out, b))) value_error("out shares memory with x or b");
-    if (dispatch(dt, [&](auto tag) {
+    dispatch_lanes(dt, [&](auto tag) {
         using T = decltype(tag);
         auto wc = input<T>(w);
         py::array_t<T> bc;
@@ -756,8 +761,7 @@ void lanes_conv_forward_py(const py::handle& x_obj, const py::handle& w_obj, con
         const T* bp = has_b ? bc.data() : nullptr;
         py::gil_scoped_release nogil;
         return lanes_conv2d_forward<T>(yp, xp, wc.data(), bp, d, relu, x.shape(4)) ? 0 : 1;
-}))
-        throw std::runtime_error("the instruction set changed during a lane kernel call");
+    });
 }
 
 void lanes_conv_backward_py(const py::handle& dy_obj, const py::handle& x_obj, const py::handle& w_obj, bool relu_input,
@@ -786,7 +790,7 @@ void lanes_conv_backward_py(const py::handle& dy_obj, const py::handle& x_obj, c
     }
     check_no_overlap({{&dw, "dw_out"}, {&db, "db_out"}, {&dy, "dy"}, {&x, "x"}, {&w, "w"}});
     if (has_dx) check_no_overlap({{&dx, "dx_out"}, {&dw, "dw_out"}, {&db, "db_out"}, {&dy, "dy"}, {&x, "x"}, {&w, "w"}});
-    if (dispatch(dt, [&](auto tag) {
+    dispatch_lanes(dt, [&](auto tag) {
         using T = decltype(tag);
         auto wc = input<T>(w);
         T* dxp = has_dx ? static_cast<T*>(dx.mutable_data()) : nullptr;
@@ -796,8 +800,7 @@ void lanes_conv_backward_py(const py::handle& dy_obj, const py::handle& x_obj, c
         const T* xp = static_cast<const T*>(x.data());
         py::gil_scoped_release nogil;
         return lanes_conv2d_backward<T>(dxp, dwp, dbp, dyp, xp, wc.data(), d, relu_input, x.shape(4)) ? 0 : 1;
-}))
-        throw std::runtime_error("the instruction set changed during a lane kernel call");
+    });
 }
 
 py::dtype code_dtype(DType dt) { return dt == DType::F32 ? py::dtype::of<int32_t>() : py::dtype::of<int64_t>(); }
@@ -815,7 +818,7 @@ void lanes_pool_forward_py(const py::handle& x_obj, const py::handle& out_obj, c
         type_error("code_out must be a writeable C-contiguous array of " + std::string(py::str(code_dtype(dt))));
     check_same_shape(out, "out", code, "code_out");
     check_no_overlap({{&x, "x"}, {&out, "out"}, {&code, "code_out"}});
-    if (dispatch(dt, [&](auto tag) {
+    dispatch_lanes(dt, [&](auto tag) {
         using T = decltype(tag);
         using C = typename LaneCode<T>::type;
         const T* xp = static_cast<const T*>(x.data());
@@ -823,8 +826,7 @@ void lanes_pool_forward_py(const py::handle& x_obj, const py::handle& out_obj, c
         C* cp = static_cast<C*>(code.mutable_data());
         py::gil_scoped_release nogil;
         return lanes_maxpool2x2_forward<T>(yp, cp, xp, d, x.shape(4)) ? 0 : 1;
-}))
-        throw std::runtime_error("the instruction set changed during a lane kernel call");
+    });
 }
 
 void lanes_pool_backward_py(const py::handle& dy_obj, const py::handle& code_obj, const py::handle& relu_obj,
@@ -857,7 +859,7 @@ void lanes_pool_backward_py(const py::handle& dy_obj, const py::handle& code_obj
     check_no_overlap({{&out, "out"}, {&dy, "dy"}, {&code, "code"}});
     if (has_relu) check_no_overlap({{&out, "out"}, {&ry, "relu_output"}});
     Pool2dDims d{out.shape(0), out.shape(1), out.shape(2), out.shape(3), 2, 2, 2, 2, dy.shape(2), dy.shape(3)};
-    if (dispatch(dt, [&](auto tag) {
+    dispatch_lanes(dt, [&](auto tag) {
         using T = decltype(tag);
         using C = typename LaneCode<T>::type;
         const T* dyp = static_cast<const T*>(dy.data());
@@ -866,8 +868,7 @@ void lanes_pool_backward_py(const py::handle& dy_obj, const py::handle& code_obj
         T* dxp = static_cast<T*>(out.mutable_data());
         py::gil_scoped_release nogil;
         return lanes_maxpool2x2_backward<T>(dxp, dyp, cp, rp, d, dy.shape(4)) ? 0 : 1;
-}))
-        throw std::runtime_error("the instruction set changed during a lane kernel call");
+    });
 }
 
 }  // namespace
