@@ -69,9 +69,8 @@ class Plan:
         count = 0
         while lanes and count < len(self.steps) and lane_eligible(layers[self.steps[count].index]):
             count += 1
-        while count and not isinstance(layers[self.steps[count - 1].index], Conv2D) and \
-                not any(isinstance(layers[s.index], Conv2D) for s in self.steps[:count]):
-            count -= 1
+        if not any(isinstance(layers[s.index], Conv2D) for s in self.steps[:count]):
+            count = 0
         self.lane_steps = count
 
 
