@@ -229,18 +229,21 @@ class Sequential:
                                                                     {"relu": True} if step.fused_relu else {}))
         return x
 
-    def _batched(self, X, batch_size, fn):
-        X = self._check_input(X)
+    def _outputs_in_batches(self, X, batch_size):
+        """(start, outputs) for each batch of X (already checked). The outputs live in buffers that
+        the next batch overwrites, and that belong to this call alone, so concurrent predictions
+        never share them."""
         batch_size = _positive_int(batch_size, "batch_size")
-        # buffers belong to this call alone, so concurrent predictions never share them
-        buffers = Buffers(self, min(batch_size, len(X)), training=False)
-        results = []
+        buffers = None
         for s in range(0, len(X), batch_size):
             chunk = X[s:s + batch_size]
-            if len(chunk) != buffers.n:
+            if buffers is None or len(chunk) != buffers.n:
                 buffers = Buffers(self, len(chunk), training=False)
-            results.append(fn(self._forward(chunk, buffers)))
-        return np.concatenate(results)
+            yield s, self._forward(chunk, buffers)
+
+    def _batched(self, X, batch_size, fn):
+        X = self._check_input(X)
+        return np.concatenate([fn(out) for _, out in self._outputs_in_batches(X, batch_size)])
 
     def predict_proba(self, X, batch_size=256):
         """Softmax of the outputs: ndarray (N, K) of class probabilities, rows summing to 1."""
@@ -256,17 +259,11 @@ class Sequential:
         X = self._check_input(X)
         targets = self._targets(y, len(X), X.shape[1:])
         loss_fn = losses.get(loss or self.loss)
-        batch_size = _positive_int(batch_size, "batch_size")
         total_loss, correct = 0.0, 0
-        buffers = Buffers(self, min(batch_size, len(X)), training=False)
-        for s in range(0, len(X), batch_size):
-            chunk = X[s:s + batch_size]
-            if len(chunk) != buffers.n:
-                buffers = Buffers(self, len(chunk), training=False)
-            out = self._forward(chunk, buffers)
-            value, _ = loss_fn(out, targets[s:s + batch_size])
+        for s, out in self._outputs_in_batches(X, batch_size):
+            value, _ = loss_fn(out, targets[s:s + len(out)])
             total_loss += value * len(out)
-            correct += int(np.count_nonzero(out.argmax(axis=1) == targets[s:s + batch_size]))
+            correct += int(np.count_nonzero(out.argmax(axis=1) == targets[s:s + len(out)]))
         return {"loss": total_loss / len(X), "accuracy": correct / len(X)}
 
     def accuracy(self, X, y, batch_size=256):
