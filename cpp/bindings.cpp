@@ -718,6 +718,22 @@ void lanes_unpack_py(const py::handle& lanes_obj, const py::handle& out_obj) {
     });
 }
 
+py::dtype code_dtype(DType dt) { return dt == DType::F32 ? py::dtype::of<int32_t>() : py::dtype::of<int64_t>(); }
+
+void check_code(const py::array& code, const char* name, DType dt, bool writeable) {
+    if (!code.dtype().is(code_dtype(dt)) || !(code.flags() & py::array::c_style) || (writeable && !code.writeable()))
+        type_error(std::string(name) + " must be a " + (writeable ? "writeable " : "") + "C-contiguous array of " +
+                   std::string(py::str(code_dtype(dt))));
+}
+
+void check_code_values(const py::array& code, const char* name, DType dt) {   // the kernels trust them
+    int64_t lo, hi;
+    if (dt == DType::F32) min_max(static_cast<const int32_t*>(code.data()), code.size(), lo, hi);
+    else min_max(static_cast<const int64_t*>(code.data()), code.size(), lo, hi);
+    if (lo < 0 || hi > 3)
+        value_error(std::string(name) + " holds " + std::to_string(lo < 0 ? lo : hi) + ", not a 2x2 window place");
+}
+
 Conv2dDims lane_conv_dims(const py::array& x, const py::array& w) {
     check_rank(w, "w", 4, "[O, C, KH, KW]");
     check_nonempty(w, "w");
@@ -733,7 +749,7 @@ Conv2dDims lane_conv_dims(const py::array& x, const py::array& w) {
 }
 
 void lanes_conv_forward_py(const py::handle& x_obj, const py::handle& w_obj, const py::handle& b_obj, bool relu,
-                           const py::handle& out_obj) {
+                           const py::handle& out_obj, const py::handle& code_obj) {
     py::array x = as_ndarray(x_obj, "x");
     const DType dt = call_dtype(x, "x");
     check_lanes(x, "x", dt, "x");
@@ -742,7 +758,19 @@ void lanes_conv_forward_py(const py::handle& x_obj, const py::handle& w_obj, con
     const Conv2dDims d = lane_conv_dims(x, w);
     py::array out = as_ndarray(out_obj, "out");
     check_writeable_lanes(out, "out", dt, "x");
-    same_dims(out, "out", {d.N, d.O, d.OH, d.OW});
+    py::array code;
+    const bool pooled = !code_obj.is_none();
+    if (pooled) {   // out and code_out are the 2x2 pool of the convolution's output
+        if (d.OH < 2 || d.OW < 2)
+            value_error("the convolution's output (" + std::to_string(d.OH) + "x" + std::to_string(d.OW) +
+                        ") is smaller than a 2x2 window: x " + shape_str(x) + ", w " + shape_str(w));
+        same_dims(out, "out", {d.N, d.O, d.OH / 2, d.OW / 2});
+        code = as_ndarray(code_obj, "code_out");
+        check_code(code, "code_out", dt, true);
+        check_same_shape(out, "out", code, "code_out");
+    } else {
+        same_dims(out, "out", {d.N, d.O, d.OH, d.OW});
+    }
     py::array b;
     const bool has_b = !b_obj.is_none();
     if (has_b) {
@@ -751,6 +779,8 @@ void lanes_conv_forward_py(const py::handle& x_obj, const py::handle& w_obj, con
         if (b.ndim() != 1 || b.shape(0) != d.O) value_error("b must have shape (" + std::to_string(d.O) + ",)");
     }
     if (overlaps(out, x) || (has_b && overlaps(out, b))) value_error("out shares memory with x or b");
+    if (pooled) check_no_overlap({{&code, "code_out"}, {&out, "out"}, {&x, "x"}, {&w, "w"}});
+    if (pooled && has_b) check_no_overlap({{&code, "code_out"}, {&b, "b"}});
     dispatch_lanes(dt, [&](auto tag) {
         using T = decltype(tag);
         auto wc = input<T>(w);
@@ -758,14 +788,16 @@ void lanes_conv_forward_py(const py::handle& x_obj, const py::handle& w_obj, con
         if (has_b) bc = input<T>(b);
         const T* xp = static_cast<const T*>(x.data());
         T* yp = static_cast<T*>(out.mutable_data());
+        auto* cp = pooled ? static_cast<typename LaneCode<T>::type*>(code.mutable_data()) : nullptr;
         const T* bp = has_b ? bc.data() : nullptr;
         py::gil_scoped_release nogil;
-        return lanes_conv2d_forward<T>(yp, xp, wc.data(), bp, d, relu, x.shape(4)) ? 0 : 1;
+        return lanes_conv2d_forward<T>(yp, cp, xp, wc.data(), bp, d, relu, x.shape(4)) ? 0 : 1;
     });
 }
 
 void lanes_conv_backward_py(const py::handle& dy_obj, const py::handle& x_obj, const py::handle& w_obj, bool relu_input,
-                            const py::handle& dx_obj, const py::handle& dw_obj, const py::handle& db_obj) {
+                            const py::handle& dx_obj, const py::handle& dw_obj, const py::handle& db_obj,
+                            const py::handle& code_obj, const py::handle& relu_obj) {
     py::array dy = as_ndarray(dy_obj, "dy");
     const DType dt = call_dtype(dy, "dy");
     check_lanes(dy, "dy", dt, "dy");
@@ -774,7 +806,25 @@ void lanes_conv_backward_py(const py::handle& dy_obj, const py::handle& x_obj, c
     py::array w = as_ndarray(w_obj, "w");
     check_dtype(w, "w", dt, "dy");
     const Conv2dDims d = lane_conv_dims(x, w);
-    same_dims(dy, "dy", {d.N, d.O, d.OH, d.OW});
+    py::array code, ry;
+    const bool pooled = !code_obj.is_none(), has_relu = !relu_obj.is_none();
+    if (has_relu && !pooled) value_error("relu_output is the output of a pool and needs its code");
+    if (pooled) {   // dy is the gradient at the 2x2 pool of the convolution's output
+        if (d.OH < 2 || d.OW < 2)
+            value_error("the convolution's output (" + std::to_string(d.OH) + "x" + std::to_string(d.OW) +
+                        ") is smaller than a 2x2 window: x " + shape_str(x) + ", w " + shape_str(w));
+        same_dims(dy, "dy", {d.N, d.O, d.OH / 2, d.OW / 2});
+        code = as_ndarray(code_obj, "code");
+        check_code(code, "code", dt, false);
+        check_same_shape(dy, "dy", code, "code");
+        if (has_relu) {
+            ry = as_ndarray(relu_obj, "relu_output");
+            check_lanes(ry, "relu_output", dt, "dy");
+            check_same_shape(dy, "dy", ry, "relu_output");
+        }
+    } else {
+        same_dims(dy, "dy", {d.N, d.O, d.OH, d.OW});
+    }
     py::array dw = as_ndarray(dw_obj, "dw_out"), db = as_ndarray(db_obj, "db_out");
     check_inplace(dw, "dw_out", dt, "dy");
     check_inplace(db, "db_out", dt, "dy");
@@ -790,20 +840,26 @@ void lanes_conv_backward_py(const py::handle& dy_obj, const py::handle& x_obj, c
     }
     check_no_overlap({{&dw, "dw_out"}, {&db, "db_out"}, {&dy, "dy"}, {&x, "x"}, {&w, "w"}});
     if (has_dx) check_no_overlap({{&dx, "dx_out"}, {&dw, "dw_out"}, {&db, "db_out"}, {&dy, "dy"}, {&x, "x"}, {&w, "w"}});
+    if (pooled) check_no_overlap({{&code, "code"}, {&dw, "dw_out"}, {&db, "db_out"}});
+    if (has_relu) check_no_overlap({{&ry, "relu_output"}, {&dw, "dw_out"}, {&db, "db_out"}});
+    if (pooled && has_dx) check_no_overlap({{&dx, "dx_out"}, {&code, "code"}});
+    if (has_relu && has_dx) check_no_overlap({{&dx, "dx_out"}, {&ry, "relu_output"}});
+    if (pooled) check_code_values(code, "code", dt);
     dispatch_lanes(dt, [&](auto tag) {
         using T = decltype(tag);
+        using C = typename LaneCode<T>::type;
         auto wc = input<T>(w);
         T* dxp = has_dx ? static_cast<T*>(dx.mutable_data()) : nullptr;
         T* dwp = static_cast<T*>(dw.mutable_data());
         T* dbp = static_cast<T*>(db.mutable_data());
         const T* dyp = static_cast<const T*>(dy.data());
+        const C* cp = pooled ? static_cast<const C*>(code.data()) : nullptr;
+        const T* rp = has_relu ? static_cast<const T*>(ry.data()) : nullptr;
         const T* xp = static_cast<const T*>(x.data());
         py::gil_scoped_release nogil;
-        return lanes_conv2d_backward<T>(dxp, dwp, dbp, dyp, xp, wc.data(), d, relu_input, x.shape(4)) ? 0 : 1;
+        return lanes_conv2d_backward<T>(dxp, dwp, dbp, dyp, cp, rp, xp, wc.data(), d, relu_input, x.shape(4)) ? 0 : 1;
     });
 }
-
-py::dtype code_dtype(DType dt) { return dt == DType::F32 ? py::dtype::of<int32_t>() : py::dtype::of<int64_t>(); }
 
 void lanes_pool_forward_py(const py::handle& x_obj, const py::handle& out_obj, const py::handle& code_obj) {
     py::array x = as_ndarray(x_obj, "x");
@@ -814,8 +870,7 @@ void lanes_pool_forward_py(const py::handle& x_obj, const py::handle& out_obj, c
     Pool2dDims d{x.shape(0), x.shape(1), x.shape(2), x.shape(3), 2, 2, 2, 2, x.shape(2) / 2, x.shape(3) / 2};
     if (d.OH < 1 || d.OW < 1) value_error("x " + shape_str(x) + " is smaller than a 2x2 window");
     same_dims(out, "out", {d.N, d.C, d.OH, d.OW});
-    if (!code.dtype().is(code_dtype(dt)) || !(code.flags() & py::array::c_style) || !code.writeable())
-        type_error("code_out must be a writeable C-contiguous array of " + std::string(py::str(code_dtype(dt))));
+    check_code(code, "code_out", dt, true);
     check_same_shape(out, "out", code, "code_out");
     check_no_overlap({{&x, "x"}, {&out, "out"}, {&code, "code_out"}});
     dispatch_lanes(dt, [&](auto tag) {
@@ -835,8 +890,7 @@ void lanes_pool_backward_py(const py::handle& dy_obj, const py::handle& code_obj
     const DType dt = call_dtype(dy, "dy");
     check_lanes(dy, "dy", dt, "dy");
     py::array code = as_ndarray(code_obj, "code");
-    if (!code.dtype().is(code_dtype(dt)) || !(code.flags() & py::array::c_style))
-        type_error("code must be a C-contiguous array of " + std::string(py::str(code_dtype(dt))));
+    check_code(code, "code", dt, false);
     check_same_shape(dy, "dy", code, "code");
     py::array out = as_ndarray(out_obj, "out");
     check_writeable_lanes(out, "out", dt, "dy");
@@ -850,12 +904,7 @@ void lanes_pool_backward_py(const py::handle& dy_obj, const py::handle& code_obj
         check_lanes(ry, "relu_output", dt, "dy");
         check_same_shape(dy, "dy", ry, "relu_output");
     }
-    {   // every code must name a place in its window (the kernel trusts them)
-        int64_t lo, hi;
-        if (dt == DType::F32) min_max(static_cast<const int32_t*>(code.data()), code.size(), lo, hi);
-        else min_max(static_cast<const int64_t*>(code.data()), code.size(), lo, hi);
-        if (lo < 0 || hi > 3) value_error("code holds " + std::to_string(lo < 0 ? lo : hi) + ", not a 2x2 window place");
-    }
+    check_code_values(code, "code", dt);
     check_no_overlap({{&out, "out"}, {&dy, "dy"}, {&code, "code"}});
     if (has_relu) check_no_overlap({{&out, "out"}, {&ry, "relu_output"}});
     Pool2dDims d{out.shape(0), out.shape(1), out.shape(2), out.shape(3), 2, 2, 2, 2, dy.shape(2), dy.shape(3)};
@@ -904,9 +953,10 @@ PYBIND11_MODULE(_core, m) {
     m.def("_lanes_pack", &lanes_pack_py, py::arg("x"), py::arg("out"));
     m.def("_lanes_unpack", &lanes_unpack_py, py::arg("lanes"), py::arg("out"));
     m.def("_lanes_conv2d_forward", &lanes_conv_forward_py, py::arg("x"), py::arg("w"), py::arg("b"), py::arg("relu"),
-          py::arg("out"));
+          py::arg("out"), py::arg("code_out") = none);
     m.def("_lanes_conv2d_backward", &lanes_conv_backward_py, py::arg("dy"), py::arg("x"), py::arg("w"),
-          py::arg("relu_input"), py::arg("dx_out"), py::arg("dw_out"), py::arg("db_out"));
+          py::arg("relu_input"), py::arg("dx_out"), py::arg("dw_out"), py::arg("db_out"), py::arg("code") = none,
+          py::arg("relu_output") = none);
     m.def("_lanes_maxpool2x2_forward", &lanes_pool_forward_py, py::arg("x"), py::arg("out"), py::arg("code_out"));
     m.def("_lanes_maxpool2x2_backward", &lanes_pool_backward_py, py::arg("dy"), py::arg("code"),
           py::arg("relu_output"), py::arg("out"));

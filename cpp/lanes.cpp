@@ -41,29 +41,36 @@ bool lanes_unpack(T* flat, const T* lanes, int64_t N, int64_t E, int64_t V) {
 }
 
 template <typename T>
-bool lanes_conv2d_forward(T* y, const T* x, const T* w, const T* b, const Conv2dDims& d, bool relu, int64_t V) {
+bool lanes_conv2d_forward(T* y, typename LaneCode<T>::type* code, const T* x, const T* w, const T* b,
+                          const Conv2dDims& d, bool relu, int64_t V) {
     const IsaKernels& kern = isa();
     if (kern.lanes<T>() != V) return false;
     const int64_t K = d.C * d.KH * d.KW;
-    Layout shared;
+    const int teams = team_for(d.N);
+    Layout shared, mine;
     const Slot at_wp = shared.add<T>(K * d.O);
-    T* wp = carve<T>(static_cast<unsigned char*>(Workspace::get(shared.size())), at_wp);   // w as [C][KH][KW][O]
+    const Slot at_rows = mine.add<T>(code ? d.O * 2 * d.OW * V : 0);
+    unsigned char* ws = static_cast<unsigned char*>(Workspace::get(Layout::total(shared, teams, mine)));
+    T* wp = carve<T>(ws, at_wp);   // w as [C][KH][KW][O]
     for (int64_t o = 0; o < d.O; ++o)
         for (int64_t k = 0; k < K; ++k) wp[k * d.O + o] = w[o * K + k];
-    const int teams = team_for(d.N);
+    // pooled, y and code are [B][O][OH/2][OW/2] lanes
+    const int64_t out_block = d.O * (code ? (d.OH / 2) * (d.OW / 2) : d.OH * d.OW) * V;
 #pragma omp parallel num_threads(teams)
     {
-        const Range r = range_of(d.N, team_threads(), thread_index());
+        const int t = thread_index();
+        const Range r = range_of(d.N, team_threads(), t);
+        T* rows = code ? carve<T>(ws + shared.size() + t * mine.size(), at_rows) : nullptr;
         kern.lane_conv(LaneConvArgs<T>{r.end - r.begin, d.C, d.H, d.W, d.O, d.KH, d.KW, d.OH, d.OW,
-                                       x + r.begin * d.C * d.H * d.W * V, wp, b, relu,
-                                       y + r.begin * d.O * d.OH * d.OW * V});
+                                       x + r.begin * d.C * d.H * d.W * V, wp, b, relu, y + r.begin * out_block,
+                                       code ? code + r.begin * out_block : nullptr, rows});
     }
     return true;
 }
 
 template <typename T>
-bool lanes_conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const Conv2dDims& d,
-                           bool relu_input, int64_t V) {
+bool lanes_conv2d_backward(T* dx, T* dw, T* db, const T* dy, const typename LaneCode<T>::type* code,
+                           const T* relu_y, const T* x, const T* w, const Conv2dDims& d, bool relu_input, int64_t V) {
     const IsaKernels& kern = isa();
     if (kern.lanes<T>() != V) return false;
     const int64_t K = d.C * d.KH * d.KW;
@@ -72,6 +79,7 @@ bool lanes_conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T
     const Slot at_wq = shared.add<T>(dx ? K * d.O : 0), at_toff = shared.add<int64_t>(K),
                at_parts = shared.add<T*>(teams);
     const Slot at_part = mine.add<T>(d.O * K + d.O);
+    const Slot at_grad = mine.add<T>(code ? d.O * d.OH * d.OW * V : 0);
     unsigned char* ws = static_cast<unsigned char*>(Workspace::get(Layout::total(shared, teams, mine)));
     T* wq = carve<T>(ws, at_wq);        // w as [KH][KW][O][C]
     int64_t* toff = carve<int64_t>(ws, at_toff);
@@ -93,13 +101,25 @@ bool lanes_conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T
         T* part = parts[t];
         std::fill(part, part + d.O * K + d.O, T(0));
         const int64_t in_block = d.C * d.H * d.W * V, out_block = d.O * d.OH * d.OW * V;
-        if (r.end > r.begin) {
-            kern.lane_dw(LaneDwArgs<T>{r.end - r.begin, d.C, d.H, d.W, d.O, K, d.OH, d.OW, x + r.begin * in_block,
-                                       dy + r.begin * out_block, toff, part, part + d.O * K});
+        const auto run = [&](int64_t b0, int64_t b1, const T* grad) {   // dy of blocks [b0, b1) at grad
+            kern.lane_dw(LaneDwArgs<T>{b1 - b0, d.C, d.H, d.W, d.O, K, d.OH, d.OW, x + b0 * in_block, grad, toff, part,
+                                       part + d.O * K});
             if (dx)
-                kern.lane_dx(LaneDxArgs<T>{r.end - r.begin, d.C, d.H, d.W, d.O, d.KH, d.KW, d.OH, d.OW,
-                                           dy + r.begin * out_block, wq, relu_input ? x + r.begin * in_block : nullptr,
-                                           dx + r.begin * in_block});
+                kern.lane_dx(LaneDxArgs<T>{b1 - b0, d.C, d.H, d.W, d.O, d.KH, d.KW, d.OH, d.OW, grad, wq,
+                                           relu_input ? x + b0 * in_block : nullptr, dx + b0 * in_block});
+        };
+        if (!code) {
+            if (r.end > r.begin) run(r.begin, r.end, dy + r.begin * out_block);
+        } else {
+            // Through the pool, a block at a time: its full-size gradient goes to a scratch block
+            // that stays in L2 while dw and dx read it, instead of a batch-sized array in memory.
+            T* grad = carve<T>(ws + shared.size() + t * mine.size(), at_grad);
+            const int64_t pooled = d.O * (d.OH / 2) * (d.OW / 2) * V;
+            for (int64_t b = r.begin; b < r.end; ++b) {
+                kern.lane_unpool(LaneUnpoolArgs<T>{d.O, d.OH, d.OW, d.OH / 2, d.OW / 2, dy + b * pooled, code + b * pooled,
+                                                   relu_y ? relu_y + b * pooled : nullptr, grad});
+                run(b, b + 1, grad);
+            }
         }
 #pragma omp barrier
 #pragma omp for schedule(static)
@@ -149,9 +169,10 @@ bool lanes_maxpool2x2_backward(T* dx, const T* dy, const typename LaneCode<T>::t
     template int lane_width<T>();                                                                        \
     template bool lanes_pack<T>(T*, const T*, int64_t, int64_t, int64_t);                                \
     template bool lanes_unpack<T>(T*, const T*, int64_t, int64_t, int64_t);                              \
-    template bool lanes_conv2d_forward<T>(T*, const T*, const T*, const T*, const Conv2dDims&, bool, int64_t); \
-    template bool lanes_conv2d_backward<T>(T*, T*, T*, const T*, const T*, const T*, const Conv2dDims&, bool,  \
-                                           int64_t);                                                     \
+    template bool lanes_conv2d_forward<T>(T*, typename LaneCode<T>::type*, const T*, const T*, const T*,     \
+                                          const Conv2dDims&, bool, int64_t);                             \
+    template bool lanes_conv2d_backward<T>(T*, T*, T*, const T*, const typename LaneCode<T>::type*, const T*, \
+                                           const T*, const T*, const Conv2dDims&, bool, int64_t);        \
     template bool lanes_maxpool2x2_forward<T>(T*, typename LaneCode<T>::type*, const T*, const Pool2dDims&,    \
                                               int64_t);                                                  \
     template bool lanes_maxpool2x2_backward<T>(T*, const T*, const typename LaneCode<T>::type*, const T*,      \

@@ -85,6 +85,95 @@ def test_pool_matches_nchw(shape, dtype, each_isa, threads, rng):
         np.testing.assert_array_equal(from_lanes(dx, shape[0]), ops.maxpool2d_backward(dy, idx_ref, shape, relu_output=mask))
 
 
+POOLED_CONVS = [(33, 1, 32, 32, 6, 5, 5), (20, 6, 14, 14, 16, 5, 5), (17, 2, 9, 8, 3, 3, 2), (5, 3, 3, 3, 4, 2, 2),
+                (16, 1, 12, 12, 2, 1, 1)]  # N, C, H, W, O, KH, KW; the third and fourth pool odd outputs
+
+
+def code_dtype(dtype):
+    return np.int32 if dtype == np.float32 else np.int64
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", POOLED_CONVS, ids=str)
+@pytest.mark.parametrize("relu", [False, True])
+def test_pooled_conv_equals_conv_then_pool(shape, relu, dtype, each_isa, threads, rng):
+    """A convolution that pools its output on the way out gives the separate kernels' output
+    and codes bit for bit; its backward through the pool gives their dx bit for bit, and dw, db
+    to rounding (summed block by block)."""
+    n, c, h, w, o, kh, kw = shape
+    x = rng.integers(-2, 3, (n, c, h, w)).astype(dtype)   # small integers: many tied windows
+    x[0, 0, 0, 0] = np.nan
+    wt = rng.integers(-1, 2, (o, c, kh, kw)).astype(dtype)
+    b = rng.integers(-1, 2, o).astype(dtype)
+    xl = to_lanes(x)
+    oh, ow = h - kh + 1, w - kw + 1
+    full = np.empty((xl.shape[0], o, oh, ow, xl.shape[-1]), dtype)
+    _core._lanes_conv2d_forward(xl, wt, b, relu, full)
+    y_want = np.empty((*full.shape[:2], oh // 2, ow // 2, full.shape[-1]), dtype)
+    code_want = np.empty(y_want.shape, code_dtype(dtype))
+    _core._lanes_maxpool2x2_forward(full, y_want, code_want)
+    y, code = np.full_like(y_want, 7), np.full_like(code_want, 9)
+    _core._lanes_conv2d_forward(xl, wt, b, relu, y, code)
+    np.testing.assert_array_equal(y, y_want)
+    np.testing.assert_array_equal(code, code_want)
+    assert np.isnan(y).any() != relu   # the NaN went through the pool (the fused ReLU maps it to 0)
+
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)   # backward: finite values
+    xl = to_lanes(x)
+    _core._lanes_conv2d_forward(xl, wt, b, relu, y, code)
+    g = to_lanes(rng.standard_normal((n, o, oh // 2, ow // 2)).astype(dtype))
+    mask = y if relu else None
+    grad_full = np.empty_like(full)
+    _core._lanes_maxpool2x2_backward(g, code, mask, grad_full)
+    dx_want, dw_want, db_want = np.empty_like(xl), np.empty_like(wt), np.empty(o, dtype)
+    _core._lanes_conv2d_backward(grad_full, xl, wt, False, dx_want, dw_want, db_want)
+    for with_dx in (True, False):
+        dx, dw, db = np.full_like(xl, 5), np.full_like(wt, 5), np.full(o, 5, dtype)
+        _core._lanes_conv2d_backward(g, xl, wt, False, dx if with_dx else None, dw, db, code, mask)
+        if with_dx:
+            np.testing.assert_array_equal(dx, dx_want)
+        else:
+            assert (dx == 5).all()
+        assert_close(dw, dw_want, dtype, rtol=1e-12 if dtype == np.float64 else 1e-5, what="dw")
+        assert_close(db, db_want, dtype, rtol=1e-12 if dtype == np.float64 else 1e-5, what="db")
+    # and against the NCHW reference path, conv -> (relu) -> pool
+    y_ref, idx = ops.maxpool2d_forward(ops.conv2d_forward(x, wt, b, relu=relu), 2)
+    assert_close(from_lanes(y, n), y_ref, dtype, what="pooled y")
+    g_ref = from_lanes(g, n)
+    d_full = ops.maxpool2d_backward(g_ref, idx, (n, o, oh, ow), relu_output=y_ref if relu else None)
+    want = ops.conv2d_backward(d_full, x, wt)
+    _core._lanes_conv2d_backward(g, xl, wt, False, dx, dw, db, code, mask)
+    assert_close(from_lanes(dx, n), want[0], dtype, what="dx vs NCHW")
+    assert_close(dw, want[1], dtype, what="dw vs NCHW")
+    assert_close(db, want[2], dtype, what="db vs NCHW")
+
+
+def test_pooled_conv_arguments_are_checked():
+    v = _core._lanes_width(np.float32)
+    x = np.zeros((2, 1, 8, 8, v), np.float32)
+    w = np.zeros((3, 1, 3, 3), np.float32)
+    y, code = np.zeros((2, 3, 3, 3, v), np.float32), np.zeros((2, 3, 3, 3, v), np.int32)
+    _core._lanes_conv2d_forward(x, w, None, True, y, code)   # 6x6 pools to 3x3
+    with pytest.raises(ValueError, match=r"out must have shape \(2, 3, 3, 3\)"):
+        _core._lanes_conv2d_forward(x, w, None, True, np.zeros((2, 3, 6, 6, v), np.float32), code)
+    with pytest.raises(TypeError, match="code_out must be"):
+        _core._lanes_conv2d_forward(x, w, None, True, y, code.astype(np.int64))
+    with pytest.raises(ValueError, match="smaller than a 2x2 window"):
+        _core._lanes_conv2d_forward(x, np.zeros((3, 1, 8, 8), np.float32), None, True,
+                                    np.zeros((2, 3, 1, 1, v), np.float32), code)
+    with pytest.raises(ValueError, match="code_out shares memory|share"):
+        _core._lanes_conv2d_forward(x, w, None, True, y, y.view(np.int32))
+    dw, db = np.zeros_like(w), np.zeros(3, np.float32)
+    with pytest.raises(ValueError, match="code holds 4"):
+        _core._lanes_conv2d_backward(y, x, w, False, None, dw, db, np.full_like(code, 4), None)
+    with pytest.raises(ValueError, match="needs its code"):
+        _core._lanes_conv2d_backward(np.zeros((2, 3, 6, 6, v), np.float32), x, w, False, None, dw, db, None, y)
+    with pytest.raises(ValueError, match=r"dy must have shape \(2, 3, 3, 3\)"):
+        _core._lanes_conv2d_backward(np.zeros((2, 3, 6, 6, v), np.float32), x, w, False, None, dw, db, code, None)
+    with pytest.raises(ValueError, match="relu_output must have|relu_output has"):
+        _core._lanes_conv2d_backward(y, x, w, False, None, dw, db, code, np.zeros((2, 3, 2, 3, v), np.float32))
+
+
 def test_lane_arguments_are_checked():
     v = _core._lanes_width(np.float32)
     x = np.zeros((2, 1, 8, 8, v), np.float32)

@@ -114,3 +114,25 @@ def test_lane_segment_trains_like_the_nchw_kernels(dtype, threads):
     a, b = lanes.get_flat_parameters(), nchw.get_flat_parameters()
     assert np.abs(a - b).max() <= rtol * np.abs(b).max()
     np.testing.assert_allclose(lanes.predict_proba(X), nchw.predict_proba(X), rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_pools_inside_convolutions_train_like_separate_pools(dtype, threads, monkeypatch):
+    """LeNet-5's conv -> pool pairs run as one kernel each way; the same training with every
+    pool as its own kernel ends equal to rounding (dw and db are summed block by block)."""
+    from maqueta.plan import LaneSegment
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((70, 1, 32, 32)).astype(dtype)
+    y = rng.integers(0, 10, 70)
+    fused = mq.models.lenet5(seed=5, dtype=dtype)
+    fused.fit(X, y, epochs=2, batch_size=32, verbose=0, optimizer=mq.Adam(1e-3))
+    monkeypatch.setattr(LaneSegment, "fuse_pools", False)
+    separate = mq.models.lenet5(seed=5, dtype=dtype)
+    separate.fit(X, y, epochs=2, batch_size=32, verbose=0, optimizer=mq.Adam(1e-3))
+    assert fused._train_buffers[32].lanes.pooled == [True, False, True, False]
+    assert separate._train_buffers[32].lanes.pooled == [False] * 4
+    assert [a is None for a in fused._train_buffers[32].lanes.out] == [True, False, True, False]
+    rtol = 1e-10 if dtype == "float64" else 2e-4
+    a, b = fused.get_flat_parameters(), separate.get_flat_parameters()
+    assert np.abs(a - b).max() <= rtol * np.abs(b).max()
+    np.testing.assert_allclose(fused.predict_proba(X), separate.predict_proba(X), rtol=rtol, atol=rtol)

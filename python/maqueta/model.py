@@ -152,7 +152,7 @@ class Sequential:
         except ValueError as error:
             raise ValueError(f"{name} has shape {array.shape}: {error}") from None
         array = np.ascontiguousarray(array, dtype=self.dtype)
-        if finite:
+        if finite and not _core.all_finite(array):   # one native pass; NumPy only to find the culprit
             for start in range(0, len(array), _CHUNK):
                 chunk = array[start:start + _CHUNK]
                 if not np.isfinite(chunk).all():

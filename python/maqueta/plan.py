@@ -116,7 +116,14 @@ class Buffers:
 
 
 class LaneSegment:
-    """The plan's first lane_steps steps, run in the batch-lane layout [B][C][H][W][V]."""
+    """The plan's first lane_steps steps, run in the batch-lane layout [B][C][H][W][V].
+
+    A convolution followed by a 2x2 pool runs as one kernel each way: its output is pooled on the
+    way out, and the gradient goes back through the pool a block of images at a time inside the
+    convolution's backward, so neither the convolution's output nor the gradient there ever
+    exists at full size for the whole batch."""
+
+    fuse_pools = True   # testing aid: False runs every pool as its own kernel
 
     def __init__(self, model, n, training, width, shapes):
         plan = model._plan
@@ -124,31 +131,47 @@ class LaneSegment:
         blocks = -(-n // width)
         code_dtype = np.int32 if model.dtype == np.float32 else np.int64
         lanes = lambda shape: np.empty((blocks, *shape, width), model.dtype)
+        kinds = [model.layers[step.index] for step in self.steps]
+        # pooled[k]: step k is a convolution whose kernel also runs step k + 1's pool
+        self.pooled = [self.fuse_pools and isinstance(kinds[k], Conv2D) and k + 1 < len(kinds) and isinstance(kinds[k + 1], MaxPool2D)
+                       for k in range(len(kinds))]
         self.input = lanes(model.input_shape)
         self.out, self.code, self.dx = [], [], []
-        for step in self.steps:
+        for k, step in enumerate(self.steps):
             out_shape = shapes[step.last]
             in_shape = shapes[step.index - 1] if step.index else model.input_shape
-            self.out.append(lanes(out_shape))
+            self.out.append(None if self.pooled[k] else lanes(out_shape))
             self.code.append(np.empty((blocks, *out_shape, width), code_dtype)
-                             if isinstance(model.layers[step.index], MaxPool2D) else None)
+                             if isinstance(kinds[k], MaxPool2D) else None)
             self.dx.append(lanes(in_shape) if training and step.index > model._first_trainable else None)
+        for k in range(len(self.steps)):   # a pool run inside its convolution has no buffers of its own
+            if self.pooled[k]:
+                self.dx[k + 1] = None
         last = self.steps[-1].last
         self.flat_out = np.empty((n, *shapes[last]), model.dtype)      # the segment's output, NCHW
         self.grad_in = lanes(shapes[last]) if training else None      # the gradient arriving there
 
     def forward(self, model, x, caches):
-        """Run the segment on x (NCHW); returns its output in NCHW, caching each step's input."""
+        """Run the segment on x (NCHW); returns its output in NCHW, caching each step's input
+        (None for a pool run inside its convolution)."""
         _core._lanes_pack(x, self.input)
         a = self.input
-        for k, step in enumerate(self.steps):
+        k = 0
+        while k < len(self.steps):
+            step = self.steps[k]
             layer = model.layers[step.index]
             caches[k] = a
-            if isinstance(layer, Conv2D):
+            if self.pooled[k]:
+                caches[k + 1] = None
+                _core._lanes_conv2d_forward(a, layer.weight, layer.bias, step.fused_relu, self.out[k + 1],
+                                            self.code[k + 1])
+                k += 1
+            elif isinstance(layer, Conv2D):
                 _core._lanes_conv2d_forward(a, layer.weight, layer.bias, step.fused_relu, self.out[k])
             else:
                 _core._lanes_maxpool2x2_forward(a, self.out[k], self.code[k])
             a = self.out[k]
+            k += 1
         _core._lanes_unpack(a, self.flat_out)
         return self.flat_out
 
@@ -157,16 +180,27 @@ class LaneSegment:
         layers' parameter gradients."""
         _core._lanes_pack(np.ascontiguousarray(d), self.grad_in)
         d = self.grad_in
-        for k in range(len(self.steps) - 1, -1, -1):
+        k = len(self.steps) - 1
+        while k >= 0:
             step = self.steps[k]
             layer = model.layers[step.index]
             if step.index < model._first_trainable:
                 break
+            relu_output = self.out[k] if step.relu_input else None
+            if k and self.pooled[k - 1]:   # this pool runs inside its convolution's backward
+                k -= 1
+                conv = model.layers[self.steps[k].index]
+                grads = model._layer_grads[self.steps[k].index]
+                _core._lanes_conv2d_backward(d, caches[k], conv.weight, self.steps[k].relu_input, self.dx[k],
+                                             grads["weight"], grads["bias"], self.code[k + 1], relu_output)
+                d = self.dx[k]
+                k -= 1
+                continue
             if isinstance(layer, Conv2D):
                 grads = model._layer_grads[step.index]
                 _core._lanes_conv2d_backward(d, caches[k], layer.weight, step.relu_input, self.dx[k],
                                              grads["weight"], grads["bias"])
             else:
-                _core._lanes_maxpool2x2_backward(d, self.code[k], self.out[k] if step.relu_input else None,
-                                                 self.dx[k])
+                _core._lanes_maxpool2x2_backward(d, self.code[k], relu_output, self.dx[k])
             d = self.dx[k]
+            k -= 1

@@ -117,20 +117,30 @@ bool lanes_unpack(T* flat,          // [N][E]
                   const T* lanes,   // [B][E][V]
                   int64_t N, int64_t E, int64_t V);
 
+// With code, the output goes through a 2x2 / stride-2 max-pool on the way out (as
+// lanes_maxpool2x2_forward would, bit for bit): y and code are then the pool's output and codes,
+// and the convolution's own output is never stored.
 template <typename T>
-bool lanes_conv2d_forward(T* y,        // [B][O][OH][OW][V]
-                          const T* x,  // [B][C][H][W][V]
-                          const T* w,  // [O, C, KH, KW]
-                          const T* b,  // [O] or nullptr
+bool lanes_conv2d_forward(T* y,                               // [B][O][OH][OW][V], pooled [B][O][OH/2][OW/2][V]
+                          typename LaneCode<T>::type* code,   // nullptr, or pooled [B][O][OH/2][OW/2][V]
+                          const T* x,                         // [B][C][H][W][V]
+                          const T* w,                         // [O, C, KH, KW]
+                          const T* b,                         // [O] or nullptr
                           const Conv2dDims& d, bool relu, int64_t V);   // d.N counts blocks here
 
+// With code, dy is the gradient at the output of a 2x2 / stride-2 max-pool over this convolution
+// (relu_y: that pool's output, when a ReLU sits between them), taken back through the pool a block
+// at a time: the full-size gradient never exists for the whole batch. dx comes out bit for bit as
+// after lanes_maxpool2x2_backward; dw and db may differ in the last bits (summed block by block).
 template <typename T>
-bool lanes_conv2d_backward(T* dx,        // [B][C][H][W][V] or nullptr
-                           T* dw,        // [O, C, KH, KW]
-                           T* db,        // [O]
-                           const T* dy,  // [B][O][OH][OW][V]
-                           const T* x,   // [B][C][H][W][V]
-                           const T* w,   // [O, C, KH, KW]
+bool lanes_conv2d_backward(T* dx,                                     // [B][C][H][W][V] or nullptr
+                           T* dw,                                     // [O, C, KH, KW]
+                           T* db,                                     // [O]
+                           const T* dy,                               // [B][O][OH][OW][V], pooled [..][OH/2][OW/2][V]
+                           const typename LaneCode<T>::type* code,    // nullptr, or pooled [B][O][OH/2][OW/2][V]
+                           const T* relu_y,                           // nullptr, or pooled [B][O][OH/2][OW/2][V]
+                           const T* x,                                // [B][C][H][W][V]
+                           const T* w,                                // [O, C, KH, KW]
                            const Conv2dDims& d, bool relu_input, int64_t V);
 
 template <typename T>

@@ -107,7 +107,9 @@ struct LaneConvArgs {   // stride 1, no padding; wp is w as [C][KH][KW][O]
     const T* wp;
     const T* bias;
     bool relu;
-    T* y;
+    T* y;                               // [B][O][OH][OW] lanes, or with code the pooled [B][O][OH/2][OW/2]
+    typename LaneCode<T>::type* code;   // nullptr, or 2x2-pool the output: the pooled y's window codes
+    T* rows;                            // with code: scratch for two output rows, [O][2][OW] lanes
 };
 
 template <typename T>
