@@ -170,19 +170,6 @@ py::array_t<T> output(const py::handle& obj, const char* name, const std::vector
 
 std::vector<py::ssize_t> dims(std::initializer_list<int64_t> v) { return std::vector<py::ssize_t>(v.begin(), v.end()); }
 
-// Smallest and largest of n integers: a reduction the compiler vectorises (validation of index
-// arrays runs on every backward step, with the GIL held).
-template <typename I>
-void min_max(const I* v, int64_t n, int64_t& lo, int64_t& hi) {
-    I a = n ? v[0] : 0, b = a;
-    for (int64_t i = 0; i < n; ++i) {
-        a = v[i] < a ? v[i] : a;
-        b = v[i] > b ? v[i] : b;
-    }
-    lo = a;
-    hi = b;
-}
-
 template <typename F>
 auto dispatch(DType dt, F&& f) {
     if (dt == DType::F32) return f(float{});
@@ -376,18 +363,6 @@ py::array maxpool2d_backward_py(const py::handle& dy_obj, const py::handle& idx_
     const int64_t HW = checked_product({d.H, d.W}, "x_shape's plane");
     checked_product({d.N, d.C, d.H, d.W}, "x_shape");
     auto ic = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(idx);
-    {
-        const int64_t* ip = ic.data();
-        const int64_t count = (int64_t)ic.size();
-        int64_t lo, hi;
-        min_max(ip, count, lo, hi);   // a vectorised pass; the slow search only when something is off
-        if (lo < 0 || hi >= HW)
-            for (int64_t i = 0; i < count; ++i)
-                if (ip[i] < 0 || ip[i] >= HW)
-                    value_error("indices holds " + std::to_string(ip[i]) + " at flat position " + std::to_string(i) +
-                                ", outside the plane [0, H*W = " + std::to_string(HW) + ") of x_shape " +
-                                std::string(py::str(shape_obj)));
-    }
     py::array relu_y;
     const bool has_relu = !relu_obj.is_none();
     if (has_relu) {
@@ -410,9 +385,19 @@ py::array maxpool2d_backward_py(const py::handle& dy_obj, const py::handle& idx_
             py::gil_scoped_release nogil;
             outside = maxpool2d_backward<T>(dxp, dyc.data(), ic.data(), ryp, d);
         }
-        if (outside)
+        // The kernel checks every index as it uses it (no separate pass over them); the slow
+        // search for the first bad one only runs to explain an error.
+        if (outside) {
+            const std::string left = out_obj.is_none() ? "" : "; out holds an incomplete result";
+            const int64_t* ip = ic.data();
+            for (int64_t i = 0; i < (int64_t)ic.size(); ++i)
+                if (ip[i] < 0 || ip[i] >= HW)
+                    value_error("indices holds " + std::to_string(ip[i]) + " at flat position " + std::to_string(i) +
+                                ", outside the plane [0, H*W = " + std::to_string(HW) + ") of x_shape " +
+                                std::string(py::str(shape_obj)) + left);
             value_error("indices changed while maxpool2d_backward ran (another thread?): " + std::to_string(outside) +
-                        " fell outside the plane and were skipped; the result is incomplete");
+                        " fell outside the plane and were skipped" + left);
+        }
         return std::move(dx);
     });
 }
@@ -726,12 +711,16 @@ void check_code(const py::array& code, const char* name, DType dt, bool writeabl
                    std::string(py::str(code_dtype(dt))));
 }
 
-void check_code_values(const py::array& code, const char* name, DType dt) {   // the kernels trust them
-    int64_t lo, hi;
-    if (dt == DType::F32) min_max(static_cast<const int32_t*>(code.data()), code.size(), lo, hi);
-    else min_max(static_cast<const int64_t*>(code.data()), code.size(), lo, hi);
-    if (lo < 0 || hi > 3)
-        value_error(std::string(name) + " holds " + std::to_string(lo < 0 ? lo : hi) + ", not a 2x2 window place");
+// The lane kernels count codes outside 0..3 as they read them (such a window passes no gradient);
+// the search for one to name runs only then.
+template <typename C>
+void explain_bad_code(const py::array& code, const char* name) {
+    const C* c = static_cast<const C*>(code.data());
+    for (int64_t i = 0; i < (int64_t)code.size(); ++i)
+        if (c[i] < 0 || c[i] > 3)
+            value_error(std::string(name) + " holds " + std::to_string(c[i]) + " at flat position " + std::to_string(i) +
+                        ", not a 2x2 window place (0..3); the gradients are incomplete");
+    value_error(std::string(name) + " changed during the call (another thread?); the gradients are incomplete");
 }
 
 Conv2dDims lane_conv_dims(const py::array& x, const py::array& w) {
@@ -844,7 +833,6 @@ void lanes_conv_backward_py(const py::handle& dy_obj, const py::handle& x_obj, c
     if (has_relu) check_no_overlap({{&ry, "relu_output"}, {&dw, "dw_out"}, {&db, "db_out"}});
     if (pooled && has_dx) check_no_overlap({{&dx, "dx_out"}, {&code, "code"}});
     if (has_relu && has_dx) check_no_overlap({{&dx, "dx_out"}, {&ry, "relu_output"}});
-    if (pooled) check_code_values(code, "code", dt);
     dispatch_lanes(dt, [&](auto tag) {
         using T = decltype(tag);
         using C = typename LaneCode<T>::type;
@@ -856,8 +844,14 @@ void lanes_conv_backward_py(const py::handle& dy_obj, const py::handle& x_obj, c
         const C* cp = pooled ? static_cast<const C*>(code.data()) : nullptr;
         const T* rp = has_relu ? static_cast<const T*>(ry.data()) : nullptr;
         const T* xp = static_cast<const T*>(x.data());
-        py::gil_scoped_release nogil;
-        return lanes_conv2d_backward<T>(dxp, dwp, dbp, dyp, cp, rp, xp, wc.data(), d, relu_input, x.shape(4)) ? 0 : 1;
+        int64_t bad = 0;
+        bool done;
+        {
+            py::gil_scoped_release nogil;
+            done = lanes_conv2d_backward<T>(dxp, dwp, dbp, &bad, dyp, cp, rp, xp, wc.data(), d, relu_input, x.shape(4));
+        }
+        if (bad) explain_bad_code<C>(code, "code");
+        return done ? 0 : 1;
     });
 }
 
@@ -904,7 +898,6 @@ void lanes_pool_backward_py(const py::handle& dy_obj, const py::handle& code_obj
         check_lanes(ry, "relu_output", dt, "dy");
         check_same_shape(dy, "dy", ry, "relu_output");
     }
-    check_code_values(code, "code", dt);
     check_no_overlap({{&out, "out"}, {&dy, "dy"}, {&code, "code"}});
     if (has_relu) check_no_overlap({{&out, "out"}, {&ry, "relu_output"}});
     Pool2dDims d{out.shape(0), out.shape(1), out.shape(2), out.shape(3), 2, 2, 2, 2, dy.shape(2), dy.shape(3)};
@@ -915,8 +908,14 @@ void lanes_pool_backward_py(const py::handle& dy_obj, const py::handle& code_obj
         const C* cp = static_cast<const C*>(code.data());
         const T* rp = has_relu ? static_cast<const T*>(ry.data()) : nullptr;
         T* dxp = static_cast<T*>(out.mutable_data());
-        py::gil_scoped_release nogil;
-        return lanes_maxpool2x2_backward<T>(dxp, dyp, cp, rp, d, dy.shape(4)) ? 0 : 1;
+        int64_t bad = 0;
+        bool done;
+        {
+            py::gil_scoped_release nogil;
+            done = lanes_maxpool2x2_backward<T>(dxp, &bad, dyp, cp, rp, d, dy.shape(4));
+        }
+        if (bad) explain_bad_code<C>(code, "code");
+        return done ? 0 : 1;
     });
 }
 

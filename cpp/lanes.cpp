@@ -69,7 +69,7 @@ bool lanes_conv2d_forward(T* y, typename LaneCode<T>::type* code, const T* x, co
 }
 
 template <typename T>
-bool lanes_conv2d_backward(T* dx, T* dw, T* db, const T* dy, const typename LaneCode<T>::type* code,
+bool lanes_conv2d_backward(T* dx, T* dw, T* db, int64_t* bad_codes, const T* dy, const typename LaneCode<T>::type* code,
                            const T* relu_y, const T* x, const T* w, const Conv2dDims& d, bool relu_input, int64_t V) {
     const IsaKernels& kern = isa();
     if (kern.lanes<T>() != V) return false;
@@ -94,7 +94,8 @@ bool lanes_conv2d_backward(T* dx, T* dw, T* db, const T* dy, const typename Lane
     for (int64_t c = 0, k = 0; c < d.C; ++c)
         for (int64_t kh = 0; kh < d.KH; ++kh)
             for (int64_t kw = 0; kw < d.KW; ++kw, ++k) toff[k] = ((c * d.H + kh) * d.W + kw) * V;
-#pragma omp parallel num_threads(teams)
+    int64_t bad = 0;
+#pragma omp parallel num_threads(teams) reduction(+ : bad)
     {
         const int t = thread_index(), ran = team_threads();
         const Range r = range_of(d.N, ran, t);
@@ -117,7 +118,7 @@ bool lanes_conv2d_backward(T* dx, T* dw, T* db, const T* dy, const typename Lane
             const int64_t pooled = d.O * (d.OH / 2) * (d.OW / 2) * V;
             for (int64_t b = r.begin; b < r.end; ++b) {
                 kern.lane_unpool(LaneUnpoolArgs<T>{d.O, d.OH, d.OW, d.OH / 2, d.OW / 2, dy + b * pooled, code + b * pooled,
-                                                   relu_y ? relu_y + b * pooled : nullptr, grad});
+                                                   relu_y ? relu_y + b * pooled : nullptr, grad, &bad});
                 run(b, b + 1, grad);
             }
         }
@@ -130,6 +131,7 @@ bool lanes_conv2d_backward(T* dx, T* dw, T* db, const T* dy, const typename Lane
             else if (db) db[e - d.O * K] = s;
         }
     }
+    *bad_codes = bad;
     return true;
 }
 
@@ -149,19 +151,21 @@ bool lanes_maxpool2x2_forward(T* y, typename LaneCode<T>::type* code, const T* x
 }
 
 template <typename T>
-bool lanes_maxpool2x2_backward(T* dx, const T* dy, const typename LaneCode<T>::type* code, const T* relu_y,
-                               const Pool2dDims& d, int64_t V) {
+bool lanes_maxpool2x2_backward(T* dx, int64_t* bad_codes, const T* dy, const typename LaneCode<T>::type* code,
+                               const T* relu_y, const Pool2dDims& d, int64_t V) {
     const IsaKernels& kern = isa();
     if (kern.lanes<T>() != V) return false;
     const int64_t planes = d.N * d.C, out = d.OH * d.OW * V;
     const int teams = team_for(planes / 8 + 1);
-#pragma omp parallel num_threads(teams)
+    int64_t bad = 0;
+#pragma omp parallel num_threads(teams) reduction(+ : bad)
     {
         const Range r = range_of(planes, team_threads(), thread_index());
         kern.lane_unpool(LaneUnpoolArgs<T>{r.end - r.begin, d.H, d.W, d.OH, d.OW, dy + r.begin * out,
                                            code + r.begin * out, relu_y ? relu_y + r.begin * out : nullptr,
-                                           dx + r.begin * d.H * d.W * V});
+                                           dx + r.begin * d.H * d.W * V, &bad});
     }
+    *bad_codes = bad;
     return true;
 }
 
@@ -171,12 +175,12 @@ bool lanes_maxpool2x2_backward(T* dx, const T* dy, const typename LaneCode<T>::t
     template bool lanes_unpack<T>(T*, const T*, int64_t, int64_t, int64_t);                              \
     template bool lanes_conv2d_forward<T>(T*, typename LaneCode<T>::type*, const T*, const T*, const T*,     \
                                           const Conv2dDims&, bool, int64_t);                             \
-    template bool lanes_conv2d_backward<T>(T*, T*, T*, const T*, const typename LaneCode<T>::type*, const T*, \
-                                           const T*, const T*, const Conv2dDims&, bool, int64_t);        \
+    template bool lanes_conv2d_backward<T>(T*, T*, T*, int64_t*, const T*, const typename LaneCode<T>::type*,  \
+                                           const T*, const T*, const T*, const Conv2dDims&, bool, int64_t); \
     template bool lanes_maxpool2x2_forward<T>(T*, typename LaneCode<T>::type*, const T*, const Pool2dDims&,    \
                                               int64_t);                                                  \
-    template bool lanes_maxpool2x2_backward<T>(T*, const T*, const typename LaneCode<T>::type*, const T*,      \
-                                               const Pool2dDims&, int64_t);
+    template bool lanes_maxpool2x2_backward<T>(T*, int64_t*, const T*, const typename LaneCode<T>::type*,      \
+                                               const T*, const Pool2dDims&, int64_t);
 MAQUETA_INSTANTIATE(float)
 MAQUETA_INSTANTIATE(double)
 

@@ -136,6 +136,7 @@ template <typename T>
 bool lanes_conv2d_backward(T* dx,                                     // [B][C][H][W][V] or nullptr
                            T* dw,                                     // [O, C, KH, KW]
                            T* db,                                     // [O]
+                           int64_t* bad_codes,                        // [1]: > 0 if a code lies outside 0..3
                            const T* dy,                               // [B][O][OH][OW][V], pooled [..][OH/2][OW/2][V]
                            const typename LaneCode<T>::type* code,    // nullptr, or pooled [B][O][OH/2][OW/2][V]
                            const T* relu_y,                           // nullptr, or pooled [B][O][OH/2][OW/2][V]
@@ -149,10 +150,12 @@ bool lanes_maxpool2x2_forward(T* y,                             // [B][C][OH][OW
                               const T* x,                       // [B][C][H][W][V]
                               const Pool2dDims& d, int64_t V);  // d.N counts blocks here
 
+// A code outside 0..3 passes no gradient; *bad_codes > 0 reports one (from lanes_conv2d_backward too).
 template <typename T>
 bool lanes_maxpool2x2_backward(T* dx,                                  // [B][C][H][W][V]
+                               int64_t* bad_codes,                     // [1]
                                const T* dy,                            // [B][C][OH][OW][V]
-                               const typename LaneCode<T>::type* code,
+                               const typename LaneCode<T>::type* code, // [B][C][OH][OW][V]
                                const T* relu_y,                        // [B][C][OH][OW][V] or nullptr
                                const Pool2dDims& d, int64_t V);
 

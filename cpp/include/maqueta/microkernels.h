@@ -146,6 +146,7 @@ struct LaneUnpoolArgs {
     const typename LaneCode<T>::type* code;
     const T* relu_y;
     T* dx;
+    int64_t* bad;   // incremented when some code lies outside 0..3 (such a window passes no gradient)
 };
 
 template <typename T>
