@@ -197,6 +197,42 @@ def main():
                                                                          False, it)) if torch is not None else None,
                 None)
 
+    # What LeNet-5 training runs: each convolution with its 2x2 pool inside, both ways (the forward
+    # stores only the pooled output and its codes; the backward takes the gradient at the pool's
+    # output), against PyTorch's convolution and max-pool pair. FLOPs count the convolution only.
+    for (name, xs, (o, kh, kw), stride, padding), (pool_name, _) in zip(CONVS[:4], POOLS):
+        n, pair = xs[0], name.split()[0] + "+" + pool_name
+        x = np.maximum(rng.standard_normal(xs).astype(np.float32), 0)
+        w = rng.standard_normal((o, xs[1], kh, kw)).astype(np.float32) * 0.1
+        b = rng.standard_normal(o).astype(np.float32)
+        full = ops.conv2d_forward(x, w, b)
+        pooled, idx = ops.maxpool2d_forward(full, 2)
+        gp = rng.standard_normal(pooled.shape).astype(np.float32)
+        xl, gl, yl = packed(x), packed(gp), to_lanes(pooled)
+        code = np.empty(yl.shape, np.int32)
+        dxl, dw, db = to_lanes(x), np.empty_like(w), np.empty_like(b)
+        _core._lanes_conv2d_forward(xl, w, b, False, yl, code)
+        check(f"{pair} lanes", unpacked(yl, n), pooled)
+        need_dx = name.startswith("conv2")
+        _core._lanes_conv2d_backward(gl, xl, w, False, dxl if need_dx else None, dw, db, code)
+        want = ops.conv2d_backward(ops.maxpool2d_backward(gp, idx, full.shape), x, w, need_dx=need_dx)
+        check(f"{pair} lanes", (unpacked(dxl, n) if need_dx else None, dw, db), want)
+        flops = 2.0 * full.size * xs[1] * kh * kw
+        if torch is not None:
+            xt, wt, bt, gt = (torch.from_numpy(a) for a in (x, w, b, gp))
+            full_t = F.conv2d(xt, wt, bt)
+            it = torch.ops.aten.max_pool2d_with_indices(full_t, [2, 2], [2, 2])[1]
+            mask = [need_dx, True, True]
+            pair_fwd = lambda: torch.ops.aten.max_pool2d_with_indices(F.conv2d(xt, wt, bt), [2, 2], [2, 2])
+            pair_bwd = lambda mask=mask, full_t=full_t, it=it: torch.ops.aten.convolution_backward(
+                torch.ops.aten.max_pool2d_with_indices_backward(gt, full_t, [2, 2], [2, 2], [0, 0], [1, 1], False, it),
+                xt, wt, [o], [1, 1], [0, 0], [1, 1], False, [0, 0], 1, mask)
+        measure(f"{pair} forward, lanes", flops, lambda: _core._lanes_conv2d_forward(xl, w, b, False, yl, code),
+                pair_fwd if torch is not None else None, None)
+        measure(f"{pair} backward {'dx+dw+db' if need_dx else 'dw+db'}, lanes", flops * (2 if need_dx else 1),
+                lambda: _core._lanes_conv2d_backward(gl, xl, w, False, dxl if need_dx else None, dw, db, code),
+                pair_bwd if torch is not None else None, None)
+
     size = mq.models.lenet5().count_params()
     p, g = rng.standard_normal(size).astype(np.float32), rng.standard_normal(size).astype(np.float32)
     m, v = np.zeros_like(p), np.zeros_like(p)
