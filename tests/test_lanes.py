@@ -36,7 +36,9 @@ def test_pack_round_trip(n, dtype, each_isa, rng):
 
 
 CONVS = [(33, 1, 32, 32, 6, 5, 5), (20, 6, 14, 14, 16, 5, 5), (16, 3, 9, 7, 5, 3, 2), (5, 2, 4, 4, 7, 4, 4),
-         (18, 4, 6, 11, 3, 1, 1)]  # N, C, H, W, O, KH, KW
+         (18, 4, 6, 11, 3, 1, 1), (19, 7, 8, 13, 5, 2, 3), (3, 8, 6, 5, 2, 3, 5)]
+# N, C, H, W, O, KH, KW: dx has its own kernels for KW = 5 and 3 (channel and pixel tiles of every
+# size), the general one for the rest
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
