@@ -737,6 +737,21 @@ Conv2dDims lane_conv_dims(const py::array& x, const py::array& w) {
     return d;
 }
 
+// The codes of a 2x2 pool over the convolution d: `pooled` (named pooled_name) must have the pool's
+// output shape and the codes its shape and dtype.
+py::array pool_codes(const Conv2dDims& d, const py::array& x, const py::array& w, const py::array& pooled,
+                     const char* pooled_name, const py::handle& code_obj, const char* code_name, DType dt,
+                     bool writeable) {
+    if (d.OH < 2 || d.OW < 2)
+        value_error("the convolution's output (" + std::to_string(d.OH) + "x" + std::to_string(d.OW) +
+                    ") is smaller than a 2x2 window: x " + shape_str(x) + ", w " + shape_str(w));
+    same_dims(pooled, pooled_name, {d.N, d.O, d.OH / 2, d.OW / 2});
+    py::array code = as_ndarray(code_obj, code_name);
+    check_code(code, code_name, dt, writeable);
+    check_same_shape(pooled, pooled_name, code, code_name);
+    return code;
+}
+
 void lanes_conv_forward_py(const py::handle& x_obj, const py::handle& w_obj, const py::handle& b_obj, bool relu,
                            const py::handle& out_obj, const py::handle& code_obj) {
     py::array x = as_ndarray(x_obj, "x");
@@ -750,13 +765,7 @@ void lanes_conv_forward_py(const py::handle& x_obj, const py::handle& w_obj, con
     py::array code;
     const bool pooled = !code_obj.is_none();
     if (pooled) {   // out and code_out are the 2x2 pool of the convolution's output
-        if (d.OH < 2 || d.OW < 2)
-            value_error("the convolution's output (" + std::to_string(d.OH) + "x" + std::to_string(d.OW) +
-                        ") is smaller than a 2x2 window: x " + shape_str(x) + ", w " + shape_str(w));
-        same_dims(out, "out", {d.N, d.O, d.OH / 2, d.OW / 2});
-        code = as_ndarray(code_obj, "code_out");
-        check_code(code, "code_out", dt, true);
-        check_same_shape(out, "out", code, "code_out");
+        code = pool_codes(d, x, w, out, "out", code_obj, "code_out", dt, true);
     } else {
         same_dims(out, "out", {d.N, d.O, d.OH, d.OW});
     }
@@ -799,13 +808,7 @@ void lanes_conv_backward_py(const py::handle& dy_obj, const py::handle& x_obj, c
     const bool pooled = !code_obj.is_none(), has_relu = !relu_obj.is_none();
     if (has_relu && !pooled) value_error("relu_output is the output of a pool and needs its code");
     if (pooled) {   // dy is the gradient at the 2x2 pool of the convolution's output
-        if (d.OH < 2 || d.OW < 2)
-            value_error("the convolution's output (" + std::to_string(d.OH) + "x" + std::to_string(d.OW) +
-                        ") is smaller than a 2x2 window: x " + shape_str(x) + ", w " + shape_str(w));
-        same_dims(dy, "dy", {d.N, d.O, d.OH / 2, d.OW / 2});
-        code = as_ndarray(code_obj, "code");
-        check_code(code, "code", dt, false);
-        check_same_shape(dy, "dy", code, "code");
+        code = pool_codes(d, x, w, dy, "dy", code_obj, "code", dt, false);
         if (has_relu) {
             ry = as_ndarray(relu_obj, "relu_output");
             check_lanes(ry, "relu_output", dt, "dy");
