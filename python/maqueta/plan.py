@@ -133,8 +133,8 @@ class LaneSegment:
         lanes = lambda shape: np.empty((blocks, *shape, width), model.dtype)
         kinds = [model.layers[step.index] for step in self.steps]
         # pooled[k]: step k is a convolution whose kernel also runs step k + 1's pool
-        self.pooled = [self.fuse_pools and isinstance(kinds[k], Conv2D) and k + 1 < len(kinds) and isinstance(kinds[k + 1], MaxPool2D)
-                       for k in range(len(kinds))]
+        self.pooled = [self.fuse_pools and isinstance(kinds[k], Conv2D) and isinstance(kinds[k + 1], MaxPool2D)
+                       for k in range(len(kinds) - 1)] + [False]
         self.input = lanes(model.input_shape)
         self.out, self.code, self.dx = [], [], []
         for k, step in enumerate(self.steps):
