@@ -168,7 +168,8 @@ void conv2d_forward_pixel(T* y, const T* x, const T* w, const T* b, const Conv2d
     const int teams = team_size(d.N);
     Layout shared, mine;
     const Slot at_wt = shared.add<T>(K * OP), at_boff = shared.add<int64_t>(K);
-    const Slot at_img = mine.add<T>(d.C * Hp * Wp + L), at_rows = mine.add<const T*>(P);
+    const bool padded = d.PH > 0 || d.PW > 0;
+    const Slot at_img = mine.add<T>(padded ? d.C * Hp * Wp : 0), at_rows = mine.add<const T*>(P);
     unsigned char* ws = static_cast<unsigned char*>(Workspace::get(Layout::total(shared, teams, mine)));
     T* wt = carve<T>(ws, at_wt);
     int64_t* boff = carve<int64_t>(ws, at_boff);
@@ -184,14 +185,18 @@ void conv2d_forward_pixel(T* y, const T* x, const T* w, const T* b, const Conv2d
         unsigned char* own = ws + shared.size() + thread_index() * mine.size();
         T* img = carve<T>(own, at_img);
         const T** rows = carve<const T*>(own, at_rows);
-        for (int64_t oh = 0, p = 0; oh < d.OH; ++oh)
-            for (int64_t ow = 0; ow < d.OW; ++ow, ++p) rows[p] = img + oh * d.SH * Wp + ow * d.SW;
 #pragma omp for schedule(static)
         for (int64_t n = 0; n < d.N; ++n) {
-            pad_image(img, x + n * d.C * d.H * d.W, d, L);
+            // The kernel reads single values inside the image, so an unpadded one is read in place.
+            const T* xn = x + n * d.C * d.H * d.W;
+            if (padded) pad_image(img, xn, d, 0);
+            const T* src = padded ? img : xn;
+            for (int64_t oh = 0, p = 0; oh < d.OH; ++oh)
+                for (int64_t ow = 0; ow < d.OW; ++ow, ++p) rows[p] = src + oh * d.SH * Wp + ow * d.SW;
             BcastArgs<T> g{P, d.O, K, rows, boff, 0, wt, OP, OP, y + n * d.O * P, 1, P};
             g.bias = b;
             g.relu = relu;
+            g.run = d.SW == 1 ? d.OW : 0;
             kern.bcast(g);
         }
     }

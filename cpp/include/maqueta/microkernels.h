@@ -93,6 +93,11 @@ struct BcastArgs {
     const T* bias = nullptr;
     bool relu = false;
     int64_t batch = 1, a_batch = 0, b_batch = 0;
+    // run > 0: the rows come in runs of `run` (M a multiple of it) inside which arows[i + 1] is
+    // arows[i] + 1, as the pixels of one output row of a stride-1 convolution. Tiles then stay
+    // inside a run and read through its first pointer: one register for the whole tile, so a tile
+    // can hold more rows.
+    int64_t run = 0;
 };
 
 // Batch-lane kernels (lanes.inc): tensors stored [B][C][H][W][V], V images per vector.
