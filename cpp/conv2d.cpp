@@ -28,6 +28,17 @@
 namespace maqueta {
 namespace {
 
+// dst[0 .. n) = src[0 .. n) for the short rows copied per image (hundreds of a few dozen values):
+// a call to memcpy each cost more than the copy (16% of conv1's backward). GCC would turn this loop
+// back into that call, hence the attribute.
+template <typename T>
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+#endif
+inline void copy_row(T* __restrict dst, const T* __restrict src, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
+}
+
 // Pack A (M x K, element a(i, k)) into MR-row panels laid out [K][mr] (see RowsArgs).
 template <typename T, typename F>
 void pack_panels(T* dst, int64_t M, int64_t K, int MR, F a) {
@@ -52,7 +63,7 @@ void pad_image(T* xp, const T* x, const Conv2dDims& d, int64_t slack) {
             for (int64_t h = 0; h < d.H; ++h) {
                 T* row = plane + (h + d.PH) * Wp;
                 std::fill(row, row + d.PW, T(0));
-                std::memcpy(row + d.PW, x + (c * d.H + h) * d.W, sizeof(T) * d.W);
+                copy_row(row + d.PW, x + (c * d.H + h) * d.W, d.W);
                 std::fill(row + d.PW + d.W, row + Wp, T(0));
             }
             std::fill(plane + (d.PH + d.H) * Wp, plane + Hp * Wp, T(0));
@@ -84,7 +95,7 @@ void im2col(T* col, const T* x, const Conv2dDims& d, int64_t ldcol) {
                         const int64_t lo = std::min(d.OW, std::max<int64_t>(0, d.PW - kw));
                         const int64_t hi = std::max(lo, std::min(d.OW, d.W + d.PW - kw));
                         std::fill(out, out + lo, T(0));
-                        std::memcpy(out + lo, in + lo - d.PW + kw, sizeof(T) * (hi - lo));
+                        copy_row(out + lo, in + lo - d.PW + kw, hi - lo);
                         std::fill(out + hi, out + d.OW, T(0));
                         ow = d.OW;
                     }
@@ -418,7 +429,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
                     pad_image(img, xn, d, NR);
                     for (int64_t o = 0; o < d.O; ++o)
                         for (int64_t oh = 0; oh < d.OH; ++oh)
-                            std::memcpy(dya + o * Qpad + oh * Wp, dyn + (o * d.OH + oh) * d.OW, sizeof(T) * d.OW);
+                            copy_row(dya + o * Qpad + oh * Wp, dyn + (o * d.OH + oh) * d.OW, d.OW);
                 } else {
                     im2col(img, xn, d, Qpad);
                     std::fill(img + K * Qpad, img + K * Qpad + NR, T(0));
@@ -452,28 +463,28 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
                 T* dxn = dx + (n0 + i) * d.C * d.H * d.W;
                 if (direct_dx) {
                     // dyq[o][a][b] = dy[o][a + PH - (KH-1)][b + PW - (KW-1)], zero outside
+                    // (each dy row lands as one run: ow from lo to hi, at column ow + shift)
                     std::fill(dxa, dxa + dxa_len, T(0));
+                    const int64_t shift = d.KW - 1 - d.PW;
+                    const int64_t lo = std::max<int64_t>(0, -shift), hi = std::min(d.OW, WQ - shift);
                     for (int64_t o = 0; o < d.O; ++o)
                         for (int64_t oh = 0; oh < d.OH; ++oh) {
                             const int64_t a = oh - d.PH + d.KH - 1;
-                            if (a < 0 || a >= HQ) continue;
-                            for (int64_t ow = 0; ow < d.OW; ++ow) {
-                                const int64_t bcol = ow - d.PW + d.KW - 1;
-                                if (bcol >= 0 && bcol < WQ) dxa[(o * HQ + a) * WQ + bcol] = dyn[(o * d.OH + oh) * d.OW + ow];
-                            }
+                            if (a < 0 || a >= HQ || lo >= hi) continue;
+                            copy_row(dxa + (o * HQ + a) * WQ + shift + lo, dyn + (o * d.OH + oh) * d.OW + lo, hi - lo);
                         }
                     const int64_t ldc = d.H * WQ;
                     kern.rows(RowsArgs<T>{d.C, (d.H - 1) * WQ + d.W, K2, a2, dxa, boff2, 0, true, dxb, ldc});
                     for (int64_t c = 0; c < d.C; ++c)
                         for (int64_t h = 0; h < d.H; ++h)
-                            std::memcpy(dxn + (c * d.H + h) * d.W, dxb + c * ldc + h * WQ, sizeof(T) * d.W);
+                            copy_row(dxn + (c * d.H + h) * d.W, dxb + c * ldc + h * WQ, d.W);
                 } else if (wide_dx) {
                     // dcol = W^T dy on the wide grid (zero in the dropped columns, so the runs add
                     // nothing where they wrap), then each tap's run adds onto the padded dx
                     std::fill(dxa, dxa + dxa_len, T(0));
                     for (int64_t o = 0; o < d.O; ++o)
                         for (int64_t oh = 0; oh < d.OH; ++oh)
-                            std::memcpy(dxa + o * NW + oh * Wp, dyn + (o * d.OH + oh) * d.OW, sizeof(T) * d.OW);
+                            copy_row(dxa + o * NW + oh * Wp, dyn + (o * d.OH + oh) * d.OW, d.OW);
                     const int64_t NQ = (d.OH - 1) * Wp + d.OW;
                     T* dxp = dxb;
                     T* target = (d.PH == 0 && d.PW == 0) ? dxn : dxp;
@@ -484,7 +495,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
                     if (target == dxp)
                         for (int64_t c = 0; c < d.C; ++c)
                             for (int64_t h = 0; h < d.H; ++h)
-                                std::memcpy(dxn + (c * d.H + h) * d.W, dxp + (c * Hp + h + d.PH) * Wp + d.PW, sizeof(T) * d.W);
+                                copy_row(dxn + (c * d.H + h) * d.W, dxp + (c * Hp + h + d.PH) * Wp + d.PW, d.W);
                 } else {
                     // dcol = W^T dy, then each tap's column adds back onto the pixel it came from
                     std::memcpy(dxa, dyn, sizeof(T) * d.O * P);
