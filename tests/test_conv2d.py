@@ -26,6 +26,7 @@ SHAPES = [
     (1, 1, 1, 1, 1, 1, 1, 1, 0),          # the smallest convolution
     (2, 3, 3, 3, 2, 5, 5, 1, 1),          # kernel larger than the image, fits the padding
     (9, 2, 6, 5, 3, 2, 3, 3, 1),          # stride 3, odd batch
+    (2, 2, 20, 21, 32, 3, 3, 1, 0),       # two channels: dx's GEMM has two rows, over 128 columns
 ]
 
 
