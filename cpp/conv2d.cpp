@@ -29,12 +29,10 @@ namespace maqueta {
 namespace {
 
 // dst[0 .. n) = src[0 .. n) for the short rows copied per image (hundreds of a few dozen values):
-// a call to memcpy each cost more than the copy (16% of conv1's backward). GCC would turn this loop
-// back into that call, hence the attribute.
+// a call to memcpy each cost more than the copy (16% of conv1's backward). This file is built
+// with -fno-tree-loop-distribute-patterns (CMakeLists.txt), or GCC would turn the loop back into
+// that call.
 template <typename T>
-#if defined(__GNUC__) && !defined(__clang__)
-__attribute__((optimize("no-tree-loop-distribute-patterns")))
-#endif
 inline void copy_row(T* __restrict dst, const T* __restrict src, int64_t n) {
     for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
 }
