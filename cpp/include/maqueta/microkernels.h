@@ -94,9 +94,9 @@ struct BcastArgs {
     bool relu = false;
     int64_t batch = 1, a_batch = 0, b_batch = 0;
     // run > 0: the rows come in runs of `run` (M a multiple of it) inside which arows[i + 1] is
-    // arows[i] + 1, as the pixels of one output row of a stride-1 convolution. Tiles then stay
-    // inside a run and read through its first pointer: one register for the whole tile, so a tile
-    // can hold more rows.
+    // arows[i] + 1, as the pixels of one output row of a stride-1 convolution. A tile then holds
+    // one run (or part of one), or two whole short runs, and reads each through its first pointer:
+    // one register per run, so a tile can hold more rows.
     int64_t run = 0;
 };
 
