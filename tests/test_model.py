@@ -365,3 +365,68 @@ def test_inference_keeps_no_state_on_layers():
     model.fit(X, y, verbose=0)
     for layer, attrs in zip(model.layers, before):
         assert set(vars(layer)) == set(attrs)
+
+
+def test_same_layer_twice_is_refused():
+    relu = mq.ReLU()
+    with pytest.raises(ValueError, match="layer 3 .* same object as an earlier layer"):
+        mq.Sequential([mq.Dense(4, 4), relu, mq.Dense(4, 4), relu, mq.Dense(4, 2)])
+    mq.Sequential([mq.Dense(4, 2), relu])   # still free for a corrected model
+
+
+def test_refused_fit_changes_nothing():
+    model = mq.Sequential([mq.Dense(4, 3)], seed=0)
+    X, y = np.ones((10, 4), np.float32), np.array([5, 7, 9] * 3 + [5])
+    before = model.get_flat_parameters().copy()
+    with pytest.raises(ValueError, match="validation_split"):
+        model.fit(X, y, validation_split=1.5, verbose=0)
+    with pytest.raises(TypeError, match="callbacks"):
+        model.fit(X, y, callbacks=[object()], verbose=0)
+    assert model.classes_ is None and model.optimizer is None
+    np.testing.assert_array_equal(model.get_flat_parameters(), before)
+    model.fit(X, np.array([0, 1, 2] * 3 + [0]), verbose=0)   # other labels are fine: nothing was learned
+    np.testing.assert_array_equal(model.classes_, [0, 1, 2])
+
+
+def test_second_input_size_is_refused_before_any_kernel():
+    model = mq.Sequential([mq.Conv2D(1, 2, 3), mq.ReLU(), mq.MaxPool2D(2)])
+    model(np.zeros((2, 1, 8, 8), np.float32))
+    with pytest.raises(ValueError, match=r"takes samples of shape \(N, 1, 8, 8\), got \(N, 1, 10, 10\)"):
+        model(np.zeros((2, 1, 10, 10), np.float32))
+
+
+class BatchRecorder(mq.Callback):
+    def __init__(self):
+        self.events = []
+
+    def on_batch_begin(self, batch, logs=None):
+        self.events.append(("begin", batch, logs["size"]))
+
+    def on_batch_end(self, batch, logs=None):
+        assert set(logs) == {"loss", "accuracy", "size"} and np.isfinite(logs["loss"])
+        self.events.append(("end", batch, logs["size"]))
+
+
+def test_batch_events_reach_callbacks():
+    model = mq.Sequential([mq.Dense(4, 3)], seed=0)
+    recorder = BatchRecorder()
+    model.fit(np.ones((10, 4), np.float32), np.arange(10) % 3, epochs=2, batch_size=4, callbacks=[recorder],
+              verbose=0)
+    one_epoch = [("begin", 0, 4), ("end", 0, 4), ("begin", 1, 4), ("end", 1, 4), ("begin", 2, 2), ("end", 2, 2)]
+    assert recorder.events == one_epoch * 2
+
+
+def test_training_runs_through_the_layer_methods(monkeypatch):
+    """A breakpoint in a layer fires for the code that really runs: in the lane layout and in NCHW."""
+    seen = []
+    for cls, names in ((mq.Conv2D, ("forward_lanes", "backward_lanes")), (mq.Dense, ("forward", "backward"))):
+        for name in names:
+            real = getattr(cls, name)
+            monkeypatch.setattr(cls, name, lambda self, a, call, real=real, name=name, cls=cls:
+                                (seen.append((cls.__name__, name)), real(self, a, call))[1])
+    model = mq.models.lenet5()
+    model.fit(np.zeros((64, 1, 32, 32), np.float32), np.arange(64) % 10, epochs=1, batch_size=64, verbose=0)
+    expected = {("Dense", "forward"), ("Dense", "backward")}
+    if model.executor.training_runs[64].lanes is not None:   # 64 images fill the lanes on every ISA
+        expected |= {("Conv2D", "forward_lanes"), ("Conv2D", "backward_lanes")}
+    assert model.executor.training_runs[64].lanes is not None and expected <= set(seen)

@@ -80,19 +80,19 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path, script_module, m
     straight = script_module.main(common + ["--save", "straight.maq", "--checkpoint", "straight.ckpt"])
 
     # A run killed in its second epoch: its checkpoint holds the state after epoch 1.
-    real_step = mq.Sequential._train_step
+    real_step = mq.training.train_step
     calls = {"n": 0}
 
-    def interrupted(self, *args, **kwargs):
+    def interrupted(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 19 + 7:        # 19 steps per epoch; die 7 steps into epoch 2
             raise KeyboardInterrupt
-        return real_step(self, *args, **kwargs)
+        return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(mq.Sequential, "_train_step", interrupted)
+    monkeypatch.setattr(mq.training, "train_step", interrupted)
     with pytest.raises(KeyboardInterrupt):
         script_module.main(common + ["--save", "resumed.maq", "--checkpoint", "run.ckpt"])
-    monkeypatch.setattr(mq.Sequential, "_train_step", real_step)
+    monkeypatch.setattr(mq.training, "train_step", real_step)
     assert mq.load("run.ckpt").epochs_trained == 1
 
     resumed = script_module.main(common + ["--save", "resumed.maq", "--checkpoint", "run.ckpt", "--resume"])

@@ -1,10 +1,13 @@
 """Saving and loading models: one file, nothing pickled, nothing executed on load.
 
 A model file is a zip archive of .npy members (what ``np.savez`` writes): ``meta.npy`` holds the
-architecture and settings as UTF-8 JSON, ``params/<key>.npy`` each parameter under its state_dict
-key, ``classes.npy`` the class labels, and ``optimizer/<name>.npy`` the optimizer state when it was
-saved. Loading checks every member's header (shape, dtype, no object arrays) before reading it,
-and that the archive holds exactly the members the architecture calls for.
+architecture and settings as UTF-8 JSON, ``params/<key>.npy`` each parameter and
+``buffers/<key>.npy`` each buffer (running statistics) under its state_dict key, ``classes.npy``
+the class labels, and ``optimizer/<name>.npy`` the optimizer state when it was saved. Loading
+accepts stored (uncompressed) members only, checks every member's header (shape, dtype, no
+object arrays) before reading it, and that the archive holds exactly the members the
+architecture calls for. This module knows the format, not models: it reads and writes a model
+through its public interface (config, state_dict, training state), so it imports nothing of it.
 """
 from __future__ import annotations
 
@@ -30,7 +33,8 @@ class ModelFileError(ValueError):
 def save_model(model, path, include_optimizer=False, metadata=None):
     """Write ``model`` to ``path`` atomically: a temporary file in the same folder, then a rename,
     so an interrupted save leaves any previous file whole. ``metadata``: a JSON-ready dict stored
-    with the model (``model.metadata`` after loading)."""
+    with the model (``model.metadata`` after loading). Only the model's public interface is read:
+    its config, state_dict, classes, optimizer and training state."""
     path = os.fspath(path)
     metadata = model.metadata if metadata is None else metadata
     try:
@@ -38,35 +42,32 @@ def save_model(model, path, include_optimizer=False, metadata=None):
     except (TypeError, ValueError) as error:
         raise TypeError(f"metadata must be JSON-serialisable (dicts, lists, str, numbers): {error}") from None
     optimizer = model.optimizer if include_optimizer else None
+    state = model.state_dict()
     meta = {
         "format": FORMAT,
         "version": VERSION,
-        "dtype": model.dtype.name,
-        "seed": model.seed,
-        "input_shape": list(model.input_shape) if model.input_shape is not None else None,
-        "layers": [{"class_name": type(layer).__name__, "config": layer.get_config()} for layer in model.layers],
+        **model.get_config(),
         "loss": model.loss,
         "classes": model.classes_ is not None,
+        "buffers": [key for key in state if key not in _parameter_keys(model)],
         "optimizer": None,
         "training": None,
         "metadata": metadata,
     }
-    arrays = {}
-    for key, layer, name in model._keys:
-        arrays[f"params/{key}"] = layer._params[name]
+    arrays = {f"params/{key}": value for key, value in state.items() if key not in meta["buffers"]}
+    arrays.update({f"buffers/{key}": state[key] for key in meta["buffers"]})
     if model.classes_ is not None:
         if model.classes_.dtype.hasobject:
             raise TypeError("class labels of mixed types cannot be saved: the file holds plain arrays, never Python "
                             "objects; use ints or strings")
         arrays["classes"] = model.classes_
     if include_optimizer:
-        meta["training"] = {"epochs_trained": model.epochs_trained,
-                            "shuffle_rng": model._shuffle_rng.bit_generator.state}
+        meta["training"] = model.training_state()
         if optimizer is not None:
-            state = optimizer.state_arrays()
+            opt_state = optimizer.state_arrays()
             meta["optimizer"] = {"class_name": type(optimizer).__name__, "config": optimizer.get_config(),
-                                 "iterations": optimizer.iterations, "state": sorted(state)}
-            for name, value in state.items():
+                                 "iterations": optimizer.iterations, "state": sorted(opt_state)}
+            for name, value in opt_state.items():
                 arrays[f"optimizer/{name}"] = value
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
 
@@ -82,6 +83,11 @@ def save_model(model, path, include_optimizer=False, metadata=None):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _parameter_keys(model):
+    """The state_dict keys that are trainable parameters (the rest are buffers)."""
+    return {f"{i}.{name}" for i, layer in enumerate(model.layers) for name in layer.parameter_shapes()}
 
 
 def _read_member(zf, member, path, shape=None, dtype=None, max_bytes=None):
@@ -115,12 +121,9 @@ def _read_member(zf, member, path, shape=None, dtype=None, max_bytes=None):
     return np.frombuffer(data, dtype=got_dtype).reshape(got_shape, order="F" if fortran else "C").copy()
 
 
-def load_model(path):
-    """Rebuild the model saved at ``path`` (with its optimizer and training state when saved)."""
-    from .layers import LAYERS
-    from .model import Sequential
-    from .optim import OPTIMIZERS
-
+def load_model(path, build, optimizers):
+    """Rebuild the model saved at ``path`` (with its optimizer and training state when saved).
+    build: config -> a fresh model (Sequential.from_config); optimizers: {class name: class}."""
     path = os.fspath(path)
     try:
         zf = zipfile.ZipFile(path)
@@ -129,13 +132,21 @@ def load_model(path):
     except OSError:
         raise
     with zf:
-        members = set(zf.namelist())
+        infos = zf.infolist()
+        names = [info.filename for info in infos]
+        if len(set(names)) != len(names):
+            raise ModelFileError(f"{path} has duplicate member names: which one is meant cannot be known")
+        for info in infos:   # maqueta writes stored members only: no decompression bomb can hide in one
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise ModelFileError(f"{path}: member {info.filename!r} is compressed (method {info.compress_type}); "
+                                     f"maqueta model files hold stored members only")
+        members = set(names)
         if "meta.npy" not in members:
             raise ModelFileError(f"{path} is not a maqueta model file (no meta.npy member)")
         raw = _read_member(zf, "meta.npy", path, dtype=np.uint8, max_bytes=_MAX_META_BYTES)
         try:
             meta = json.loads(raw.tobytes().decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
             raise ModelFileError(f"{path}: meta.npy is not valid JSON: {error}") from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise ModelFileError(f"{path} is not a maqueta model file (format {meta.get('format') if isinstance(meta, dict) else None!r})")
@@ -143,21 +154,15 @@ def load_model(path):
             raise ModelFileError(f"{path} has format version {meta.get('version')!r}; this maqueta reads version {VERSION}")
 
         try:
-            layers = []
-            for i, spec in enumerate(meta["layers"]):
-                kind = spec["class_name"]
-                if kind not in LAYERS:
-                    raise ModelFileError(f"{path}: layer {i} has unknown type {kind!r} (known: {sorted(LAYERS)})")
-                if not isinstance(spec["config"], dict):
-                    raise ModelFileError(f"{path}: layer {i} has no valid config")
-                layers.append(LAYERS[kind](**spec["config"]))
-            model = Sequential(layers, seed=meta["seed"], dtype=meta["dtype"], input_shape=meta["input_shape"])
+            model = build({key: meta[key] for key in ("dtype", "seed", "input_shape", "layers")})
         except ModelFileError:
             raise
         except (KeyError, TypeError, ValueError) as error:
             raise ModelFileError(f"{path}: the architecture in meta.npy is invalid: {error!r}") from None
 
-        expected = {"meta.npy"} | {f"params/{key}.npy" for key, _, _ in model._keys}
+        shapes = model.state.shapes()
+        buffers = set(meta.get("buffers") or [])
+        expected = {"meta.npy"} | {f"{'buffers' if key in buffers else 'params'}/{key}.npy" for key in shapes}
         if meta.get("classes"):
             expected.add("classes.npy")
         opt_meta = meta.get("optimizer")
@@ -167,12 +172,16 @@ def load_model(path):
             raise ModelFileError(f"{path}: members do not match the architecture: missing {sorted(expected - members)}, "
                                  f"unexpected {sorted(members - expected)}")
 
-        for key, layer, name in model._keys:
-            target = layer._params[name]
-            target[...] = _read_member(zf, f"params/{key}.npy", path, shape=target.shape, dtype=model.dtype)
+        state = {key: _read_member(zf, f"{'buffers' if key in buffers else 'params'}/{key}.npy", path, shape=shape,
+                                   dtype=dtype)
+                 for key, (shape, dtype) in shapes.items()}
+        try:
+            model.load_state_dict(state)
+        except (TypeError, ValueError) as error:
+            raise ModelFileError(f"{path}: {error}") from None
         if meta.get("classes"):
             classes = _read_member(zf, "classes.npy", path)
-            units = model._output_units(model.input_shape) if model.input_shape is not None else len(classes)
+            units = model.output_units(model.input_shape) if model.input_shape is not None else len(classes)
             if classes.ndim != 1 or len(classes) != units:
                 raise ModelFileError(f"{path}: classes.npy has shape {classes.shape}; the model has {units} outputs")
             model.classes_ = classes
@@ -182,19 +191,18 @@ def load_model(path):
         training = meta.get("training")
         try:
             if training:
-                model.epochs_trained = int(training["epochs_trained"])
-                model._shuffle_rng.bit_generator.state = training["shuffle_rng"]
+                model.set_training_state(training)
             if opt_meta:
                 kind = opt_meta["class_name"]
-                if kind not in OPTIMIZERS:
+                if kind not in optimizers:
                     raise ModelFileError(f"{path}: unknown optimizer {kind!r}")
-                optimizer = OPTIMIZERS[kind](**opt_meta["config"])
-                optimizer.bind(model._params.size, model.dtype)
-                state = optimizer.state_arrays()
-                if sorted(state) != sorted(opt_meta["state"]):
+                optimizer = optimizers[kind](**opt_meta["config"])
+                optimizer.bind(model.count_params(), model.dtype)
+                opt_state = optimizer.state_arrays()
+                if sorted(opt_state) != sorted(opt_meta["state"]):
                     raise ModelFileError(f"{path}: optimizer state {opt_meta['state']} does not match {kind}")
                 arrays = {name: _read_member(zf, f"optimizer/{name}.npy", path, shape=value.shape, dtype=model.dtype)
-                          for name, value in state.items()}
+                          for name, value in opt_state.items()}
                 optimizer.load_state(opt_meta["iterations"], arrays)
                 model.optimizer = optimizer
         except ModelFileError:

@@ -43,15 +43,18 @@ class Optimizer:
     def lr(self, value):
         self._lr = _real(value, "lr")
 
+    def check_binding(self, size, dtype):
+        """Raise unless this optimizer can update a parameter vector of this size and dtype."""
+        if self._size is not None and (self._size, self._dtype) != (size, np.dtype(dtype)):
+            raise ValueError(f"this {type(self).__name__} holds state for {self._size} {self._dtype} parameters; "
+                             f"the model has {size} {np.dtype(dtype)} parameters. Use a new optimizer for another model.")
+
     def bind(self, size, dtype):
         """Allocate state for a parameter vector of this size and dtype (once)."""
-        dtype = np.dtype(dtype)
+        self.check_binding(size, dtype)
         if self._size is None:
-            self._size, self._dtype = size, dtype
+            self._size, self._dtype = size, np.dtype(dtype)
             self._allocate()
-        elif (self._size, self._dtype) != (size, dtype):
-            raise ValueError(f"this {type(self).__name__} holds state for {self._size} {self._dtype} parameters; "
-                             f"the model has {size} {dtype} parameters. Use a new optimizer for another model.")
 
     def _allocate(self):
         pass
