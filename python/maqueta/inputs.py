@@ -52,6 +52,8 @@ def _as_labels(y, n):
     if y.dtype.kind == "f":
         if not np.isfinite(y).all() or not np.all(y == np.round(y)):
             raise ValueError("y must hold class labels (integers); it holds non-integer or non-finite values")
+        if np.any(np.abs(y) >= 2.0**63):   # would wrap around in int64
+            raise ValueError("y holds labels beyond the range of 64-bit integers")
         y = y.astype(np.int64)
     elif y.dtype.kind not in "biuUS":
         raise TypeError(f"y must hold integer (or string) class labels, got dtype {y.dtype}")

@@ -7,6 +7,7 @@ training is training.py's loop, data checks and labels are inputs.py's, and file
 from __future__ import annotations
 
 import numbers
+import threading
 
 import numpy as np
 
@@ -48,14 +49,9 @@ class Sequential:
             if any(other is layer for other in layers[:i]):
                 raise ValueError(f"layer {i} ({layer!r}) is the same object as an earlier layer; a layer appears "
                                  f"once in one model (to reuse weights, create a new layer and copy them)")
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-            raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-        try:
-            self.dtype = np.dtype(dtype)
-        except TypeError:
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from None
-        if self.dtype not in (np.float32, np.float64):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**64:
+            raise ValueError(f"seed must be an int in [0, 2**64), got {seed!r}")
+        self.dtype = _model_dtype(dtype)
         self.layers = layers
         self.seed = int(seed)
         self.input_shape = None
@@ -80,6 +76,7 @@ class Sequential:
         self.history = None
         self.metadata = {}  # JSON-ready notes saved with the model (preprocessing, run settings)
         self.training = False
+        self._training_lock = threading.Lock()
         self.state = ModelState(layers, self.dtype, self.seed)
         trainable = [i for i, layer in enumerate(layers) if layer.parameter_shapes()]
         self.first_trainable = trainable[0] if trainable else len(layers)
@@ -225,15 +222,22 @@ class Sequential:
 
     @classmethod
     def from_config(cls, config):
-        layers = []
-        for i, spec in enumerate(config["layers"]):
-            kind = spec["class_name"]
-            if kind not in LAYERS:
-                raise ValueError(f"layer {i} has unknown type {kind!r} (known: {sorted(LAYERS)})")
-            if not isinstance(spec["config"], dict):
-                raise ValueError(f"layer {i} has no valid config")
-            layers.append(LAYERS[kind](**spec["config"]))
-        return cls(layers, seed=config["seed"], dtype=config["dtype"], input_shape=config["input_shape"])
+        """A new model (fresh weights) of the architecture ``config`` describes (see get_config)."""
+        return cls(_layers_from_config(config), seed=config["seed"], dtype=config["dtype"],
+                   input_shape=config["input_shape"])
+
+    @staticmethod
+    def describe_config(config) -> dict:
+        """{state_dict key: (shape, dtype)} of the model ``config`` describes, without allocating
+        any of it: what a file must hold before the model is built."""
+        dtype = _model_dtype(config["dtype"])
+        entries = {}
+        for i, layer in enumerate(_layers_from_config(config)):
+            for name, shape in layer.parameter_shapes().items():
+                entries[f"{i}.{name}"] = (tuple(shape), dtype)
+            for name, (shape, buffer_dtype) in layer.buffer_shapes().items():
+                entries[f"{i}.{name}"] = (tuple(shape), np.dtype(buffer_dtype or dtype))
+        return entries
 
     def training_state(self) -> dict:
         """JSON-ready progress of training: what resuming needs besides weights and optimizer."""
@@ -276,7 +280,32 @@ class Sequential:
         io.save_model(self, path, include_optimizer=include_optimizer, metadata=metadata)
 
 
+def _model_dtype(dtype):
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from None
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return dtype
+
+
+def _layers_from_config(config):
+    specs = config["layers"]
+    if not isinstance(specs, list):
+        raise ValueError("layers must be a list")
+    layers = []
+    for i, spec in enumerate(specs):
+        kind = spec["class_name"]
+        if not isinstance(kind, str) or kind not in LAYERS:
+            raise ValueError(f"layer {i} has unknown type {kind!r} (known: {sorted(LAYERS)})")
+        if not isinstance(spec["config"], dict):
+            raise ValueError(f"layer {i} has no valid config")
+        layers.append(LAYERS[kind](**spec["config"]))
+    return layers
+
+
 def load(path) -> Sequential:
     """Rebuild the model saved at ``path`` (with its optimizer and training state when saved).
     Raises ModelFileError for any file that is not a whole, consistent maqueta model."""
-    return io.load_model(path, Sequential.from_config, OPTIMIZERS)
+    return io.load_model(path, Sequential.describe_config, Sequential.from_config, OPTIMIZERS)

@@ -12,7 +12,33 @@ from collections import OrderedDict
 
 import numpy as np
 
-__all__ = ["ModelState"]
+__all__ = ["ModelState", "checked_values"]
+
+
+def checked_values(values, target, name, whose):
+    """values as an array that may be copied into ``target`` unchanged in meaning: same shape,
+    real numbers (no bools), integers for an integer target, and finite once in target's dtype
+    (1e39 is finite in float64 but inf in float32)."""
+    try:
+        values = np.asarray(values)
+    except Exception as error:
+        raise TypeError(f"{name} could not be read as an array: {error}") from None
+    if values.shape != target.shape:
+        raise ValueError(f"{name} has shape {values.shape}, but {whose} {target.shape}")
+    allowed = "iu" if target.dtype.kind in "iu" else "iuf"
+    if values.dtype.kind not in allowed:
+        raise TypeError(f"{name} has dtype {values.dtype}; expected "
+                        f"{'integers' if allowed == 'iu' else 'real numbers (not bool)'}")
+    if target.dtype.kind == "f":
+        with np.errstate(over="ignore", invalid="ignore"):
+            converted = values.astype(target.dtype)
+        if not np.isfinite(converted).all():
+            raise ValueError(f"{name} contains NaN or Inf" + (" once converted to " + target.dtype.name
+                                                               if np.isfinite(values).all() else ""))
+        return converted
+    if values.size and (values.min() < np.iinfo(target.dtype).min or values.max() > np.iinfo(target.dtype).max):
+        raise ValueError(f"{name} holds integers outside the range of {target.dtype}")
+    return values.astype(target.dtype)
 
 
 class ModelState:
@@ -72,23 +98,14 @@ class ModelState:
             raise ValueError(f"state_dict does not match the model: missing keys {missing}, unexpected keys {unexpected}")
         staged = []
         for key, (layer, name, is_parameter) in expected.items():
-            value = np.asarray(state[key])
             target = self._array(layer, name, is_parameter)
-            if value.shape != target.shape:
-                raise ValueError(f"state_dict[{key!r}] has shape {value.shape}, but {layer.describe()} needs {target.shape}")
-            if value.dtype.kind not in "biuf":
-                raise TypeError(f"state_dict[{key!r}] has dtype {value.dtype}; expected floating-point numbers")
-            if not np.isfinite(value).all():
-                raise ValueError(f"state_dict[{key!r}] contains NaN or Inf")
-            staged.append((target, value))
+            staged.append((target, checked_values(state[key], target, f"state_dict[{key!r}]",
+                                                  f"{layer.describe()} needs")))
         for target, value in staged:
             target[...] = value
 
     def set_flat_parameters(self, values):
-        values = np.asarray(values)
-        if values.shape != self.params.shape:
-            raise ValueError(f"expected {self.params.size} parameters, got shape {values.shape}")
-        self.params[...] = values
+        self.params[...] = checked_values(values, self.params, "values", "the model has")
 
     def generator_states(self) -> dict:
         """JSON-ready states of the generators, to resume a run exactly."""

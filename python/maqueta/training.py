@@ -44,9 +44,20 @@ def _adopt(model, optimizer, loss, classes):
     model.classes_ = classes
 
 
-def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, loss="cross_entropy", shuffle=True,
-        validation_data=None, validation_split=0.0, verbose=1, callbacks=None, initial_epoch=0):
+def fit(model, *args, **kwargs):
     """See Sequential.fit."""
+    with _one_training_call(model):
+        return _fit(model, *args, **kwargs)
+
+
+def train_on_batch(model, *args, **kwargs):
+    """See Sequential.train_on_batch."""
+    with _one_training_call(model):
+        return _train_on_batch(model, *args, **kwargs)
+
+
+def _fit(model, X, y, epochs=1, batch_size=32, optimizer=None, loss="cross_entropy", shuffle=True,
+         validation_data=None, validation_split=0.0, verbose=1, callbacks=None, initial_epoch=0):
     X = check_input(model, X)
     targets, classes = encode_labels(model, y, len(X), X.shape[1:])
     batch_size = positive_int(batch_size, "batch_size")
@@ -140,8 +151,7 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, loss="cross_entrop
     return history
 
 
-def train_on_batch(model, x, y, optimizer=None, loss="cross_entropy"):
-    """See Sequential.train_on_batch."""
+def _train_on_batch(model, x, y, optimizer=None, loss="cross_entropy"):
     x = check_input(model, x, "x")
     targets, classes = encode_labels(model, y, len(x), x.shape[1:])
     loss_fn = losses.get(loss)
@@ -167,6 +177,11 @@ def train_step(model, xb, tb, loss_fn, epoch, step):
         if not _core.all_finite(model.state.grads):
             _diverged("the gradients hold NaN or Inf", epoch, step)
         model.optimizer.step(model.state.params, model.state.grads)
+        if not _core.all_finite(model.state.params):   # finite gradients can still overflow the update
+            raise FloatingPointError(
+                f"training diverged at epoch {epoch + 1}, step {step + 1}: the update overflowed, so the weights "
+                f"now hold NaN or Inf. Load the last checkpoint or saved weights (model.load_state_dict) before "
+                f"going on, and lower the learning rate.")
     return value, hits
 
 
@@ -174,6 +189,22 @@ def _diverged(what, epoch, step):
     raise FloatingPointError(
         f"training diverged at epoch {epoch + 1}, step {step + 1}: {what}. The update was not applied: the "
         f"weights are those after the previous step. Try a lower learning rate or inputs scaled to about [0, 1].")
+
+
+class _one_training_call:
+    """One training call per model at a time: a second one (another thread) raises instead of
+    interleaving updates on shared buffers."""
+
+    def __init__(self, model):
+        self.lock = model._training_lock
+
+    def __enter__(self):
+        if not self.lock.acquire(blocking=False):
+            raise RuntimeError("this model is already training (fit or train_on_batch in another thread); "
+                               "one model trains in one call at a time")
+
+    def __exit__(self, *exc):
+        self.lock.release()
 
 
 class _progress:

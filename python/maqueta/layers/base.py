@@ -133,11 +133,9 @@ class Layer:
     def _set_param(self, name, value):
         if self._model is None:
             raise RuntimeError(f"{self!r} has no parameters until it is part of a Sequential model")
+        from ..state import checked_values   # state imports nothing of layers; this keeps it so
         target = self._params[name]
-        value = np.asarray(value)
-        if value.shape != target.shape:
-            raise ValueError(f"{name} of {self.describe()} must have shape {target.shape}, got {value.shape}")
-        target[...] = value
+        target[...] = checked_values(value, target, f"{name} of {self.describe()}", "it must have shape")
 
     # ---- computation (NCHW)
     def allocate(self, call, n, in_shape, out_shape, dtype):
