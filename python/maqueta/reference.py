@@ -23,6 +23,15 @@ __all__ = [
     "adam_update",
     "sgd_update",
     "softmax_cross_entropy",
+    "batchnorm_forward",
+    "batchnorm_backward",
+    "channel_affine",
+    "dropout_forward",
+    "dropout_backward",
+    "avgpool2d_forward",
+    "avgpool2d_backward",
+    "activation_forward",
+    "activation_backward",
 ]
 
 
@@ -186,3 +195,147 @@ def softmax_cross_entropy(logits, targets, grad_out=None):
     grad[rows, targets] -= 1
     grad /= n
     return float(loss), _into(grad_out, grad)
+
+
+def batchnorm_forward(x, weight=None, bias=None, eps=1e-5, out=None):
+    """Batch normalisation with the batch's statistics, per channel c (axis 1) over every other axis:
+        mean_c = average of x[:, c]        var_c = average of (x[:, c] - mean_c)^2   (biased)
+        y[:, c] = (x[:, c] - mean_c) / sqrt(var_c + eps) * weight_c + bias_c
+    x: (N, C) or (N, C, H, W). Returns (y, mean (C,), var (C,)) in float64 statistics' precision
+    of x's dtype; without weight and bias the scale is 1 and the shift 0."""
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    mean = x.mean(axis=axes)
+    var = ((x - mean.reshape(shape)) ** 2).mean(axis=axes)
+    y = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps)
+    if weight is not None:
+        y = y * weight.reshape(shape) + bias.reshape(shape)
+    return _into(out, y.astype(x.dtype, copy=False)), mean, var
+
+
+def batchnorm_backward(dy, x, weight, mean, var, eps=1e-5, dx_out=None, dw_out=None, db_out=None):
+    """Gradients of batchnorm_forward. With xhat = (x - mean) / sqrt(var + eps) and M values per
+    channel, every y of a channel depends on every x of it through mean and var:
+        dbias_c = sum of dy[:, c]        dweight_c = sum of dy[:, c] * xhat[:, c]
+        dx[:, c] = weight_c / sqrt(var_c + eps) * (dy - dbias_c / M - xhat * dweight_c / M)
+    Returns (dx, dweight, dbias); dweight and dbias are None without weight."""
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    count = x.size // x.shape[1]
+    invstd = 1.0 / np.sqrt(var + eps)
+    xhat = (x - mean.reshape(shape)) * invstd.reshape(shape)
+    dbias = dy.sum(axis=axes)
+    dweight = (dy * xhat).sum(axis=axes)
+    scale = invstd if weight is None else weight * invstd
+    dx = scale.reshape(shape) * (dy - (dbias / count).reshape(shape) - xhat * (dweight / count).reshape(shape))
+    dx = _into(dx_out, dx.astype(x.dtype, copy=False))
+    if weight is None:
+        return dx, None, None
+    return dx, _into(dw_out, dweight.astype(x.dtype, copy=False)), _into(db_out, dbias.astype(x.dtype, copy=False))
+
+
+def channel_affine(x, scale, shift, out=None):
+    """y[:, c] = x[:, c] * scale_c + shift_c: batch normalisation in evaluation mode, where scale
+    and shift fold the running statistics, weight and bias into one multiply-add."""
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return _into(out, x * scale.reshape(shape) + shift.reshape(shape))
+
+
+def dropout_keep(shape, p, seed):
+    """Which of ``shape``'s elements dropout keeps (bool array): element i (in C order) is kept
+    when u_i >= p, with u_i = splitmix64(seed + (i + 1) * golden) / 2**64 in [0, 1): a hash of the
+    index, so the mask is the same whatever the thread count or the order of computation."""
+    golden = np.uint64(0x9E3779B97F4A7C15)
+    z = np.uint64(seed) + (np.arange(int(np.prod(shape)), dtype=np.uint64) + np.uint64(1)) * golden
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    u = (z >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+    return (u >= p).reshape(shape)
+
+
+def dropout_forward(x, p, seed, channelwise=False, out=None, mask_out=None):
+    """Inverted dropout: y = x * keep / (1 - p), keep drawn by dropout_keep from seed, per element
+    or (channelwise, for (N, C, H, W)) per (n, c) plane. Returns (y, mask uint8 of keep)."""
+    mask = dropout_keep(x.shape[:2] if channelwise else x.shape, p, seed).astype(np.uint8)
+    full = mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim))
+    scale = x.dtype.type(0.0 if p >= 1 else 1.0 / (1.0 - p))
+    return _into(out, x * full * scale), _into(mask_out, mask)
+
+
+def dropout_backward(dy, mask, p, out=None):
+    """dx = dy * keep / (1 - p): the gradient passes where the forward kept the value."""
+    full = mask.reshape(mask.shape + (1,) * (dy.ndim - mask.ndim))
+    scale = dy.dtype.type(0.0 if p >= 1 else 1.0 / (1.0 - p))
+    return _into(out, dy * full * scale)
+
+
+def avgpool2d_forward(x, kernel_size, stride=None, padding=0, out=None):
+    """y[n, c, i, j] = the sum of the (KH, KW) window at (i*sh - ph, j*sw - pw) of the zero-padded
+    input, divided by KH * KW (PyTorch's count_include_pad=True)."""
+    kh, kw = pair(kernel_size, "kernel_size", 1)
+    sh, sw = (kh, kw) if stride is None else pair(stride, "stride", 1)
+    ph, pw = pair(padding, "padding", 0)
+    N, C, H, W = x.shape
+    OH, OW = _output_size(H, kh, sh, ph), _output_size(W, kw, sw, pw)
+    xpad = _pad(x, ph, pw)
+    y = np.empty((N, C, OH, OW), dtype=x.dtype)
+    for i in range(OH):
+        for j in range(OW):
+            y[:, :, i, j] = xpad[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw].sum(axis=(2, 3)) / (kh * kw)
+    return _into(out, y)
+
+
+def avgpool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, out=None):
+    """Each output sends dy / (KH * KW) to every position of its window (padding's share is dropped)."""
+    kh, kw = pair(kernel_size, "kernel_size", 1)
+    sh, sw = (kh, kw) if stride is None else pair(stride, "stride", 1)
+    ph, pw = pair(padding, "padding", 0)
+    N, C, H, W = (int(s) for s in x_shape)
+    _, _, OH, OW = dy.shape
+    dxpad = np.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=dy.dtype)
+    for i in range(OH):
+        for j in range(OW):
+            dxpad[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw] += (dy[:, :, i, j] / (kh * kw))[:, :, None, None]
+    return _into(out, dxpad[:, :, ph:ph + H, pw:pw + W].copy())
+
+
+def activation_forward(x, kind, alpha=0.01, out=None):
+    """kind "leaky_relu": x if x > 0 else alpha x;  "elu": x if x > 0 else alpha (e^x - 1);
+    "gelu": x Phi(x) (Phi the standard normal CDF);  "gelu_tanh": PyTorch's tanh approximation
+    x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    if kind == "leaky_relu":
+        y = np.where(x > 0, x, alpha * x)
+    elif kind == "elu":
+        y = np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
+    elif kind == "gelu":
+        y = 0.5 * x * (1 + _erf(x / np.sqrt(2.0)))
+    elif kind == "gelu_tanh":
+        y = 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+    else:
+        raise ValueError(f"kind must be 'leaky_relu', 'elu', 'gelu' or 'gelu_tanh', got {kind!r}")
+    return _into(out, y.astype(x.dtype, copy=False))
+
+
+def activation_backward(dy, x, kind, alpha=0.01, out=None):
+    """dy times the derivative at x: 1 or alpha; 1 or alpha e^x; Phi(x) + x phi(x); and the
+    derivative of the tanh form."""
+    if kind == "leaky_relu":
+        d = np.where(x > 0, 1.0, alpha)
+    elif kind == "elu":
+        d = np.where(x > 0, 1.0, alpha * np.exp(np.minimum(x, 0)))
+    elif kind == "gelu":
+        d = 0.5 * (1 + _erf(x / np.sqrt(2.0))) + x * np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
+    elif kind == "gelu_tanh":
+        k = np.sqrt(2 / np.pi)
+        t = np.tanh(k * (x + 0.044715 * x ** 3))
+        d = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * 0.044715 * x * x)
+    else:
+        raise ValueError(f"kind must be 'leaky_relu', 'elu', 'gelu' or 'gelu_tanh', got {kind!r}")
+    return _into(out, (dy * d).astype(dy.dtype, copy=False))
+
+
+def _erf(x):
+    """erf elementwise (NumPy has none): math.erf on each value, exact to double rounding."""
+    import math
+    return np.vectorize(math.erf, otypes=[np.float64])(x)

@@ -2,17 +2,19 @@
 per layer, one file per family. ``base.py`` says what a layer declares and implements."""
 from __future__ import annotations
 
-from .activations import ReLU, Sigmoid, Softmax, Tanh
+from .activations import ELU, GELU, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .base import Call, Layer
 from .conv import Conv2D
 from .dense import Dense
-from .pool import MaxPool2D
+from .dropout import Dropout, Dropout2D
+from .norm import BatchNorm1D, BatchNorm2D
+from .pool import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from .shape import Flatten
 
 
 def _layer_classes(cls=Layer):
     for sub in cls.__subclasses__():
-        if sub.__module__.startswith(__name__ + "."):
+        if sub.__module__.startswith(__name__ + ".") and not sub.__name__.startswith("_"):
             yield sub
         yield from _layer_classes(sub)
 

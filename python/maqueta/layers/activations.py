@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..backend import kernels
 from ..losses import softmax
 from .base import Layer, format_shape
 
-__all__ = ["ReLU", "Sigmoid", "Tanh", "Softmax"]
+__all__ = ["ReLU", "Sigmoid", "Tanh", "Softmax", "LeakyReLU", "ELU", "GELU"]
 
 
 class ReLU(Layer):
@@ -78,3 +79,80 @@ class Softmax(Layer):
     def backward(self, dy, call):
         y = call.cache
         return y * (dy - np.sum(dy * y, axis=1, keepdims=True))
+
+
+class _Elementwise(Layer):
+    """An activation computed by the activation kernels: ``kind`` names it there."""
+
+    kind = None
+
+    def _alpha(self):
+        return 0.0
+
+    def allocate(self, call, n, in_shape, out_shape, dtype):
+        call.out = np.empty((n, *out_shape), dtype)
+        if call.need_dx:
+            call.dx = np.empty((n, *in_shape), dtype)
+
+    def forward(self, x, call):
+        call.cache = x
+        return kernels().activation_forward(x, self.kind, self._alpha(), out=call.out)
+
+    def backward(self, dy, call):
+        return kernels().activation_backward(dy, call.cache, self.kind, self._alpha(), out=call.dx)
+
+
+class LeakyReLU(_Elementwise):
+    """x where x > 0, else negative_slope * x; as ``torch.nn.LeakyReLU``."""
+
+    activation = kind = "leaky_relu"
+
+    def __init__(self, negative_slope=0.01):
+        super().__init__()
+        self.negative_slope = _finite(negative_slope, "negative_slope")
+
+    def _alpha(self):
+        return self.negative_slope
+
+    def get_config(self):
+        return {"negative_slope": self.negative_slope}
+
+
+class ELU(_Elementwise):
+    """x where x > 0, else alpha (e^x - 1); as ``torch.nn.ELU``."""
+
+    activation = kind = "elu"
+
+    def __init__(self, alpha=1.0):
+        super().__init__()
+        self.alpha = _finite(alpha, "alpha")
+
+    def _alpha(self):
+        return self.alpha
+
+    def get_config(self):
+        return {"alpha": self.alpha}
+
+
+class GELU(_Elementwise):
+    """x Phi(x), Phi the standard normal CDF; approximate="tanh" uses PyTorch's tanh form. As
+    ``torch.nn.GELU``."""
+
+    activation = "gelu"
+
+    def __init__(self, approximate="none"):
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+        self.kind = "gelu" if approximate == "none" else "gelu_tanh"
+
+    def get_config(self):
+        return {"approximate": self.approximate}
+
+
+def _finite(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)

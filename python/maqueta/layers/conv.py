@@ -27,20 +27,43 @@ class Conv2D(Layer):
         self.out_channels = positive_int(out_channels, "out_channels")
         self.kernel_size = pair(kernel_size, "kernel_size", 1)
         self.stride = pair(stride, "stride", 1)
-        self.padding = pair(padding, "padding", 0)
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(f"padding must be 'same', 'valid', an int or a pair, got {padding!r}")
+            self.same = padding == "same"
+            self.padding = (0, 0)     # "same" resolves per input size: see pads()
+        else:
+            self.same = False
+            self.padding = pair(padding, "padding", 0)
 
     weight = property(lambda self: self._get_param("weight"), lambda self, v: self._set_param("weight", v))
     bias = property(lambda self: self._get_param("bias"), lambda self, v: self._set_param("bias", v))
 
     def get_config(self):
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,
-                "kernel_size": list(self.kernel_size), "stride": list(self.stride), "padding": list(self.padding)}
+                "kernel_size": list(self.kernel_size), "stride": list(self.stride),
+                "padding": "same" if self.same else list(self.padding)}
+
+    def pads(self, h, w):
+        """(top, bottom, left, right) zero padding for an (h, w) input. "same" is Keras's: the
+        output is ceil(h / stride) high, and an odd total pads one more row (column) at the bottom
+        (right), as TensorFlow and PyTorch's padding='same' do."""
+        if not self.same:
+            (ph, pw) = self.padding
+            return ph, ph, pw, pw
+        out = []
+        for size, k, s in ((h, self.kernel_size[0], self.stride[0]), (w, self.kernel_size[1], self.stride[1])):
+            total = max((-(-size // s) - 1) * s + k - size, 0)
+            out += [total // 2, total - total // 2]
+        return tuple(out)
 
     def __repr__(self):
         extra = ""
         if self.stride != (1, 1):
             extra += f", stride={self.stride}"
-        if self.padding != (0, 0):
+        if self.same:
+            extra += ", padding='same'"
+        elif self.padding != (0, 0):
             extra += f", padding={self.padding}"
         k = self.kernel_size[0] if self.kernel_size[0] == self.kernel_size[1] else self.kernel_size
         return f"Conv2D({self.in_channels}, {self.out_channels}, kernel_size={k}{extra})"
@@ -66,35 +89,47 @@ class Conv2D(Layer):
             raise ValueError(f"{self.describe()} expects input of shape {self.expects()}, "
                              f"but receives {format_shape(input_shape)}")
         _, h, w = input_shape
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
         if h is None or w is None:
             return (self.out_channels, None, None)
-        if kh > h + 2 * ph or kw > w + 2 * pw:
+        top, bottom, left, right = self.pads(h, w)
+        if kh > h + top + bottom or kw > w + left + right:
             raise ValueError(f"{self.describe()}: kernel {self.kernel_size} is larger than its padded input "
-                             f"{(h + 2 * ph, w + 2 * pw)} (input shape {format_shape(input_shape)})")
-        return (self.out_channels, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
+                             f"{(h + top + bottom, w + left + right)} (input shape {format_shape(input_shape)})")
+        return (self.out_channels, (h + top + bottom - kh) // sh + 1, (w + left + right - kw) // sw + 1)
 
-    # ---- NCHW
+    # ---- NCHW. The kernels pad symmetrically; an uneven "same" padding is made explicitly.
     def allocate(self, call, n, in_shape, out_shape, dtype):
         call.out = np.empty((n, *out_shape), dtype)
-        if call.need_dx:
+        top, bottom, left, right = self.pads(*in_shape[1:])
+        if call.need_dx and top == bottom and left == right:
             call.dx = np.empty((n, *in_shape), dtype)
 
     def forward(self, x, call):
-        call.cache = x
-        return kernels().conv2d_forward(x, self._params["weight"], self._params["bias"], self.stride, self.padding,
+        top, bottom, left, right = self.pads(*x.shape[2:])
+        crop = None
+        if top != bottom or left != right:
+            crop = (top, left, *x.shape[2:])
+            x = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+            top = left = 0
+        call.cache = (x, (top, left), crop)
+        return kernels().conv2d_forward(x, self._params["weight"], self._params["bias"], self.stride, (top, left),
                                         relu=call.relu, out=call.out)
 
     def backward(self, dy, call):
-        dx, _, _ = kernels().conv2d_backward(dy, call.cache, self._params["weight"], self.stride, self.padding,
-                                             call.need_dx, call.relu_input, dx_out=call.dx,
-                                             dw_out=call.grads["weight"], db_out=call.grads["bias"])
-        return dx
+        x, padding, crop = call.cache
+        dx, _, _ = kernels().conv2d_backward(dy, x, self._params["weight"], self.stride, padding, call.need_dx,
+                                             call.relu_input, dx_out=call.dx, dw_out=call.grads["weight"],
+                                             db_out=call.grads["bias"])
+        if crop is None or dx is None:
+            return dx
+        top, left, h, w = crop
+        return dx[:, :, top:top + h, left:left + w]
 
     # ---- batch lanes: stride 1 without padding; a 2x2 max-pool after it runs inside its kernel,
     # so the full-size output (and the gradient there) never exists for the whole batch
     def has_lane_kernel(self):
-        return self.stride == (1, 1) and self.padding == (0, 0)
+        return self.stride == (1, 1) and self.padding == (0, 0) and not self.same
 
     def lane_absorbs(self, following):
         return following.lane_pool2x2

@@ -1,4 +1,5 @@
-"""MaxPool2D: max-pooling as PyTorch's, in NCHW and (2x2, stride 2) in the batch-lane layout."""
+"""Pooling: MaxPool2D (in NCHW, and 2x2 stride 2 in the batch-lane layout), AvgPool2D and
+GlobalAvgPool2D, as PyTorch's."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +9,7 @@ from .._args import pair
 from ..backend import kernels
 from .base import Layer, format_shape
 
-__all__ = ["MaxPool2D"]
+__all__ = ["MaxPool2D", "AvgPool2D", "GlobalAvgPool2D"]
 
 
 class MaxPool2D(Layer):
@@ -17,55 +18,54 @@ class MaxPool2D(Layer):
 
     applies_relu_gradient = True
 
-    def __init__(self, kernel_size, stride=None):
+    def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
         self.kernel_size = pair(kernel_size, "kernel_size", 1)
         self.stride = self.kernel_size if stride is None else pair(stride, "stride", 1)
+        self.padding = _pool_padding(padding, self.kernel_size)
 
     @property
     def lane_pool2x2(self):
-        return self.kernel_size == (2, 2) and self.stride == (2, 2)
+        return self.kernel_size == (2, 2) and self.stride == (2, 2) and self.padding == (0, 0)
 
     def get_config(self):
-        return {"kernel_size": list(self.kernel_size), "stride": list(self.stride)}
+        return {"kernel_size": list(self.kernel_size), "stride": list(self.stride), "padding": list(self.padding)}
 
     def __repr__(self):
-        k = self.kernel_size[0] if self.kernel_size[0] == self.kernel_size[1] else self.kernel_size
-        return f"MaxPool2D({k})" if self.stride == self.kernel_size else f"MaxPool2D({k}, stride={self.stride})"
+        return _pool_repr("MaxPool2D", self)
 
     def expects(self):
         return "(N, C, H, W)"
 
     def output_shape(self, input_shape):
-        if len(input_shape) != 3:
-            raise ValueError(f"{self.describe()} expects input of shape {self.expects()}, "
-                             f"but receives {format_shape(input_shape)}")
-        c, h, w = input_shape
-        (kh, kw), (sh, sw) = self.kernel_size, self.stride
-        if h is None or w is None:
-            return (c, None, None)
-        if kh > h or kw > w:
-            raise ValueError(f"{self.describe()}: window {self.kernel_size} is larger than its input "
-                             f"{format_shape(input_shape)}")
-        return (c, (h - kh) // sh + 1, (w - kw) // sw + 1)
+        return _pooled_shape(self, input_shape)
 
-    # ---- NCHW
+    # ---- NCHW; padding is -inf, so a padded place is never a window's maximum (as PyTorch's)
     def allocate(self, call, n, in_shape, out_shape, dtype):
         call.out = np.empty((n, *out_shape), dtype)
         call.indices = np.empty((n, *out_shape), np.int64)
-        if call.need_dx:
+        if call.need_dx and self.padding == (0, 0):
             call.dx = np.empty((n, *in_shape), dtype)
 
     def forward(self, x, call):
-        y, indices = kernels().maxpool2d_forward(x, self.kernel_size, self.stride, out=call.out,
+        padded = x
+        if self.padding != (0, 0):
+            (ph, pw), (h, w) = self.padding, x.shape[2:]
+            padded = np.full((*x.shape[:2], h + 2 * ph, w + 2 * pw), -np.inf, x.dtype)
+            padded[:, :, ph:ph + h, pw:pw + w] = x
+        y, indices = kernels().maxpool2d_forward(padded, self.kernel_size, self.stride, out=call.out,
                                                  indices_out=call.indices)
-        call.cache = (indices, x.shape, y)
+        call.cache = (indices, padded.shape, y)
         return y
 
     def backward(self, dy, call):
         indices, shape, y = call.cache
-        return kernels().maxpool2d_backward(dy, indices, shape, relu_output=y if call.relu_input else None,
-                                            out=call.dx)
+        dx = kernels().maxpool2d_backward(dy, indices, shape, relu_output=y if call.relu_input else None,
+                                          out=call.dx)
+        if self.padding != (0, 0):
+            (ph, pw), (h, w) = self.padding, (shape[2] - 2 * self.padding[0], shape[3] - 2 * self.padding[1])
+            dx = dx[:, :, ph:ph + h, pw:pw + w]
+        return dx
 
     # ---- batch lanes: each output keeps a 2-bit code of where its window's maximum was
     def has_lane_kernel(self):
@@ -84,3 +84,89 @@ class MaxPool2D(Layer):
     def backward_lanes(self, dy, call):
         _core._lanes_maxpool2x2_backward(dy, call.indices, call.out if call.relu_input else None, call.dx)
         return call.dx
+
+
+class AvgPool2D(Layer):
+    """Average pooling, as ``torch.nn.AvgPool2d`` (ceil_mode=False, count_include_pad=True: zero
+    padding counts in each window's average); stride defaults to kernel_size."""
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.kernel_size = pair(kernel_size, "kernel_size", 1)
+        self.stride = self.kernel_size if stride is None else pair(stride, "stride", 1)
+        self.padding = _pool_padding(padding, self.kernel_size)
+
+    def get_config(self):
+        return {"kernel_size": list(self.kernel_size), "stride": list(self.stride), "padding": list(self.padding)}
+
+    def __repr__(self):
+        return _pool_repr("AvgPool2D", self)
+
+    def expects(self):
+        return "(N, C, H, W)"
+
+    def output_shape(self, input_shape):
+        return _pooled_shape(self, input_shape)
+
+    def allocate(self, call, n, in_shape, out_shape, dtype):
+        call.out = np.empty((n, *out_shape), dtype)
+        if call.need_dx:
+            call.dx = np.empty((n, *in_shape), dtype)
+
+    def forward(self, x, call):
+        call.cache = x.shape
+        return kernels().avgpool2d_forward(x, self.kernel_size, self.stride, self.padding, out=call.out)
+
+    def backward(self, dy, call):
+        return kernels().avgpool2d_backward(dy, call.cache, self.kernel_size, self.stride, self.padding, out=call.dx)
+
+
+class GlobalAvgPool2D(Layer):
+    """The average of each channel: (C, H, W) -> (C,), as Keras's GlobalAveragePooling2D (PyTorch:
+    AdaptiveAvgPool2d(1) then Flatten)."""
+
+    def expects(self):
+        return "(N, C, H, W)"
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(f"{self.describe()} expects input of shape {self.expects()}, "
+                             f"but receives {format_shape(input_shape)}")
+        return input_shape[:1]
+
+    def forward(self, x, call):
+        call.cache = x.shape
+        window = x.shape[2:]
+        return kernels().avgpool2d_forward(x, window, window, 0).reshape(x.shape[:2])
+
+    def backward(self, dy, call):
+        shape = call.cache
+        return kernels().avgpool2d_backward(dy.reshape(*dy.shape, 1, 1), shape, shape[2:], shape[2:], 0)
+
+
+def _pool_padding(padding, kernel_size):
+    padding = pair(padding, "padding", 0)
+    if padding[0] > kernel_size[0] // 2 or padding[1] > kernel_size[1] // 2:
+        raise ValueError(f"padding {padding} must be at most half the kernel_size {kernel_size}, as PyTorch's")
+    return padding
+
+
+def _pool_repr(name, layer):
+    k = layer.kernel_size[0] if layer.kernel_size[0] == layer.kernel_size[1] else layer.kernel_size
+    extra = "" if layer.stride == layer.kernel_size else f", stride={layer.stride}"
+    extra += "" if layer.padding == (0, 0) else f", padding={layer.padding}"
+    return f"{name}({k}{extra})"
+
+
+def _pooled_shape(layer, input_shape):
+    if len(input_shape) != 3:
+        raise ValueError(f"{layer.describe()} expects input of shape {layer.expects()}, "
+                         f"but receives {format_shape(input_shape)}")
+    c, h, w = input_shape
+    (kh, kw), (sh, sw), (ph, pw) = layer.kernel_size, layer.stride, layer.padding
+    if h is None or w is None:
+        return (c, None, None)
+    if kh > h + 2 * ph or kw > w + 2 * pw:
+        raise ValueError(f"{layer.describe()}: window {layer.kernel_size} is larger than its padded input "
+                         f"{(h + 2 * ph, w + 2 * pw)} (input shape {format_shape(input_shape)})")
+    return (c, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)

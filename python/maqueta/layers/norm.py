@@ -1,0 +1,115 @@
+"""Batch normalisation, as PyTorch's BatchNorm2d and BatchNorm1d."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import kernels
+from .base import Layer, format_shape, positive_int
+
+__all__ = ["BatchNorm2D", "BatchNorm1D"]
+
+
+class BatchNorm2D(Layer):
+    """Normalises each channel of (N, C, H, W) inputs, as ``torch.nn.BatchNorm2d``.
+
+    Training mode uses the batch's mean and (biased) variance over N, H and W, and updates the
+    running statistics: running = (1 - momentum) running + momentum batch, with the unbiased
+    variance, and counts num_batches_tracked (momentum=None: a cumulative average over that
+    count). Evaluation mode uses the running statistics. affine: learn a per-channel weight and
+    bias (initially 1 and 0). state_dict keys: weight, bias, running_mean, running_var,
+    num_batches_tracked.
+    """
+
+    rank = 3   # per-sample input (C, H, W)
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True):
+        super().__init__()
+        self.num_features = positive_int(num_features, "num_features")
+        self.eps = _real(eps, "eps", positive=True)
+        self.momentum = None if momentum is None else _real(momentum, "momentum", upper=1.0)
+        self.affine = bool(affine)
+
+    weight = property(lambda self: self._get_param("weight"), lambda self, v: self._set_param("weight", v))
+    bias = property(lambda self: self._get_param("bias"), lambda self, v: self._set_param("bias", v))
+
+    def get_config(self):
+        return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum, "affine": self.affine}
+
+    def parameter_shapes(self):
+        return {"weight": (self.num_features,), "bias": (self.num_features,)} if self.affine else {}
+
+    def initial_parameters(self, rng):
+        if not self.affine:
+            return {}
+        return {"weight": np.ones(self.num_features), "bias": np.zeros(self.num_features)}
+
+    def buffer_shapes(self):
+        c = (self.num_features,)
+        return {"running_mean": (c, None), "running_var": (c, None), "num_batches_tracked": ((), np.int64)}
+
+    def initial_buffers(self):
+        return {"running_mean": 0.0, "running_var": 1.0, "num_batches_tracked": 0}
+
+    def expects(self):
+        return f"(N, {self.num_features}, H, W)" if self.rank == 3 else f"(N, {self.num_features})"
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != self.rank or (input_shape[0] is not None and input_shape[0] != self.num_features):
+            raise ValueError(f"{self.describe()} expects input of shape {self.expects()}, "
+                             f"but receives {format_shape(input_shape)}")
+        return input_shape
+
+    def allocate(self, call, n, in_shape, out_shape, dtype):
+        call.out = np.empty((n, *out_shape), dtype)
+        if call.need_dx:
+            call.dx = np.empty((n, *in_shape), dtype)
+
+    def forward(self, x, call):
+        weight, bias = self._params.get("weight"), self._params.get("bias")
+        buffers = self._buffers
+        if not call.training:
+            invstd = 1.0 / np.sqrt(buffers["running_var"] + self.eps)
+            scale = invstd if weight is None else weight * invstd
+            shift = -buffers["running_mean"] * scale + (0 if bias is None else bias)
+            return kernels().channel_affine(x, scale.astype(x.dtype), shift.astype(x.dtype), out=call.out)
+        count = x.size // x.shape[1]
+        if count < 2:
+            raise ValueError(f"{self.describe()} needs more than one value per channel in training mode "
+                             f"(input shape {x.shape}), as PyTorch's does")
+        y, mean, var = kernels().batchnorm_forward(x, weight, bias, self.eps, out=call.out)
+        buffers["num_batches_tracked"] += 1
+        momentum = 1.0 / int(buffers["num_batches_tracked"]) if self.momentum is None else self.momentum
+        buffers["running_mean"] *= 1 - momentum
+        buffers["running_mean"] += momentum * mean
+        buffers["running_var"] *= 1 - momentum
+        buffers["running_var"] += momentum * var * (count / (count - 1))
+        call.cache = (x, mean, var)
+        return y
+
+    def backward(self, dy, call):
+        if call.cache is None:
+            raise RuntimeError(f"{self.describe()}: backward needs a forward pass in training mode")
+        x, mean, var = call.cache
+        dx, _, _ = kernels().batchnorm_backward(dy, x, self._params.get("weight"), mean, var, self.eps,
+                                                dx_out=call.dx, dw_out=call.grads.get("weight"),
+                                                db_out=call.grads.get("bias"))
+        return dx
+
+
+class BatchNorm1D(BatchNorm2D):
+    """Normalises each feature of (N, C) inputs, as ``torch.nn.BatchNorm1d`` (on dense features)."""
+
+    rank = 1
+
+
+def _real(value, name, positive=False, upper=None):
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {value!r}") from None
+    if not np.isfinite(number) or number < 0 or (positive and number == 0) or (upper is not None and number > upper):
+        bound = f"in [0, {upper}]" if upper is not None else "> 0" if positive else ">= 0"
+        raise ValueError(f"{name} must be {bound}, got {value!r}")
+    return number
