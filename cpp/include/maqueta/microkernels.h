@@ -1,6 +1,6 @@
 // The micro-kernels: single-threaded inner loops on one tile of work, each taking one argument
 // struct. Callers split the work across threads. One copy of them is compiled per instruction set
-// (cpp/microkernels.inc) and runtime.h holds the copies for this CPU in a table, IsaKernels.
+// (cpp/isa/microkernels.inc) and runtime.h holds the copies for this CPU in a table, IsaKernels.
 #pragma once
 #include <cstdint>
 
@@ -150,7 +150,7 @@ struct LanePackArgs {   // blocks [b0, b1) of N images of E elements each
     bool to_lanes;
 };
 
-// Elementwise optimizer updates over P parameters (see optim.cpp for the arithmetic), with the
+// Elementwise optimizer updates over P parameters (see kernels/optim.cpp for the arithmetic), with the
 // scalars already rounded to T, so every instruction set computes the same thing.
 template <typename T>
 struct AdamArgs {
@@ -183,7 +183,7 @@ struct FiniteArgs {
 }  // namespace maqueta
 
 // The micro-kernel table, X(op, Args, Ret) per entry. From this one list each instruction set
-// defines op_f and op_d, which call its op_any template (microkernels.inc), runtime.cpp declares
+// defines op_f and op_d, which call its op_any template (cpp/isa/*.inc), runtime.cpp declares
 // and collects them, and IsaKernels gets a pointer pair and the overloads op(Args<float>) and
 // op(Args<double>). A new micro-kernel: its Args struct above, its op_any in an .inc, a line here.
 #define MAQUETA_MICROKERNELS(X)                                                                    \
