@@ -12,37 +12,24 @@
 
 namespace maqueta {
 
-#define MAQUETA_DECLARE_ISA(ns)                                  \
-    namespace ns {                                               \
-    extern const int rows_mr, rows_nr_float, rows_nr_double;     \
-    void rows_f(const RowsArgs<float>&);                         \
-    void rows_d(const RowsArgs<double>&);                        \
-    void dot_f(const DotArgs<float>&);                           \
-    void dot_d(const DotArgs<double>&);                          \
-    void add_rows_f(const AddRowsArgs<float>&);                  \
-    void add_rows_d(const AddRowsArgs<double>&);                 \
-    void pool2x2_f(const Pool2x2Args<float>&);                   \
-    void pool2x2_d(const Pool2x2Args<double>&);                  \
-    void adam_f(const AdamArgs<float>&);                         \
-    void adam_d(const AdamArgs<double>&);                        \
-    void sgd_f(const SgdArgs<float>&);                           \
-    void sgd_d(const SgdArgs<double>&);                          \
-    bool finite_f(const FiniteArgs<float>&);                     \
-    bool finite_d(const FiniteArgs<double>&);                    \
-    void bcast_f(const BcastArgs<float>&);                       \
-    void bcast_d(const BcastArgs<double>&);                      \
-    void lane_conv_f(const LaneConvArgs<float>&);                \
-    void lane_conv_d(const LaneConvArgs<double>&);               \
-    void lane_dw_f(const LaneDwArgs<float>&);                    \
-    void lane_dw_d(const LaneDwArgs<double>&);                   \
-    void lane_dx_f(const LaneDxArgs<float>&);                    \
-    void lane_dx_d(const LaneDxArgs<double>&);                   \
-    void lane_pool_f(const LanePoolArgs<float>&);                \
-    void lane_pool_d(const LanePoolArgs<double>&);               \
-    void lane_unpool_f(const LaneUnpoolArgs<float>&);            \
-    void lane_unpool_d(const LaneUnpoolArgs<double>&);           \
-    void lane_pack_f(const LanePackArgs<float>&);                \
-    void lane_pack_d(const LanePackArgs<double>&);               \
+// Each instruction set's entries of the micro-kernel table, and the table itself (table(label)),
+// generated from the one list MAQUETA_MICROKERNELS.
+#define MAQUETA_DECLARE_MICROKERNEL(op, Args, Ret) \
+    Ret op##_f(const Args<float>&);                \
+    Ret op##_d(const Args<double>&);
+#define MAQUETA_POINT_MICROKERNEL(op, Args, Ret) \
+    k.op##_f = op##_f;                           \
+    k.op##_d = op##_d;
+#define MAQUETA_DECLARE_ISA(ns)                                         \
+    namespace ns {                                                      \
+    extern const int rows_mr, rows_nr_float, rows_nr_double;            \
+    MAQUETA_MICROKERNELS(MAQUETA_DECLARE_MICROKERNEL)                   \
+    static IsaKernels table(const char* label) {                        \
+        IsaKernels k{.name = label, .mr = rows_mr,                      \
+                     .nr_float = rows_nr_float, .nr_double = rows_nr_double}; \
+        MAQUETA_MICROKERNELS(MAQUETA_POINT_MICROKERNEL)                 \
+        return k;                                                       \
+    }                                                                   \
     }
 MAQUETA_DECLARE_ISA(isa_generic)
 #ifdef MAQUETA_HAVE_AVX2
@@ -127,13 +114,6 @@ void unpoison(const void* p, std::size_t bytes) {
 
 // ---------------------------------------------------------------------------------------------
 // Instruction sets
-#define MAQUETA_ISA_ENTRY(label, ns) \
-    IsaKernels{label, ns::rows_mr, ns::rows_nr_float, ns::rows_nr_double, ns::rows_f, ns::rows_d, \
-               ns::dot_f, ns::dot_d, ns::add_rows_f, ns::add_rows_d, ns::pool2x2_f, ns::pool2x2_d, \
-               ns::adam_f, ns::adam_d, ns::sgd_f, ns::sgd_d, ns::finite_f, ns::finite_d, ns::bcast_f, ns::bcast_d, \
-               ns::lane_conv_f, ns::lane_conv_d, ns::lane_dw_f, ns::lane_dw_d, ns::lane_dx_f, ns::lane_dx_d, \
-               ns::lane_pool_f, ns::lane_pool_d, ns::lane_unpool_f, ns::lane_unpool_d, ns::lane_pack_f, ns::lane_pack_d}
-
 namespace {
 struct IsaList {
     IsaKernels items[3];
@@ -152,16 +132,16 @@ IsaList make_isa_list() {
 #if defined(MAQUETA_HAVE_AVX512) && (defined(__GNUC__) || defined(__clang__))
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq"))
-        list.add(MAQUETA_ISA_ENTRY("avx512", isa_avx512));
+        list.add(isa_avx512::table("avx512"));
 #endif
 #if defined(MAQUETA_HAVE_AVX2) && (defined(__GNUC__) || defined(__clang__))
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        list.add(MAQUETA_ISA_ENTRY("avx2", isa_avx2));
+        list.add(isa_avx2::table("avx2"));
 #endif
 #ifdef MAQUETA_NATIVE_BUILD
-    list.add(MAQUETA_ISA_ENTRY("native", isa_generic));
+    list.add(isa_generic::table("native"));
 #else
-    list.add(MAQUETA_ISA_ENTRY("generic", isa_generic));
+    list.add(isa_generic::table("generic"));
 #endif
     return list;
 }
@@ -172,7 +152,6 @@ const IsaList& isa_list() {
 }
 
 std::atomic<const IsaKernels*> g_isa{nullptr};
-std::atomic<int> g_conv_algo{(int)ConvAlgo::Auto};
 }  // namespace
 
 const IsaKernels& isa() {
@@ -183,8 +162,6 @@ const IsaKernels& isa() {
     }
     return *k;
 }
-
-const char* isa_name() { return isa().name; }
 
 bool set_isa(const char* name) {
     const IsaList& list = isa_list();
@@ -200,8 +177,5 @@ const char* const* available_isas(int* count) {
     *count = isa_list().count;
     return isa_list().names;
 }
-
-ConvAlgo conv_algo() { return (ConvAlgo)g_conv_algo.load(std::memory_order_relaxed); }
-void set_conv_algo(ConvAlgo a) { g_conv_algo.store((int)a, std::memory_order_relaxed); }
 
 }  // namespace maqueta

@@ -195,3 +195,48 @@ def test_lane_arguments_are_checked():
         _core._lanes_maxpool2x2_forward(x, np.zeros((2, 1, 4, 4, v), np.float32), np.zeros((2, 1, 4, 4, v), np.int64))
     with pytest.raises(ValueError, match="does not hold x"):
         _core._lanes_pack(np.zeros((v + 1, 1, 8, 8), np.float32), x[:1])   # needs two blocks
+
+
+def test_instruction_set_switch_cannot_land_mid_call(rng):
+    """Each call reads the instruction set once: while another thread flips it between two of
+    different widths, a lane call either runs whole on the width its arrays have or refuses them."""
+    import threading
+    widths = {}
+    for name in _core.available_isas():
+        _core._set_isa(name)
+        widths.setdefault(_core._lanes_width(np.float32), name)
+    if len(widths) < 2:
+        pytest.skip("needs two instruction sets of different vector widths")
+    (v, first), (_, second) = list(widths.items())[:2]
+    _core._set_isa(first)
+    x = rng.standard_normal((2 * v, 2, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    xl = to_lanes(x)
+    want = np.empty((2, 4, 7, 7, v), np.float32)
+    _core._lanes_conv2d_forward(xl, w, None, False, want)
+    stop = threading.Event()
+
+    def flip():
+        while not stop.is_set():
+            for name in (second, first):
+                _core._set_isa(name)
+
+    flipper = threading.Thread(target=flip)
+    flipper.start()
+    ran = refused = 0
+    try:
+        for _ in range(300):
+            y = np.full_like(want, np.nan)
+            try:
+                _core._lanes_conv2d_forward(xl, w, None, False, y)
+            except ValueError as e:
+                assert "lanes but the active instruction set uses" in str(e)
+                refused += 1
+                continue
+            assert_close(y, want, np.float32, what="y")   # a whole call on one ISA of this width
+            ran += 1
+    finally:
+        stop.set()
+        flipper.join()
+        _core._set_isa(_core.available_isas()[0])
+    assert ran > 0

@@ -1,6 +1,6 @@
-// The two primitives every dense and convolution kernel is built from. Each is single-threaded;
-// callers split the work across threads. One copy of them is compiled per instruction set
-// (cpp/microkernels.inc) and runtime.h picks one for this CPU.
+// The micro-kernels: single-threaded inner loops on one tile of work, each taking one argument
+// struct. Callers split the work across threads. One copy of them is compiled per instruction set
+// (cpp/isa/microkernels.inc) and runtime.h holds the copies for this CPU in a table, IsaKernels.
 #pragma once
 #include <cstdint>
 
@@ -46,18 +46,6 @@ struct DotArgs {
     bool accumulate;
     int64_t batch = 1;
     int64_t a_batch = 0, b_batch = 0;
-};
-
-// dst[doff[k] + q] += src[k*lds + q]                k < K (in order), q < N
-// Adds K rows onto overlapping runs of dst: the scatter of an unfolded (im2col) gradient back onto
-// the image it came from, on the wide grid where every tap's run is contiguous.
-template <typename T>
-struct AddRowsArgs {
-    int64_t K, N;
-    T* dst;
-    const int64_t* doff;
-    const T* src;
-    int64_t lds;
 };
 
 // 2x2 max-pool with stride 2 over `planes` planes of H x W (H, W < 2^30): y = the window's
@@ -162,7 +150,7 @@ struct LanePackArgs {   // blocks [b0, b1) of N images of E elements each
     bool to_lanes;
 };
 
-// Elementwise optimizer updates over P parameters (see optim.cpp for the arithmetic), with the
+// Elementwise optimizer updates over P parameters (see kernels/optim.cpp for the arithmetic), with the
 // scalars already rounded to T, so every instruction set computes the same thing.
 template <typename T>
 struct AdamArgs {
@@ -193,3 +181,22 @@ struct FiniteArgs {
 };
 
 }  // namespace maqueta
+
+// The micro-kernel table, X(op, Args, Ret) per entry. From this one list each instruction set
+// defines op_f and op_d, which call its op_any template (cpp/isa/*.inc), runtime.cpp declares
+// and collects them, and IsaKernels gets a pointer pair and the overloads op(Args<float>) and
+// op(Args<double>). A new micro-kernel: its Args struct above, its op_any in an .inc, a line here.
+#define MAQUETA_MICROKERNELS(X)                                                                    \
+    X(rows, RowsArgs, void)                                                                        \
+    X(dot, DotArgs, void)                                                                          \
+    X(bcast, BcastArgs, void)                                                                      \
+    X(pool2x2, Pool2x2Args, void)                                                                  \
+    X(adam, AdamArgs, void)                                                                        \
+    X(sgd, SgdArgs, void)                                                                          \
+    X(finite, FiniteArgs, bool)                                                                    \
+    X(lane_conv, LaneConvArgs, void)                                                               \
+    X(lane_dw, LaneDwArgs, void)                                                                   \
+    X(lane_dx, LaneDxArgs, void)                                                                   \
+    X(lane_pool, LanePoolArgs, void)                                                               \
+    X(lane_unpool, LaneUnpoolArgs, void)                                                           \
+    X(lane_pack, LanePackArgs, void)

@@ -1,4 +1,12 @@
-// Threads, per-call workspaces and the choice of micro-kernels for this CPU.
+// Threads, per-call workspaces and the choice of micro-kernels for this CPU: what every kernel
+// file shares.
+//
+// Kernel conventions (one header per op family: conv2d.h, maxpool2d.h, linear.h, optim.h, loss.h,
+// lanes.h). Kernels are free functions <op>_forward / <op>_backward on raw contiguous buffers,
+// for float and double. Arguments go outputs, inputs, weights, dims, then the IsaKernels the call
+// runs on: the binding reads the instruction set once per call and passes it down, so it cannot
+// change in the middle of one. Every kernel overwrites its outputs; the caller owns accumulation
+// and buffers.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -34,6 +42,13 @@ inline int team_threads() {
 #else
     return 1;
 #endif
+}
+
+// Threads to ask for `work` independent pieces of work: one per piece at most, never more than
+// num_threads(), at least one (OpenMP runtimes can abort when thread creation fails).
+inline int team_size(int64_t work) {
+    const int64_t n = num_threads();
+    return (int)(work < 1 ? 1 : work < n ? work : n);
 }
 
 // [begin, end) of `count` items for thread t of a team of n, in contiguous ranges.
@@ -106,66 +121,28 @@ inline U* carve(unsigned char* base, Slot s) {
     return reinterpret_cast<U*>(base + s.offset);
 }
 
-// The micro-kernels of one instruction set (see microkernels.h).
+// The micro-kernels of one instruction set (see microkernels.h): for each entry of the list
+// MAQUETA_MICROKERNELS, a pointer per dtype and an overload that calls it.
 struct IsaKernels {
     const char* name;
     int mr;  // rows-tile height: A panels are packed MR rows at a time
     int nr_float, nr_double;  // rows-tile width in elements
-    void (*rows_f)(const RowsArgs<float>&);
-    void (*rows_d)(const RowsArgs<double>&);
-    void (*dot_f)(const DotArgs<float>&);
-    void (*dot_d)(const DotArgs<double>&);
-    void (*add_rows_f)(const AddRowsArgs<float>&);
-    void (*add_rows_d)(const AddRowsArgs<double>&);
-    void (*pool2x2_f)(const Pool2x2Args<float>&);
-    void (*pool2x2_d)(const Pool2x2Args<double>&);
-    void (*adam_f)(const AdamArgs<float>&);
-    void (*adam_d)(const AdamArgs<double>&);
-    void (*sgd_f)(const SgdArgs<float>&);
-    void (*sgd_d)(const SgdArgs<double>&);
-    bool (*finite_f)(const FiniteArgs<float>&);
-    bool (*finite_d)(const FiniteArgs<double>&);
-    void (*bcast_f)(const BcastArgs<float>&);
-    void (*bcast_d)(const BcastArgs<double>&);
-#define MAQUETA_LANE_MEMBERS(X)                                                              \
-    X(lane_conv, LaneConvArgs) X(lane_dw, LaneDwArgs) X(lane_dx, LaneDxArgs)                 \
-    X(lane_pool, LanePoolArgs) X(lane_unpool, LaneUnpoolArgs) X(lane_pack, LanePackArgs)
-#define MAQUETA_LANE_POINTERS(name, Args)                                                    \
-    void (*name##_f)(const Args<float>&);                                                    \
-    void (*name##_d)(const Args<double>&);                                                   \
-    void name(const Args<float>& a) const { name##_f(a); }                                   \
-    void name(const Args<double>& a) const { name##_d(a); }
-    MAQUETA_LANE_MEMBERS(MAQUETA_LANE_POINTERS)
-#undef MAQUETA_LANE_POINTERS
+#define MAQUETA_ISA_POINTERS(op, Args, Ret)                                  \
+    Ret (*op##_f)(const Args<float>&) = nullptr;                            \
+    Ret (*op##_d)(const Args<double>&) = nullptr;                           \
+    Ret op(const Args<float>& a) const { return op##_f(a); }                \
+    Ret op(const Args<double>& a) const { return op##_d(a); }
+    MAQUETA_MICROKERNELS(MAQUETA_ISA_POINTERS)
+#undef MAQUETA_ISA_POINTERS
 
-    void rows(const RowsArgs<float>& a) const { rows_f(a); }
-    void rows(const RowsArgs<double>& a) const { rows_d(a); }
-    void dot(const DotArgs<float>& a) const { dot_f(a); }
-    void dot(const DotArgs<double>& a) const { dot_d(a); }
-    void add_rows(const AddRowsArgs<float>& a) const { add_rows_f(a); }
-    void add_rows(const AddRowsArgs<double>& a) const { add_rows_d(a); }
-    void pool2x2(const Pool2x2Args<float>& a) const { pool2x2_f(a); }
-    void pool2x2(const Pool2x2Args<double>& a) const { pool2x2_d(a); }
-    void adam(const AdamArgs<float>& a) const { adam_f(a); }
-    void adam(const AdamArgs<double>& a) const { adam_d(a); }
-    void sgd(const SgdArgs<float>& a) const { sgd_f(a); }
-    void sgd(const SgdArgs<double>& a) const { sgd_d(a); }
-    bool finite(const FiniteArgs<float>& a) const { return finite_f(a); }
-    bool finite(const FiniteArgs<double>& a) const { return finite_d(a); }
-    void bcast(const BcastArgs<float>& a) const { bcast_f(a); }
-    void bcast(const BcastArgs<double>& a) const { bcast_d(a); }
     template <typename T> int lanes() const { return nr<T>() / 2; }
     template <typename T> int nr() const { return sizeof(T) == 4 ? nr_float : nr_double; }
 };
 
-const IsaKernels& isa();                   // the kernels in use
-const char* isa_name();
+// The instruction sets this CPU and build offer, best first. The process uses the best unless a
+// test chose another (set_isa); a binding reads isa() once per call and hands it to the kernel.
+const IsaKernels& isa();
 bool set_isa(const char* name);            // testing aid: "avx512", "avx2", "generic"; false if unavailable
 const char* const* available_isas(int* count);
-
-// Which convolution algorithm to use; "auto" picks by shape. The others exist so tests reach every path.
-enum class ConvAlgo { Auto, Direct, Im2col, Pixel };
-ConvAlgo conv_algo();
-void set_conv_algo(ConvAlgo a);
 
 }  // namespace maqueta

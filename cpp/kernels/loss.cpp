@@ -7,7 +7,7 @@
 // a NaN or infinite logit makes the loss NaN, which the training loop reports.
 #include <cmath>
 
-#include "maqueta/kernels.h"
+#include "maqueta/loss.h"
 
 namespace maqueta {
 

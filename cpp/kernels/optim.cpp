@@ -7,20 +7,17 @@
 #include <algorithm>
 #include <cmath>
 
-#include "maqueta/kernels.h"
+#include "maqueta/optim.h"
 #include "maqueta/runtime.h"
 
 namespace maqueta {
 namespace {
 constexpr int64_t kParallelMin = 1 << 14;
-int team_size(int64_t P) {
-    return (int)std::max<int64_t>(1, std::min<int64_t>(num_threads(), P / kParallelMin));
-}
 
 // body(first, count) once per thread, on contiguous chunks that cover [0, P) exactly.
 template <typename F>
 void in_chunks(int64_t P, F&& body) {
-#pragma omp parallel num_threads(team_size(P))
+#pragma omp parallel num_threads(team_size(P / kParallelMin))
     {
         const Range r = range_of(P, team_threads(), thread_index());
         body(r.begin, r.end - r.begin);
@@ -34,7 +31,7 @@ void in_chunks(int64_t P, F&& body) {
 //   param += (-lr / (1 - beta1^t)) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 template <typename T>
 void adam_update(T* param, T* m, T* v, const T* grad, int64_t P, int64_t step, double lr, double beta1,
-                 double beta2, double eps, double weight_decay, bool bias_correction) {
+                 double beta2, double eps, double weight_decay, bool bias_correction, const IsaKernels& kern) {
     const double bc1 = bias_correction ? 1.0 - std::pow(beta1, (double)step) : 1.0;
     const double bc2 = bias_correction ? 1.0 - std::pow(beta2, (double)step) : 1.0;
     AdamArgs<T> a{};
@@ -48,7 +45,6 @@ void adam_update(T* param, T* m, T* v, const T* grad, int64_t P, int64_t step, d
     a.eps = (T)eps;
     a.wd = (T)weight_decay;
     a.decay = weight_decay != 0.0;
-    const IsaKernels& kern = isa();
     in_chunks(P, [&](int64_t i0, int64_t n) {
         AdamArgs<T> part = a;
         part.P = n;
@@ -62,14 +58,13 @@ void adam_update(T* param, T* m, T* v, const T* grad, int64_t P, int64_t step, d
 
 template <typename T>
 void sgd_update(T* param, T* velocity, const T* grad, int64_t P, double lr, double momentum,
-                double weight_decay, bool nesterov) {
+                double weight_decay, bool nesterov, const IsaKernels& kern) {
     SgdArgs<T> a{};
     a.neg_lr = (T)(-lr);
     a.mu = (T)momentum;
     a.wd = (T)weight_decay;
     a.decay = weight_decay != 0.0;
     a.nesterov = nesterov;
-    const IsaKernels& kern = isa();
     in_chunks(P, [&](int64_t i0, int64_t n) {
         SgdArgs<T> part = a;
         part.P = n;
@@ -81,15 +76,16 @@ void sgd_update(T* param, T* velocity, const T* grad, int64_t P, double lr, doub
 }
 
 template <typename T>
-bool all_finite(const T* x, int64_t n) {
-    return isa().finite(FiniteArgs<T>{n, x});
+bool all_finite(const T* x, int64_t n, const IsaKernels& kern) {
+    return kern.finite(FiniteArgs<T>{.n = n, .x = x});
 }
 
-template void adam_update<float>(float*, float*, float*, const float*, int64_t, int64_t, double, double, double, double, double, bool);
-template void adam_update<double>(double*, double*, double*, const double*, int64_t, int64_t, double, double, double, double, double, bool);
-template void sgd_update<float>(float*, float*, const float*, int64_t, double, double, double, bool);
-template void sgd_update<double>(double*, double*, const double*, int64_t, double, double, double, bool);
-template bool all_finite<float>(const float*, int64_t);
-template bool all_finite<double>(const double*, int64_t);
+#define MAQUETA_INSTANTIATE(T)                                                                                \
+    template void adam_update<T>(T*, T*, T*, const T*, int64_t, int64_t, double, double, double, double, double, \
+                                 bool, const IsaKernels&);                                                     \
+    template void sgd_update<T>(T*, T*, const T*, int64_t, double, double, double, bool, const IsaKernels&);    \
+    template bool all_finite<T>(const T*, int64_t, const IsaKernels&);
+MAQUETA_INSTANTIATE(float)
+MAQUETA_INSTANTIATE(double)
 
 }  // namespace maqueta

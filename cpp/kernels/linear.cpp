@@ -10,7 +10,7 @@
 // element is one fixed-order sum, so the result does not depend on the thread count.
 #include <algorithm>
 
-#include "maqueta/kernels.h"
+#include "maqueta/linear.h"
 #include "maqueta/runtime.h"
 
 namespace maqueta {
@@ -28,14 +28,15 @@ int parts_for(int64_t M, int64_t N, int64_t K) {
 constexpr int64_t kDotRows = 48;
 
 template <typename T>
-void linear_forward(T* y, const T* x, const T* w, const T* b, int64_t N, int64_t IN, int64_t OUT, bool relu) {
-    const IsaKernels& kern = isa();
+void linear_forward(T* y, const T* x, const T* w, const T* b, int64_t N, int64_t IN, int64_t OUT, bool relu,
+                    const IsaKernels& kern) {
     if (N < kDotRows) {
         const int parts = std::max(1, std::min<int>(parts_for(OUT, N, IN), (int)((OUT + 5) / 6)));
 #pragma omp parallel for schedule(static) num_threads(parts)
         for (int part = 0; part < parts; ++part) {   // split the columns: N may be 1
             const int64_t c0 = part * OUT / parts, c1 = (part + 1) * OUT / parts;
-            kern.dot(DotArgs<T>{N, c1 - c0, IN, x, nullptr, IN, w + c0 * IN, nullptr, IN, y + c0, OUT, false});
+            kern.dot(DotArgs<T>{.M = N, .N = c1 - c0, .Q = IN, .a = x, .aoff = nullptr, .lda = IN, .b = w + c0 * IN,
+                                .boff = nullptr, .ldb = IN, .c = y + c0, .ldc = OUT, .accumulate = false});
             for (int64_t n = 0; n < N; ++n)
                 for (int64_t o = c0; o < c1; ++o) {
                     const T v = y[n * OUT + o] + (b ? b[o] : T(0));
@@ -60,17 +61,15 @@ void linear_forward(T* y, const T* x, const T* w, const T* b, int64_t N, int64_t
 #pragma omp parallel for schedule(static) num_threads(parts)
     for (int part = 0; part < parts; ++part) {
         const int64_t r0 = part * N / parts, r1 = (part + 1) * N / parts;
-        BcastArgs<T> g{r1 - r0, OUT, IN, rows + r0, nullptr, 1, wt, OUTP, OUTP, y + r0 * OUT, OUT, 1};
-        g.bias = b;
-        g.relu = relu;
-        kern.bcast(g);
+        kern.bcast(BcastArgs<T>{.M = r1 - r0, .N = OUT, .K = IN, .arows = rows + r0, .aoff = nullptr, .astride = 1,
+                                .b = wt, .ldb = OUTP, .b_readable = OUTP, .c = y + r0 * OUT, .ldc = OUT, .cstride = 1,
+                                .bias = b, .relu = relu});
     }
 }
 
 template <typename T>
 void linear_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, int64_t N, int64_t IN, int64_t OUT,
-                     bool relu_input) {
-    const IsaKernels& kern = isa();
+                     bool relu_input, const IsaKernels& kern) {
     Layout shared;
     const Slot at_dyrows = shared.add<const T*>(N), at_dycols = shared.add<const T*>(OUT);
     unsigned char* ws = static_cast<unsigned char*>(Workspace::get(Layout::total(shared, 0, shared)));
@@ -85,7 +84,9 @@ void linear_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, i
 #pragma omp parallel for schedule(static) num_threads(parts)
         for (int part = 0; part < parts; ++part) {
             const int64_t r0 = part * OUT / parts, r1 = (part + 1) * OUT / parts;
-            kern.bcast(BcastArgs<T>{r1 - r0, IN, N, dy_cols + r0, nullptr, OUT, x, IN, IN, dw + r0 * IN, IN, 1});
+            kern.bcast(BcastArgs<T>{.M = r1 - r0, .N = IN, .K = N, .arows = dy_cols + r0, .aoff = nullptr,
+                                    .astride = OUT, .b = x, .ldb = IN, .b_readable = IN, .c = dw + r0 * IN, .ldc = IN,
+                                    .cstride = 1});
         }
     }
     // dx[n][i] = sum_o dy[n][o] w[o][i], zero where x <= 0 after a ReLU
@@ -94,7 +95,9 @@ void linear_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, i
 #pragma omp parallel for schedule(static) num_threads(parts)
         for (int part = 0; part < parts; ++part) {
             const int64_t r0 = part * N / parts, r1 = (part + 1) * N / parts;
-            kern.bcast(BcastArgs<T>{r1 - r0, IN, OUT, dy_rows + r0, nullptr, 1, w, IN, IN, dx + r0 * IN, IN, 1});
+            kern.bcast(BcastArgs<T>{.M = r1 - r0, .N = IN, .K = OUT, .arows = dy_rows + r0, .aoff = nullptr,
+                                    .astride = 1, .b = w, .ldb = IN, .b_readable = IN, .c = dx + r0 * IN, .ldc = IN,
+                                    .cstride = 1});
             if (relu_input)
                 for (int64_t e = r0 * IN; e < r1 * IN; ++e) dx[e] = x[e] > T(0) ? dx[e] : T(0);
         }
@@ -106,9 +109,12 @@ void linear_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, i
     }
 }
 
-template void linear_forward<float>(float*, const float*, const float*, const float*, int64_t, int64_t, int64_t, bool);
-template void linear_forward<double>(double*, const double*, const double*, const double*, int64_t, int64_t, int64_t, bool);
-template void linear_backward<float>(float*, float*, float*, const float*, const float*, const float*, int64_t, int64_t, int64_t, bool);
-template void linear_backward<double>(double*, double*, double*, const double*, const double*, const double*, int64_t, int64_t, int64_t, bool);
+#define MAQUETA_INSTANTIATE(T)                                                                                \
+    template void linear_forward<T>(T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, bool,         \
+                                    const IsaKernels&);                                                        \
+    template void linear_backward<T>(T*, T*, T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, bool, \
+                                     const IsaKernels&);
+MAQUETA_INSTANTIATE(float)
+MAQUETA_INSTANTIATE(double)
 
 }  // namespace maqueta

@@ -5,7 +5,7 @@
 // Parallel strategy: over the N*C planes; a plane's outputs and its dx belong to one thread.
 #include <algorithm>
 
-#include "maqueta/kernels.h"
+#include "maqueta/maxpool2d.h"
 #include "maqueta/runtime.h"
 
 namespace maqueta {
@@ -16,9 +16,6 @@ namespace {
 template <typename T>
 inline bool beats(T v, T m) { return v > m || (v != v && m == m); }
 
-int team_size(int64_t work) {
-    return (int)std::max<int64_t>(1, std::min<int64_t>(num_threads(), work));
-}
 
 template <typename T>
 void pool_plane(T* y, int64_t* idx, const T* x, const Pool2dDims& d) {
@@ -43,18 +40,18 @@ void pool_plane(T* y, int64_t* idx, const T* x, const Pool2dDims& d) {
 }  // namespace
 
 template <typename T>
-void maxpool2d_forward(T* y, int64_t* idx, const T* x, const Pool2dDims& d) {
+void maxpool2d_forward(T* y, int64_t* idx, const T* x, const Pool2dDims& d, const IsaKernels& kern) {
     const int64_t planes = d.N * d.C, HW = d.H * d.W, OP = d.OH * d.OW;
     // LeNet's 2x2 / stride 2 runs branch-free and vectorised; any other window, the loop above
     const bool fast = d.KH == 2 && d.KW == 2 && d.SH == 2 && d.SW == 2 && d.W < (int64_t(1) << 30);
-    const IsaKernels& kern = isa();
     const int teams = team_size(planes * OP / 4096 + 1);
 #pragma omp parallel num_threads(teams)
     {
         const Range r = range_of(planes, team_threads(), thread_index());
         const int64_t p0 = r.begin, p1 = r.end;
         if (fast) {
-            kern.pool2x2(Pool2x2Args<T>{p1 - p0, d.H, d.W, d.OH, d.OW, y + p0 * OP, idx + p0 * OP, x + p0 * HW});
+            kern.pool2x2(Pool2x2Args<T>{.planes = p1 - p0, .H = d.H, .W = d.W, .OH = d.OH, .OW = d.OW,
+                                        .y = y + p0 * OP, .idx = idx + p0 * OP, .x = x + p0 * HW});
         } else {
             for (int64_t p = p0; p < p1; ++p) pool_plane(y + p * OP, idx + p * OP, x + p * HW, d);
         }
@@ -84,8 +81,8 @@ int64_t maxpool2d_backward(T* dx, const T* dy, const int64_t* idx, const T* relu
     return outside;
 }
 
-template void maxpool2d_forward<float>(float*, int64_t*, const float*, const Pool2dDims&);
-template void maxpool2d_forward<double>(double*, int64_t*, const double*, const Pool2dDims&);
+template void maxpool2d_forward<float>(float*, int64_t*, const float*, const Pool2dDims&, const IsaKernels&);
+template void maxpool2d_forward<double>(double*, int64_t*, const double*, const Pool2dDims&, const IsaKernels&);
 template int64_t maxpool2d_backward<float>(float*, const float*, const int64_t*, const float*, const Pool2dDims&);
 template int64_t maxpool2d_backward<double>(double*, const double*, const int64_t*, const double*, const Pool2dDims&);
 

@@ -1,0 +1,302 @@
+// conv2d backward: dw, db and (optionally) dx of conv2d_forward, given dy.
+//
+// Each thread takes a contiguous range of images and walks it in blocks of kBlock: stage() lays
+// the block's images out (padded image, or col; and dy) so that one batched micro-kernel call in
+// add_dw() sums their dw contributions inside each register tile. dx is computed per image by one
+// of three algorithms (conv::plan picks by operation count):
+//   dx_direct   a direct convolution: dy, padded by KH-1 and KW-1, correlated with the flipped,
+//               transposed filters (stride 1)
+//   dx_wide     dcol = W^T dy on the wide grid, each tap's row added straight onto its run of
+//               the padded dx from the GEMM's registers (stride 1)
+//   dx_col2im   dcol = W^T dy, then col2im (any stride)
+//
+// Parallel strategy: over images; each thread owns whole planes of dx. dw and db are summed per
+// thread, then reduced in thread order over the weight index (deterministic for a fixed thread
+// count, no atomics).
+#include "conv2d_common.h"
+
+namespace maqueta {
+namespace conv {
+namespace {
+
+constexpr int64_t kBlock = 8;
+
+// One call's sizes and the buffers its threads share (read-only inside the parallel region).
+template <typename T>
+struct Backward {
+    const Conv2dDims& d;
+    const IsaKernels& kern;
+    bool pixel, direct;       // dw pixel-major; dw reads the padded image itself (pixel does too)
+    Dx dx;                    // meaningful when dx is wanted
+    int64_t K, P, Hp, Wp;
+    int64_t HQ, WQ, K2;       // dy padded for dx_direct, and its taps
+    int64_t OP;               // dy^T rows padded to whole vectors (pixel-major)
+    int64_t Qpad;             // dw's dot products run over Q positions, padded to whole vectors
+    int64_t img_len, dya_len; // per image: padded image or col; dy as dot rows, or dy^T
+    int64_t NW;               // wide grid of dy (dx_wide)
+    int64_t dxa_len;          // per-thread scratch of dx
+    const T* a2;              // the filters as dx's GEMM wants them
+    const int64_t* boff;      // tap k's offset in an image (dw)
+    const int64_t* boff2;     // tap k2's offset in padded dy (dx_direct)
+    const int64_t* doff;      // tap k's run in the padded dx (dx_wide)
+    const int64_t* poff;      // pixel p's window corner in the padded image (pixel-major)
+    const T* ones;            // [Qpad] ones: db as a dot product
+};
+
+// Lays out image n for dw: its padded image (or col) at img and dy (or dy^T) at dya. Pixel-major
+// also sums dy into db here, from dy^T's rows.
+template <typename T>
+void stage(const Backward<T>& s, T* img, T* dya, T* dbp, const T* xn, const T* dyn) {
+    const Conv2dDims& d = s.d;
+    const int NR = s.kern.template nr<T>();
+    if (s.pixel) {   // the padded image, and dy^T (whose rows also sum into db)
+        pad_image(img, xn, d, NR);
+        if (s.OP != d.O) std::fill(dya, dya + s.dya_len, T(0));
+        for (int64_t o = 0; o < d.O; ++o) {   // read dy in order; dy^T fits in L1
+            const T* src = dyn + o * s.P;
+            for (int64_t p = 0; p < s.P; ++p) dya[p * s.OP + o] = src[p];
+        }
+        T* __restrict sums = dbp;
+        for (int64_t p = 0; p < s.P; ++p) {   // vector over o, each o summed in order of p
+            const T* __restrict row = dya + p * s.OP;
+            for (int64_t o = 0; o < s.OP; ++o) sums[o] += row[o];
+        }
+        return;
+    }
+    std::fill(dya, dya + s.dya_len, T(0));
+    if (s.direct) {  // dy on the wide grid, zero in the dropped columns
+        pad_image(img, xn, d, NR);
+        for (int64_t o = 0; o < d.O; ++o)
+            for (int64_t oh = 0; oh < d.OH; ++oh)
+                copy_row(dya + o * s.Qpad + oh * s.Wp, dyn + (o * d.OH + oh) * d.OW, d.OW);
+    } else {
+        im2col(img, xn, d, s.Qpad);
+        std::fill(img + s.K * s.Qpad, img + s.K * s.Qpad + NR, T(0));
+        for (int64_t o = 0; o < d.O; ++o) std::memcpy(dya + o * s.Qpad, dyn + o * s.P, sizeof(T) * s.P);
+    }
+}
+
+// dw (and db) += the contributions of the nb images staged at imgs and dyas.
+template <typename T>
+void add_dw(const Backward<T>& s, T* dwp, T* dbp, const T* imgs, const T* dyas, const T* const* trows, int64_t nb) {
+    const Conv2dDims& d = s.d;
+    if (s.pixel) {
+        // dw^T[k][o] += sum over the block's images and pixels of tap k there * dy^T[pixel][o]
+        s.kern.bcast(BcastArgs<T>{.M = s.K, .N = d.O, .K = s.P, .arows = trows, .aoff = s.poff, .astride = 0,
+                                  .b = dyas, .ldb = s.OP, .b_readable = s.OP, .c = dwp, .ldc = s.OP, .cstride = 1,
+                                  .accumulate = true, .batch = nb, .a_batch = s.img_len, .b_batch = s.dya_len});
+        return;
+    }
+    // dw[o][k] += sum over the block's images and pixels of dy[o][pixel] * tap k there
+    s.kern.dot(DotArgs<T>{.M = d.O, .N = s.K, .Q = s.Qpad, .a = dyas, .aoff = nullptr, .lda = s.Qpad, .b = imgs,
+                          .boff = s.boff, .ldb = 0, .c = dwp, .ldc = s.K, .accumulate = true, .batch = nb,
+                          .a_batch = s.dya_len, .b_batch = s.img_len});
+    // db[o] += sum of dy[o]: the same rows dotted with ones (dy is zero where they are padded)
+    s.kern.dot(DotArgs<T>{.M = d.O, .N = 1, .Q = s.Qpad, .a = dyas, .aoff = nullptr, .lda = s.Qpad, .b = s.ones,
+                          .boff = nullptr, .ldb = 0, .c = dbp, .ldc = 1, .accumulate = true, .batch = nb,
+                          .a_batch = s.dya_len});
+}
+
+// dx of one image by a direct convolution: dyq[o][a][b] = dy[o][a + PH - (KH-1)][b + PW - (KW-1)]
+// (zero outside) at dxa, correlated with the flipped filters into the wide dxb, copied out.
+template <typename T>
+void dx_direct(const Backward<T>& s, T* dxn, T* dxa, T* dxb, const T* dyn) {
+    const Conv2dDims& d = s.d;
+    std::fill(dxa, dxa + s.dxa_len, T(0));
+    // each dy row lands as one run: ow from lo to hi, at column ow + shift
+    const int64_t shift = d.KW - 1 - d.PW;
+    const int64_t lo = std::max<int64_t>(0, -shift), hi = std::min(d.OW, s.WQ - shift);
+    for (int64_t o = 0; o < d.O; ++o)
+        for (int64_t oh = 0; oh < d.OH; ++oh) {
+            const int64_t a = oh - d.PH + d.KH - 1;
+            if (a < 0 || a >= s.HQ || lo >= hi) continue;
+            copy_row(dxa + (o * s.HQ + a) * s.WQ + shift + lo, dyn + (o * d.OH + oh) * d.OW + lo, hi - lo);
+        }
+    const int64_t ldc = d.H * s.WQ;
+    s.kern.rows(RowsArgs<T>{.M = d.C, .N = (d.H - 1) * s.WQ + d.W, .K = s.K2, .a = s.a2, .b = dxa, .boff = s.boff2,
+                            .ldb = 0, .padded = true, .c = dxb, .ldc = ldc});
+    for (int64_t c = 0; c < d.C; ++c)
+        for (int64_t h = 0; h < d.H; ++h) copy_row(dxn + (c * d.H + h) * d.W, dxb + c * ldc + h * s.WQ, d.W);
+}
+
+// dx of one image on the wide grid: dcol = W^T dy (dy copied to dxa, zero in the dropped columns,
+// so the runs add nothing where they wrap); each tap's row adds onto its run of the padded dx
+// (dxb, or dx itself without padding), which is then copied out.
+template <typename T>
+void dx_wide(const Backward<T>& s, T* dxn, T* dxa, T* dxb, const T* dyn) {
+    const Conv2dDims& d = s.d;
+    std::fill(dxa, dxa + s.dxa_len, T(0));
+    for (int64_t o = 0; o < d.O; ++o)
+        for (int64_t oh = 0; oh < d.OH; ++oh)
+            copy_row(dxa + o * s.NW + oh * s.Wp, dyn + (o * d.OH + oh) * d.OW, d.OW);
+    const int64_t NQ = (d.OH - 1) * s.Wp + d.OW;
+    T* target = (d.PH == 0 && d.PW == 0) ? dxn : dxb;
+    std::fill(target, target + d.C * s.Hp * s.Wp, T(0));
+    s.kern.rows(RowsArgs<T>{.M = s.K, .N = NQ, .K = d.O, .a = s.a2, .b = dxa, .boff = nullptr, .ldb = s.NW,
+                            .padded = true, .c = target, .ldc = 0, .coff = s.doff});
+    if (target == dxb)
+        for (int64_t c = 0; c < d.C; ++c)
+            for (int64_t h = 0; h < d.H; ++h)
+                copy_row(dxn + (c * d.H + h) * d.W, dxb + (c * s.Hp + h + d.PH) * s.Wp + d.PW, d.W);
+}
+
+// dx of one image, any stride: dcol = W^T dy at dxb, then each tap's column adds back onto the
+// pixel it came from.
+template <typename T>
+void dx_col2im(const Backward<T>& s, T* dxn, T* dxa, T* dxb, const T* dyn) {
+    const Conv2dDims& d = s.d;
+    std::memcpy(dxa, dyn, sizeof(T) * d.O * s.P);
+    std::fill(dxa + d.O * s.P, dxa + d.O * s.P + s.kern.template nr<T>(), T(0));
+    s.kern.rows(RowsArgs<T>{.M = s.K, .N = s.P, .K = d.O, .a = s.a2, .b = dxa, .boff = nullptr, .ldb = s.P,
+                            .padded = true, .c = dxb, .ldc = s.P});
+    col2im(dxn, dxb, d);
+}
+
+}  // namespace
+}  // namespace conv
+
+template <typename T>
+void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const Conv2dDims& d,
+                     bool relu_input, const IsaKernels& kern, ConvAlgo algo) {
+    using namespace conv;
+    const int MR = kern.mr, NR = kern.nr<T>(), L = NR / 2;
+    const Plan plan = conv::plan(d, L, algo);
+    const bool need_dx = dx != nullptr;
+    const int64_t K = d.C * d.KH * d.KW, P = d.OH * d.OW;
+    const int64_t Hp = d.H + 2 * d.PH, Wp = d.W + 2 * d.PW;
+    Backward<T> s{d, kern, plan.pixel, plan.pixel || plan.direct, plan.dx, K, P, Hp, Wp,
+                  d.H + d.KH - 1, d.W + d.KW - 1, d.O * d.KH * d.KW, round_up(d.O, L)};
+    const bool pixel = s.pixel, direct = s.direct;
+    const bool direct_dx = need_dx && s.dx == Dx::Direct, wide_dx = need_dx && s.dx == Dx::Wide;
+    const int teams = team_size(d.N);
+    const int64_t block = std::min<int64_t>(kBlock, (d.N + teams - 1) / teams);
+
+    // dw's dot products run over q: the wide output positions (direct) or the P pixels (im2col),
+    // zero-padded to whole vectors. The image side may then read up to L past its last row.
+    // Pixel-major instead takes dy transposed, [P][OP] per image.
+    const int64_t Q = direct ? (d.OH - 1) * Wp + d.OW : P;
+    s.Qpad = round_up(Q, L);
+    s.img_len = direct ? d.C * Hp * Wp + NR : K * s.Qpad + NR;
+    s.dya_len = pixel ? P * s.OP : d.O * s.Qpad;
+    s.NW = d.OH * Wp;
+    s.dxa_len = !need_dx ? 0 : direct_dx ? d.O * s.HQ * s.WQ + NR : wide_dx ? d.O * s.NW + NR : d.O * P + NR;
+    const int64_t part_len = pixel ? K * s.OP : d.O * K;   // per-thread dw ([K][OP] if pixel)
+    const int64_t dxb_len = !need_dx ? 0 : direct_dx ? d.C * d.H * s.WQ : wide_dx ? d.C * Hp * Wp : K * P;
+    const int64_t a2_len = !need_dx ? 0 : direct_dx ? d.C * s.K2 : K * d.O;
+
+    Layout shared, mine;
+    const Slot at_a2 = shared.add<T>(a2_len), at_boff = shared.add<int64_t>(K), at_boff2 = shared.add<int64_t>(s.K2),
+               at_parts = shared.add<T*>(2 * teams), at_doff = shared.add<int64_t>(K),
+               at_ones = shared.add<T>(s.Qpad);
+    const Slot at_poff = shared.add<int64_t>(pixel ? P : 0);
+    const Slot at_dw = mine.add<T>(part_len), at_db = mine.add<T>(s.OP), at_img = mine.add<T>(block * s.img_len),
+               at_trows = mine.add<const T*>(pixel ? K : 0),
+               at_dya = mine.add<T>(block * s.dya_len), at_dxa = mine.add<T>(s.dxa_len), at_dxb = mine.add<T>(dxb_len);
+    unsigned char* ws = static_cast<unsigned char*>(Workspace::get(Layout::total(shared, teams, mine)));
+    T* a2 = carve<T>(ws, at_a2);
+    int64_t* boff = carve<int64_t>(ws, at_boff);
+    int64_t* boff2 = carve<int64_t>(ws, at_boff2);
+    T** dw_part = carve<T*>(ws, at_parts);
+    T** db_part = dw_part + teams;
+    int64_t* doff = carve<int64_t>(ws, at_doff);
+    T* ones = carve<T>(ws, at_ones);
+    std::fill(ones, ones + s.Qpad, T(1));
+    int64_t* poff = carve<int64_t>(ws, at_poff);
+    if (pixel)
+        for (int64_t oh = 0, p = 0; oh < d.OH; ++oh)
+            for (int64_t ow = 0; ow < d.OW; ++ow, ++p) poff[p] = oh * d.SH * Wp + ow * d.SW;
+    for (int t = 0; t < teams; ++t) {
+        unsigned char* own = ws + shared.size() + t * mine.size();
+        dw_part[t] = carve<T>(own, at_dw);
+        db_part[t] = carve<T>(own, at_db);
+    }
+    for (int64_t c = 0, k = 0; c < d.C; ++c)
+        for (int64_t kh = 0; kh < d.KH; ++kh)
+            for (int64_t kw = 0; kw < d.KW; ++kw, ++k) {
+                boff[k] = direct ? c * Hp * Wp + kh * Wp + kw : k * s.Qpad;
+                doff[k] = c * Hp * Wp + kh * Wp + kw;
+            }
+    if (direct_dx) {
+        // A2[c][(o, kh', kw')] = w[o][c][KH-1-kh'][KW-1-kw']
+        pack_panels(a2, d.C, s.K2, MR, [&](int64_t c, int64_t k2) {
+            const int64_t o = k2 / (d.KH * d.KW), r = k2 % (d.KH * d.KW);
+            const int64_t kh = d.KH - 1 - r / d.KW, kw = d.KW - 1 - r % d.KW;
+            return w[((o * d.C + c) * d.KH + kh) * d.KW + kw];
+        });
+        for (int64_t o = 0, k2 = 0; o < d.O; ++o)
+            for (int64_t kh = 0; kh < d.KH; ++kh)
+                for (int64_t kw = 0; kw < d.KW; ++kw, ++k2) boff2[k2] = o * s.HQ * s.WQ + kh * s.WQ + kw;
+    } else if (need_dx) {
+        pack_panels(a2, K, d.O, MR, [&](int64_t k, int64_t o) { return w[o * K + k]; });  // W^T
+    }
+    s.a2 = a2;
+    s.boff = boff;
+    s.boff2 = boff2;
+    s.doff = doff;
+    s.poff = poff;
+    s.ones = ones;
+
+#pragma omp parallel num_threads(teams)
+    {
+        const int t = thread_index();
+        unsigned char* own = ws + shared.size() + t * mine.size();
+        T* dwp = dw_part[t];
+        T* dbp = db_part[t];
+        T* imgs = carve<T>(own, at_img);
+        T* dyas = carve<T>(own, at_dya);
+        T* dxa = carve<T>(own, at_dxa);
+        T* dxb = carve<T>(own, at_dxb);
+        const T** trows = carve<const T*>(own, at_trows);   // tap k of the block's first image
+        if (pixel)
+            for (int64_t k = 0; k < K; ++k) trows[k] = imgs + boff[k];
+        std::fill(dwp, dwp + part_len, T(0));
+        std::fill(dbp, dbp + s.OP, T(0));
+        const int ran = team_threads();   // may be fewer than asked: split among those that run
+        const Range mine_n = range_of(d.N, ran, t);   // static split: deterministic per thread count
+        for (int64_t n0 = mine_n.begin; n0 < mine_n.end; n0 += block) {
+            const int64_t nb = std::min(block, mine_n.end - n0);
+            for (int64_t i = 0; i < nb; ++i)
+                stage(s, imgs + i * s.img_len, dyas + i * s.dya_len, dbp, x + (n0 + i) * d.C * d.H * d.W,
+                      dy + (n0 + i) * d.O * P);
+            add_dw(s, dwp, dbp, imgs, dyas, trows, nb);
+            if (!need_dx) continue;
+            for (int64_t i = 0; i < nb; ++i) {
+                const T* dyn = dy + (n0 + i) * d.O * P;
+                T* dxn = dx + (n0 + i) * d.C * d.H * d.W;
+                switch (s.dx) {
+                    case Dx::Direct: dx_direct(s, dxn, dxa, dxb, dyn); break;
+                    case Dx::Wide: dx_wide(s, dxn, dxa, dxb, dyn); break;
+                    case Dx::Col2im: dx_col2im(s, dxn, dxa, dxb, dyn); break;
+                }
+                if (relu_input) {   // dx through the ReLU that produced x
+                    const T* xn = x + (n0 + i) * d.C * d.H * d.W;
+                    for (int64_t e = 0; e < d.C * d.H * d.W; ++e) dxn[e] = xn[e] > T(0) ? dxn[e] : T(0);
+                }
+            }
+        }
+        // Reduce the per-thread partials in thread order.
+#pragma omp barrier
+#pragma omp for schedule(static)
+        for (int64_t e = 0; e < d.O * K; ++e) {
+            const int64_t at = pixel ? (e % K) * s.OP + e / K : e;   // pixel-major partials are [K][OP]
+            T sum = dw_part[0][at];
+            for (int u = 1; u < ran; ++u) sum += dw_part[u][at];
+            dw[e] = sum;
+        }
+        if (db) {
+#pragma omp for schedule(static)
+            for (int64_t o = 0; o < d.O; ++o) {
+                T sum = db_part[0][o];
+                for (int u = 1; u < ran; ++u) sum += db_part[u][o];
+                db[o] = sum;
+            }
+        }
+    }
+}
+
+template void conv2d_backward<float>(float*, float*, float*, const float*, const float*, const float*,
+                                     const Conv2dDims&, bool, const IsaKernels&, ConvAlgo);
+template void conv2d_backward<double>(double*, double*, double*, const double*, const double*, const double*,
+                                      const Conv2dDims&, bool, const IsaKernels&, ConvAlgo);
+
+}  // namespace maqueta

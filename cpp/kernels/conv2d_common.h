@@ -1,0 +1,199 @@
+// conv2d: what conv2d_forward.cpp and conv2d_backward.cpp share, the layout helpers and the
+// choice of algorithm.
+//
+//   Hp = H + 2*PH, Wp = W + 2*PW       the zero-padded input
+//   K  = C*KH*KW                       taps of one filter;  P = OH*OW output pixels of one plane
+//
+// Parallel strategy: over images; each thread owns whole planes of y and dx. dw and db are summed
+// per thread, then reduced in thread order over the weight index (deterministic for a fixed
+// thread count, no atomics).
+//
+// When the filters fill whole vectors (O a multiple of the vector width, e.g. LeNet-5's conv2 with
+// 16), forward and dw run "pixel-major" on the broadcast micro-kernel instead: each output pixel's
+// taps are read through a pointer per pixel and an offset per tap, against W^T (forward) or dy^T
+// (dw, summed over a block of images in registers); no column is dropped and any stride works.
+// Otherwise both passes are built on the rows and dot micro-kernels, by two algorithms:
+//  direct (stride 1 only): the padded image is itself the B matrix. Output (oh, ow) is column
+//    q = oh*Wp + ow of a "wide" output row, and input (c, oh+kh, ow+kw) lies at
+//    c*Hp*Wp + kh*Wp + kw + q, so every tap is one contiguous row of B and nothing is gathered.
+//    The Wp - OW columns past each output row are computed and dropped.
+//  im2col (any stride): taps are gathered into col[K][P] first, then multiplied.
+// The input gradient has three algorithms of its own (conv2d_backward.cpp). plan() below picks
+// them all from the shapes and the vector width.
+#pragma once
+#include <algorithm>
+#include <cstring>
+
+#include "maqueta/conv2d.h"
+#include "maqueta/runtime.h"
+
+namespace maqueta {
+namespace conv {
+
+// dst[0 .. n) = src[0 .. n) for the short rows copied per image (hundreds of a few dozen values):
+// a call to memcpy each cost more than the copy (16% of conv1's backward). The conv2d files are
+// built with -fno-tree-loop-distribute-patterns (CMakeLists.txt), or GCC would turn the loop back into
+// that call.
+template <typename T>
+inline void copy_row(T* __restrict dst, const T* __restrict src, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
+}
+
+// Pack A (M x K, element a(i, k)) into MR-row panels laid out [K][mr] (see RowsArgs).
+template <typename T, typename F>
+void pack_panels(T* dst, int64_t M, int64_t K, int MR, F a) {
+    for (int64_t i0 = 0; i0 < M; i0 += MR) {
+        const int64_t mr = std::min<int64_t>(MR, M - i0);
+        T* p = dst + i0 * K;
+        for (int64_t k = 0; k < K; ++k)
+            for (int64_t i = 0; i < mr; ++i) p[k * mr + i] = a(i0 + i, k);
+    }
+}
+
+// xp[C][Hp][Wp] = x zero-padded, followed by `slack` zeros.
+template <typename T>
+void pad_image(T* xp, const T* x, const Conv2dDims& d, int64_t slack) {
+    const int64_t Hp = d.H + 2 * d.PH, Wp = d.W + 2 * d.PW;
+    if (d.PH == 0 && d.PW == 0) {
+        std::memcpy(xp, x, sizeof(T) * d.C * d.H * d.W);
+    } else {
+        for (int64_t c = 0; c < d.C; ++c) {
+            T* plane = xp + c * Hp * Wp;
+            std::fill(plane, plane + d.PH * Wp, T(0));
+            for (int64_t h = 0; h < d.H; ++h) {
+                T* row = plane + (h + d.PH) * Wp;
+                std::fill(row, row + d.PW, T(0));
+                copy_row(row + d.PW, x + (c * d.H + h) * d.W, d.W);
+                std::fill(row + d.PW + d.W, row + Wp, T(0));
+            }
+            std::fill(plane + (d.PH + d.H) * Wp, plane + Hp * Wp, T(0));
+        }
+    }
+    std::fill(xp + d.C * Hp * Wp, xp + d.C * Hp * Wp + slack, T(0));
+}
+
+// col[k = (c, kh, kw)][oh*OW + ow] = x[c][oh*SH - PH + kh][ow*SW - PW + kw], zero outside;
+// rows ldcol apart (>= OH*OW), zero-filled past OH*OW.
+template <typename T>
+void im2col(T* col, const T* x, const Conv2dDims& d, int64_t ldcol) {
+    const int64_t P = d.OH * d.OW;
+    for (int64_t c = 0; c < d.C; ++c)
+        for (int64_t kh = 0; kh < d.KH; ++kh)
+            for (int64_t kw = 0; kw < d.KW; ++kw) {
+                T* row = col + ((c * d.KH + kh) * d.KW + kw) * ldcol;
+                std::fill(row + P, row + ldcol, T(0));
+                for (int64_t oh = 0; oh < d.OH; ++oh) {
+                    T* out = row + oh * d.OW;
+                    const int64_t ih = oh * d.SH - d.PH + kh;
+                    if (ih < 0 || ih >= d.H) {
+                        std::fill(out, out + d.OW, T(0));
+                        continue;
+                    }
+                    const T* in = x + (c * d.H + ih) * d.W;
+                    int64_t ow = 0;
+                    if (d.SW == 1) {   // a contiguous run between the zero margins
+                        const int64_t lo = std::min(d.OW, std::max<int64_t>(0, d.PW - kw));
+                        const int64_t hi = std::max(lo, std::min(d.OW, d.W + d.PW - kw));
+                        std::fill(out, out + lo, T(0));
+                        copy_row(out + lo, in + lo - d.PW + kw, hi - lo);
+                        std::fill(out + hi, out + d.OW, T(0));
+                        ow = d.OW;
+                    }
+                    for (; ow < d.OW; ++ow) {
+                        const int64_t iw = ow * d.SW - d.PW + kw;
+                        out[ow] = (iw >= 0 && iw < d.W) ? in[iw] : T(0);
+                    }
+                }
+            }
+}
+
+// dx[c][oh*SH - PH + kh][ow*SW - PW + kw] += dcol[k][oh*OW + ow] over a zeroed dx.
+template <typename T>
+void col2im(T* dx, const T* dcol, const Conv2dDims& d) {
+    const int64_t P = d.OH * d.OW;
+    std::fill(dx, dx + d.C * d.H * d.W, T(0));
+    for (int64_t c = 0; c < d.C; ++c)
+        for (int64_t kh = 0; kh < d.KH; ++kh)
+            for (int64_t kw = 0; kw < d.KW; ++kw) {
+                const T* row = dcol + ((c * d.KH + kh) * d.KW + kw) * P;
+                for (int64_t oh = 0; oh < d.OH; ++oh) {
+                    const int64_t ih = oh * d.SH - d.PH + kh;
+                    if (ih < 0 || ih >= d.H) continue;
+                    T* out = dx + (c * d.H + ih) * d.W;
+                    const T* in = row + oh * d.OW;
+                    if (d.SW == 1) {   // a contiguous run: out[lo - PW + kw ..] += in[lo ..]
+                        const int64_t lo = std::min(d.OW, std::max<int64_t>(0, d.PW - kw));
+                        const int64_t hi = std::max(lo, std::min(d.OW, d.W + d.PW - kw));
+                        T* o = out - d.PW + kw;
+                        for (int64_t ow = lo; ow < hi; ++ow) o[ow] += in[ow];
+                        continue;
+                    }
+                    for (int64_t ow = 0; ow < d.OW; ++ow) {
+                        const int64_t iw = ow * d.SW - d.PW + kw;
+                        if (iw >= 0 && iw < d.W) out[iw] += in[ow];
+                    }
+                }
+            }
+}
+
+// Which algorithms one call runs: a pure function of the shapes and the vector width (lanes of T
+// in the instruction set the call runs on). `forced` (a test switch) overrides the choice where
+// the forced algorithm applies: direct needs stride 1, and pixel-major covers forward and dw only.
+enum class Dx { Direct, Wide, Col2im };   // the three input-gradient algorithms (conv2d_backward.cpp)
+struct Plan {
+    bool pixel;    // forward and dw pixel-major, on the broadcast micro-kernel
+    bool direct;   // otherwise: forward and dw read the padded image itself (else im2col)
+    Dx dx;
+};
+
+// Pixel-major needs the filters to fill the vectors it computes: O a multiple of the width, or
+// at least two vectors' worth (so at most a third of the lanes idle).
+inline bool use_pixel(const Conv2dDims& d, int lanes, ConvAlgo forced) {
+    switch (forced) {
+        case ConvAlgo::Pixel: return true;
+        case ConvAlgo::Direct:
+        case ConvAlgo::Im2col: return false;
+        default: break;
+    }
+    return d.O % lanes == 0 || d.O >= 2 * lanes;
+}
+
+// Direct pays (Wp - OW) dropped columns per row, times O filters; im2col pays a gather of K*P
+// values. Prefer direct unless the dropped columns cost clearly more.
+inline bool use_direct(const Conv2dDims& d, ConvAlgo forced) {
+    if (d.SH != 1 || d.SW != 1) return false;
+    switch (forced) {
+        case ConvAlgo::Direct: return true;
+        case ConvAlgo::Im2col: return false;
+        default: break;
+    }
+    const int64_t Wp = d.W + 2 * d.PW;
+    return (Wp - d.OW) * d.O <= 8 * d.OW;
+}
+
+// The direct full correlation for dx, or W^T dy then scattered back, by their operation counts.
+inline bool use_direct_dx(const Conv2dDims& d, ConvAlgo forced) {
+    if (d.SH != 1 || d.SW != 1) return false;
+    switch (forced) {
+        case ConvAlgo::Direct: return true;
+        case ConvAlgo::Im2col: return false;
+        default: break;
+    }
+    const int64_t K = d.C * d.KH * d.KW, P = d.OH * d.OW, WQ = d.W + d.KW - 1;
+    const double direct = (double)d.C * d.O * d.KH * d.KW * ((d.H - 1) * WQ + d.W);
+    const double gemm = (double)K * P * d.O + 4.0 * K * P;   // the multiply, then scattering dcol back
+    return direct <= gemm;
+}
+
+inline Plan plan(const Conv2dDims& d, int lanes, ConvAlgo forced) {
+    Plan p;
+    p.pixel = use_pixel(d, lanes, forced);
+    p.direct = use_direct(d, forced);
+    p.dx = use_direct_dx(d, forced) ? Dx::Direct : (d.SH == 1 && d.SW == 1) ? Dx::Wide : Dx::Col2im;
+    return p;
+}
+
+inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+}  // namespace conv
+}  // namespace maqueta

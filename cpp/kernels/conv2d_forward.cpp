@@ -1,0 +1,149 @@
+// conv2d forward: y = conv(x, w) + b (then ReLU), by one of three algorithms (conv2d_common.h
+// explains them and conv::plan picks one): pixel-major, direct, im2col.
+//
+// Parallel strategy: over images; each thread owns whole planes of y.
+#include "conv2d_common.h"
+
+namespace maqueta {
+namespace conv {
+namespace {
+
+// Pixel-major: y^T[p][o] = sum_k xpad[pixel p's window at tap k] * W^T[k][o] (+ b, relu),
+// one image at a time per thread, stored straight into y's [o][p] layout.
+template <typename T>
+void forward_pixel(T* y, const T* x, const T* w, const T* b, const Conv2dDims& d, bool relu,
+                   const IsaKernels& kern) {
+    const int L = kern.lanes<T>();
+    const int64_t K = d.C * d.KH * d.KW, P = d.OH * d.OW, OP = round_up(d.O, L);
+    const int64_t Hp = d.H + 2 * d.PH, Wp = d.W + 2 * d.PW;
+    const int teams = team_size(d.N);
+    Layout shared, mine;
+    const Slot at_wt = shared.add<T>(K * OP), at_boff = shared.add<int64_t>(K);
+    const bool padded = d.PH > 0 || d.PW > 0;
+    const Slot at_img = mine.add<T>(padded ? d.C * Hp * Wp : 0), at_rows = mine.add<const T*>(P);
+    unsigned char* ws = static_cast<unsigned char*>(Workspace::get(Layout::total(shared, teams, mine)));
+    T* wt = carve<T>(ws, at_wt);
+    int64_t* boff = carve<int64_t>(ws, at_boff);
+    for (int64_t k = 0; k < K; ++k) {   // W^T, rows padded to whole vectors
+        for (int64_t o = 0; o < d.O; ++o) wt[k * OP + o] = w[o * K + k];
+        std::fill(wt + k * OP + d.O, wt + (k + 1) * OP, T(0));
+    }
+    for (int64_t c = 0, k = 0; c < d.C; ++c)
+        for (int64_t kh = 0; kh < d.KH; ++kh)
+            for (int64_t kw = 0; kw < d.KW; ++kw, ++k) boff[k] = c * Hp * Wp + kh * Wp + kw;
+#pragma omp parallel num_threads(teams)
+    {
+        unsigned char* own = ws + shared.size() + thread_index() * mine.size();
+        T* img = carve<T>(own, at_img);
+        const T** rows = carve<const T*>(own, at_rows);
+#pragma omp for schedule(static)
+        for (int64_t n = 0; n < d.N; ++n) {
+            // The kernel reads single values inside the image, so an unpadded one is read in place.
+            const T* xn = x + n * d.C * d.H * d.W;
+            if (padded) pad_image(img, xn, d, 0);
+            const T* src = padded ? img : xn;
+            for (int64_t oh = 0, p = 0; oh < d.OH; ++oh)
+                for (int64_t ow = 0; ow < d.OW; ++ow, ++p) rows[p] = src + oh * d.SH * Wp + ow * d.SW;
+            kern.bcast(BcastArgs<T>{.M = P, .N = d.O, .K = K, .arows = rows, .aoff = boff, .astride = 0,
+                                    .b = wt, .ldb = OP, .b_readable = OP, .c = y + n * d.O * P, .ldc = 1,
+                                    .cstride = P, .bias = b, .relu = relu, .run = d.SW == 1 ? d.OW : 0});
+        }
+    }
+}
+
+// Direct, one image (stride 1): the padded image is the B matrix of the wide output
+// outb[O][OH*Wp]; the Wp - OW columns past each output row are dropped on the way to y.
+template <typename T>
+void forward_image_direct(T* yn, T* inb, T* outb, const T* xn, const T* apack, const int64_t* boff, const T* b,
+                          const Conv2dDims& d, bool relu, const IsaKernels& kern) {
+    const int64_t K = d.C * d.KH * d.KW, Wp = d.W + 2 * d.PW, ldc = d.OH * Wp;
+    pad_image(inb, xn, d, kern.nr<T>());
+    kern.rows(RowsArgs<T>{.M = d.O, .N = (d.OH - 1) * Wp + d.OW, .K = K, .a = apack, .b = inb, .boff = boff,
+                          .ldb = 0, .padded = true, .c = outb, .ldc = ldc});
+    for (int64_t o = 0; o < d.O; ++o) {
+        const T bias = b ? b[o] : T(0);
+        for (int64_t oh = 0; oh < d.OH; ++oh) {
+            const T* src = outb + o * ldc + oh * Wp;
+            T* dst = yn + (o * d.OH + oh) * d.OW;
+            if (relu)
+                for (int64_t ow = 0; ow < d.OW; ++ow) dst[ow] = std::max(src[ow] + bias, T(0));
+            else
+                for (int64_t ow = 0; ow < d.OW; ++ow) dst[ow] = src[ow] + bias;
+        }
+    }
+}
+
+// im2col, one image (any stride): taps gathered into col = inb[K][P], then y = W col.
+template <typename T>
+void forward_image_im2col(T* yn, T* inb, const T* xn, const T* apack, const T* b, const Conv2dDims& d, bool relu,
+                          const IsaKernels& kern) {
+    const int64_t K = d.C * d.KH * d.KW, P = d.OH * d.OW;
+    im2col(inb, xn, d, P);
+    std::fill(inb + K * P, inb + K * P + kern.nr<T>(), T(0));
+    kern.rows(RowsArgs<T>{.M = d.O, .N = P, .K = K, .a = apack, .b = inb, .boff = nullptr, .ldb = P,
+                          .padded = true, .c = yn, .ldc = P});
+    if (b || relu)
+        for (int64_t o = 0; o < d.O; ++o) {
+            const T bias = b ? b[o] : T(0);
+            T* dst = yn + o * P;
+            if (relu)
+                for (int64_t p = 0; p < P; ++p) dst[p] = std::max(dst[p] + bias, T(0));
+            else
+                for (int64_t p = 0; p < P; ++p) dst[p] += bias;
+        }
+}
+
+// Direct or im2col: W packed once into panels, then one image per iteration.
+template <typename T>
+void forward_gemm(T* y, const T* x, const T* w, const T* b, const Conv2dDims& d, bool relu, bool direct,
+                  const IsaKernels& kern) {
+    const int MR = kern.mr, NR = kern.nr<T>();
+    const int64_t K = d.C * d.KH * d.KW, P = d.OH * d.OW;
+    const int64_t Hp = d.H + 2 * d.PH, Wp = d.W + 2 * d.PW;
+    const int teams = team_size(d.N);
+    // Per image: the padded image and the wide output (direct), or col (im2col).
+    const int64_t in_len = direct ? d.C * Hp * Wp + NR : K * P + NR;
+    const int64_t out_len = direct ? d.O * d.OH * Wp : 0;
+    Layout shared, mine;
+    const Slot at_apack = shared.add<T>(d.O * K), at_boff = shared.add<int64_t>(K);
+    const Slot at_in = mine.add<T>(in_len), at_out = mine.add<T>(out_len);
+    unsigned char* ws = static_cast<unsigned char*>(Workspace::get(Layout::total(shared, teams, mine)));
+    T* apack = carve<T>(ws, at_apack);
+    int64_t* boff = carve<int64_t>(ws, at_boff);
+    pack_panels(apack, d.O, K, MR, [&](int64_t o, int64_t k) { return w[o * K + k]; });
+    for (int64_t c = 0, k = 0; c < d.C; ++c)
+        for (int64_t kh = 0; kh < d.KH; ++kh)
+            for (int64_t kw = 0; kw < d.KW; ++kw, ++k) boff[k] = direct ? c * Hp * Wp + kh * Wp + kw : k * P;
+
+#pragma omp parallel num_threads(teams)
+    {
+        unsigned char* own = ws + shared.size() + thread_index() * mine.size();
+        T* inb = carve<T>(own, at_in);
+        T* outb = carve<T>(own, at_out);
+#pragma omp for schedule(static)
+        for (int64_t n = 0; n < d.N; ++n) {
+            const T* xn = x + n * d.C * d.H * d.W;
+            T* yn = y + n * d.O * P;
+            if (direct) forward_image_direct(yn, inb, outb, xn, apack, boff, b, d, relu, kern);
+            else        forward_image_im2col(yn, inb, xn, apack, b, d, relu, kern);
+        }
+    }
+}
+
+}  // namespace
+}  // namespace conv
+
+template <typename T>
+void conv2d_forward(T* y, const T* x, const T* w, const T* b, const Conv2dDims& d, bool relu, const IsaKernels& kern,
+                    ConvAlgo algo) {
+    const conv::Plan plan = conv::plan(d, kern.lanes<T>(), algo);
+    if (plan.pixel) conv::forward_pixel(y, x, w, b, d, relu, kern);
+    else            conv::forward_gemm(y, x, w, b, d, relu, plan.direct, kern);
+}
+
+template void conv2d_forward<float>(float*, const float*, const float*, const float*, const Conv2dDims&, bool,
+                                    const IsaKernels&, ConvAlgo);
+template void conv2d_forward<double>(double*, const double*, const double*, const double*, const Conv2dDims&, bool,
+                                     const IsaKernels&, ConvAlgo);
+
+}  // namespace maqueta
