@@ -30,6 +30,15 @@ __all__ = [
     "adam_update",
     "sgd_update",
     "softmax_cross_entropy",
+    "batchnorm_forward",
+    "batchnorm_backward",
+    "channel_affine",
+    "dropout_forward",
+    "dropout_backward",
+    "avgpool2d_forward",
+    "avgpool2d_backward",
+    "activation_forward",
+    "activation_backward",
 ]
 
 
@@ -129,3 +138,66 @@ def softmax_cross_entropy(logits, targets, grad_out=None):
     gradient (softmax(logits) - onehot(targets)) / N: as torch.nn.CrossEntropyLoss. Returns
     (loss as a Python float, gradient (N, K))."""
     return _core.softmax_cross_entropy(logits, targets, grad_out)
+
+
+def batchnorm_forward(x, weight=None, bias=None, eps=1e-5, out=None):
+    """Batch normalisation with the batch's statistics, per channel (axis 1) of x (N, C) or
+    (N, C, H, W): y = (x - mean) / sqrt(var + eps) * weight + bias, var biased. weight and bias:
+    (C,) or both None. Returns (y, mean (C,), var (C,)); statistics are summed in float64."""
+    return _core.batchnorm_forward(x, weight, bias, float(eps), out)
+
+
+def batchnorm_backward(dy, x, weight, mean, var, eps=1e-5, dx_out=None, dw_out=None, db_out=None):
+    """Gradients of :func:`batchnorm_forward` through the batch statistics: (dx, dweight, dbias),
+    the last two None when weight is None."""
+    return _core.batchnorm_backward(dy, x, weight, mean, var, float(eps), dx_out, dw_out, db_out)
+
+
+def channel_affine(x, scale, shift, out=None):
+    """y[:, c] = x[:, c] * scale[c] + shift[c]: batch normalisation in evaluation mode."""
+    return _core.channel_affine(x, scale, shift, out)
+
+
+def dropout_forward(x, p, seed, channelwise=False, out=None, mask_out=None):
+    """Inverted dropout: y = x * keep / (1 - p); keep per value, or per (n, c) plane when
+    channelwise, a hash of the index and ``seed`` (int in [0, 2**64)). Returns (y, mask uint8)."""
+    return _core.dropout_forward(x, float(p), _seed(seed), bool(channelwise), out, mask_out)
+
+
+def dropout_backward(dy, mask, p, out=None):
+    """dx = dy * mask / (1 - p), the mask from :func:`dropout_forward`."""
+    return _core.dropout_backward(dy, mask, float(p), out)
+
+
+def avgpool2d_forward(x, kernel_size, stride=None, padding=0, out=None):
+    """Average pooling of x (N, C, H, W) over the zero-padded input, as ``torch.nn.AvgPool2d``
+    (count_include_pad=True); stride defaults to kernel_size; padding at most half the kernel."""
+    kh, kw = pair(kernel_size, "kernel_size", 1)
+    sh, sw = (kh, kw) if stride is None else pair(stride, "stride", 1)
+    ph, pw = pair(padding, "padding", 0)
+    return _core.avgpool2d_forward(x, kh, kw, sh, sw, ph, pw, out)
+
+
+def avgpool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, out=None):
+    """Gradient of :func:`avgpool2d_forward`: dx (x_shape)."""
+    kh, kw = pair(kernel_size, "kernel_size", 1)
+    sh, sw = (kh, kw) if stride is None else pair(stride, "stride", 1)
+    ph, pw = pair(padding, "padding", 0)
+    return _core.avgpool2d_backward(dy, [int(s) for s in x_shape], kh, kw, sh, sw, ph, pw, out)
+
+
+def activation_forward(x, kind, alpha=0.01, out=None):
+    """Element-wise activation ``kind``: "leaky_relu" (slope alpha), "elu" (alpha), "gelu" or
+    "gelu_tanh" (PyTorch's approximate="tanh"); as PyTorch's, in x's precision."""
+    return _core.activation_forward(x, kind, float(alpha), out)
+
+
+def activation_backward(dy, x, kind, alpha=0.01, out=None):
+    """dy times the activation's derivative at x."""
+    return _core.activation_backward(dy, x, kind, float(alpha), out)
+
+
+def _seed(seed):
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be an int in [0, 2**64), got {seed!r}")
+    return int(seed)

@@ -1,0 +1,82 @@
+// Element-wise activation bindings: activation_forward, activation_backward.
+#include "common.h"
+
+#include <cmath>
+
+#include "maqueta/activation.h"
+
+namespace maqueta {
+namespace bind {
+namespace {
+
+Activation activation_kind(const std::string& kind) {
+    if (kind == "leaky_relu") return Activation::LeakyRelu;
+    if (kind == "elu") return Activation::Elu;
+    if (kind == "gelu") return Activation::Gelu;
+    if (kind == "gelu_tanh") return Activation::GeluTanh;
+    value_error("kind must be 'leaky_relu', 'elu', 'gelu' or 'gelu_tanh', got '" + kind + "'");
+}
+
+std::vector<py::ssize_t> shape_of(const py::array& a) { return std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()); }
+
+void check_alpha(double alpha) {
+    if (!std::isfinite(alpha)) value_error("alpha must be finite, got " + std::to_string(alpha));
+}
+
+py::array activation_forward_py(const py::handle& x_obj, const std::string& kind_name, double alpha,
+                                const py::handle& out_obj) {
+    py::array x = as_ndarray(x_obj, "x");
+    const DType dt = call_dtype(x, "x");
+    const Activation kind = activation_kind(kind_name);
+    check_alpha(alpha);
+    const int64_t n = (int64_t)x.size();
+    return dispatch(dt, [&](auto tag) -> py::array {
+        using T = decltype(tag);
+        Outputs outs;
+        py::array_t<T> y = output<T>(out_obj, "out", shape_of(x), dt, "x", {{&x, "x"}}, outs);
+        auto xc = input<T>(x);
+        T* yp = y.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            activation_forward<T>(yp, xc.data(), n, kind, alpha);
+        }
+        return std::move(y);
+    });
+}
+
+py::array activation_backward_py(const py::handle& dy_obj, const py::handle& x_obj, const std::string& kind_name,
+                                 double alpha, const py::handle& out_obj) {
+    py::array dy = as_ndarray(dy_obj, "dy");
+    const DType dt = call_dtype(dy, "dy");
+    py::array x = as_ndarray(x_obj, "x");
+    check_dtype(x, "x", dt, "dy");
+    check_same_shape(x, "x", dy, "dy");
+    const Activation kind = activation_kind(kind_name);
+    check_alpha(alpha);
+    const int64_t n = (int64_t)x.size();
+    return dispatch(dt, [&](auto tag) -> py::array {
+        using T = decltype(tag);
+        Outputs outs;
+        py::array_t<T> dx = output<T>(out_obj, "out", shape_of(x), dt, "dy", {{&dy, "dy"}, {&x, "x"}}, outs);
+        auto dyc = input<T>(dy), xc = input<T>(x);
+        T* dxp = dx.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            activation_backward<T>(dxp, dyc.data(), xc.data(), n, kind, alpha);
+        }
+        return std::move(dx);
+    });
+}
+
+}  // namespace
+
+MAQUETA_BINDINGS(activation) {
+    const py::object none = py::none();
+    m.def("activation_forward", &activation_forward_py, py::arg("x"), py::arg("kind"), py::arg("alpha") = 0.01,
+          py::arg("out") = none);
+    m.def("activation_backward", &activation_backward_py, py::arg("dy"), py::arg("x"), py::arg("kind"),
+          py::arg("alpha") = 0.01, py::arg("out") = none);
+}
+
+}  // namespace bind
+}  // namespace maqueta

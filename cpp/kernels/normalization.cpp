@@ -1,0 +1,102 @@
+// Batch normalisation forward and backward, and the per-channel multiply-add of evaluation mode.
+//
+// Per channel c, over its M = N * S values: mean = sum x / M, var = sum (x - mean)^2 / M (two
+// passes, summed in double), then y = (x - mean) * weight / sqrt(var + eps) + bias.
+// Parallel strategy: training runs one channel per iteration (a channel's statistics and its
+// outputs belong to it, each sum in one fixed order, so the thread count changes nothing);
+// evaluation runs over the N * C planes.
+#include <algorithm>
+#include <cmath>
+
+#include "maqueta/normalization.h"
+#include "maqueta/runtime.h"
+
+namespace maqueta {
+namespace {
+
+int threads_for(int64_t values, int64_t pieces) {   // one thread per 32k values, at most one per piece
+    return team_size(std::min<int64_t>(pieces, std::max<int64_t>(1, values / 32768)));
+}
+
+}  // namespace
+
+template <typename T>
+void batchnorm_forward(T* y, T* mean, T* var, const T* x, const T* weight, const T* bias, int64_t N, int64_t C,
+                       int64_t S, double eps) {
+    const double M = (double)(N * S);
+#pragma omp parallel for schedule(static) num_threads(threads_for(N * C * S, C))
+    for (int64_t c = 0; c < C; ++c) {
+        double sum = 0;
+        for (int64_t n = 0; n < N; ++n)
+            for (int64_t s = 0; s < S; ++s) sum += x[(n * C + c) * S + s];
+        const double mu = sum / M;
+        double squares = 0;
+        for (int64_t n = 0; n < N; ++n)
+            for (int64_t s = 0; s < S; ++s) {
+                const double d = x[(n * C + c) * S + s] - mu;
+                squares += d * d;
+            }
+        const double v = squares / M;
+        mean[c] = (T)mu;
+        var[c] = (T)v;
+        const double scale = (weight ? (double)weight[c] : 1.0) / std::sqrt(v + eps);
+        const double shift = bias ? (double)bias[c] : 0.0;
+        for (int64_t n = 0; n < N; ++n)
+            for (int64_t s = 0; s < S; ++s) {
+                const int64_t i = (n * C + c) * S + s;
+                y[i] = (T)((x[i] - mu) * scale + shift);
+            }
+    }
+}
+
+template <typename T>
+void batchnorm_backward(T* dx, T* dweight, T* dbias, const T* dy, const T* x, const T* weight, const T* mean,
+                        const T* var, int64_t N, int64_t C, int64_t S, double eps) {
+    const double M = (double)(N * S);
+#pragma omp parallel for schedule(static) num_threads(threads_for(N * C * S, C))
+    for (int64_t c = 0; c < C; ++c) {
+        const double mu = mean[c], invstd = 1.0 / std::sqrt((double)var[c] + eps);
+        double sum_dy = 0, sum_dy_xhat = 0;
+        for (int64_t n = 0; n < N; ++n)
+            for (int64_t s = 0; s < S; ++s) {
+                const int64_t i = (n * C + c) * S + s;
+                sum_dy += dy[i];
+                sum_dy_xhat += dy[i] * ((x[i] - mu) * invstd);
+            }
+        if (dweight) {
+            dweight[c] = (T)sum_dy_xhat;
+            dbias[c] = (T)sum_dy;
+        }
+        const double scale = (weight ? (double)weight[c] : 1.0) * invstd;
+        const double mean_dy = sum_dy / M, mean_dy_xhat = sum_dy_xhat / M;
+        for (int64_t n = 0; n < N; ++n)
+            for (int64_t s = 0; s < S; ++s) {
+                const int64_t i = (n * C + c) * S + s;
+                const double xhat = (x[i] - mu) * invstd;
+                dx[i] = (T)(scale * (dy[i] - mean_dy - xhat * mean_dy_xhat));
+            }
+    }
+}
+
+template <typename T>
+void channel_affine(T* y, const T* x, const T* scale, const T* shift, int64_t N, int64_t C, int64_t S) {
+#pragma omp parallel for schedule(static) num_threads(threads_for(N * C * S, N * C))
+    for (int64_t plane = 0; plane < N * C; ++plane) {
+        const T a = scale[plane % C], b = shift[plane % C];
+        const T* in = x + plane * S;
+        T* out = y + plane * S;
+        for (int64_t s = 0; s < S; ++s) out[s] = in[s] * a + b;
+    }
+}
+
+#define MAQUETA_INSTANTIATE(T)                                                                               \
+    template void batchnorm_forward<T>(T*, T*, T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, \
+                                       double);                                                             \
+    template void batchnorm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, int64_t, \
+                                        int64_t, int64_t, double);                                         \
+    template void channel_affine<T>(T*, const T*, const T*, const T*, int64_t, int64_t, int64_t);
+MAQUETA_INSTANTIATE(float)
+MAQUETA_INSTANTIATE(double)
+#undef MAQUETA_INSTANTIATE
+
+}  // namespace maqueta
