@@ -10,21 +10,21 @@ from __future__ import annotations
 import numbers
 
 from . import _core, ops, reference
-from . import callbacks, losses, models
+from . import callbacks, losses, models, schedules
 from .backend import get_backend, set_backend, use_backend
 from .callbacks import Callback, EarlyStopping, History, LearningRateScheduler
 from .io import ModelFileError
 from .layers import *  # noqa: F401,F403  (every layer class, and Layer)
 from .layers import __all__ as _layer_names
 from .model import Sequential, load
-from .optim import SGD, Adam, Optimizer
+from .optim import SGD, Adam, AdamW, Optimizer, RMSprop
 
 __version__ = _core._build_info["version"]
 
 __all__ = [
-    "__version__", "ops", "reference", "losses", "models", "callbacks",
+    "__version__", "ops", "reference", "losses", "models", "callbacks", "schedules",
     "Sequential", *[name for name in _layer_names if name not in ("Call", "LAYERS")],
-    "Optimizer", "Adam", "SGD", "Callback", "History", "EarlyStopping", "LearningRateScheduler",
+    "Optimizer", "Adam", "AdamW", "SGD", "RMSprop", "Callback", "History", "EarlyStopping", "LearningRateScheduler",
     "load", "ModelFileError", "set_backend", "get_backend", "use_backend",
     "build_info", "openmp_enabled", "get_num_threads", "set_num_threads",
 ]

@@ -11,7 +11,7 @@ import numpy as np
 
 from .backend import kernels
 
-__all__ = ["softmax", "cross_entropy", "mse", "get"]
+__all__ = ["softmax", "cross_entropy", "CrossEntropy", "mse", "get"]
 
 
 def softmax(logits):
@@ -30,6 +30,60 @@ def cross_entropy(logits, targets):
     current backend's softmax_cross_entropy kernel.
     """
     return kernels().softmax_cross_entropy(logits, targets)
+
+
+class CrossEntropy:
+    """Cross-entropy on logits with PyTorch's options, as ``torch.nn.CrossEntropyLoss(weight=,
+    label_smoothing=)``: the target of sample n is (1 - label_smoothing) onehot(t_n) +
+    label_smoothing / K, class k's terms are weighted by class_weights[k], and the mean divides
+    by the sum of the weights of the samples' classes. ``CrossEntropy()`` is ``cross_entropy``."""
+
+    def __init__(self, label_smoothing=0.0, class_weights=None):
+        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float, np.floating)) \
+                or not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+        self.label_smoothing = float(label_smoothing)
+        self.class_weights = None
+        if class_weights is not None:
+            weights = np.asarray(class_weights, dtype=np.float64)
+            if weights.ndim != 1 or weights.size == 0 or not np.isfinite(weights).all() or (weights < 0).any() \
+                    or weights.sum() == 0:
+                raise ValueError(f"class_weights must be a 1-D array of finite non-negative numbers, not all 0, "
+                                 f"got {class_weights!r}")
+            self.class_weights = weights
+
+    def __repr__(self):
+        weights = None if self.class_weights is None else self.class_weights.tolist()
+        return f"CrossEntropy(label_smoothing={self.label_smoothing}, class_weights={weights})"
+
+    def check_outputs(self, units):
+        """Raise unless this loss fits a model with ``units`` outputs (asked before training starts)."""
+        if self.class_weights is not None and len(self.class_weights) != units:
+            raise ValueError(f"class_weights has {len(self.class_weights)} entries but the model has {units} outputs")
+
+    def __call__(self, logits, targets):
+        if self.label_smoothing == 0 and self.class_weights is None:
+            return cross_entropy(logits, targets)
+        n, k = logits.shape
+        self.check_outputs(k)
+        weights = np.ones(k) if self.class_weights is None else self.class_weights
+        rows = np.arange(n)
+        z = logits.astype(np.float64)
+        with np.errstate(invalid="ignore"):   # inf logits give NaN, which training reports itself
+            shifted = z - z.max(axis=1, keepdims=True)
+            log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        p = np.exp(log_p)
+        eps = self.label_smoothing
+        w_t = weights[targets]
+        total = w_t.sum()
+        if total == 0:
+            raise ValueError("every sample of the batch belongs to a class of weight 0: the mean loss is undefined")
+        loss = ((1 - eps) * -(w_t * log_p[rows, targets]).sum() + eps * -(log_p * weights).sum() / k) / total
+        # d/dz of -w_t log p_t is w_t (p - onehot); of -sum_j w_j log p_j / K it is (p sum_j w_j - w) / K
+        grad = (1 - eps) * w_t[:, None] * p
+        grad[rows, targets] -= (1 - eps) * w_t
+        grad += eps * (p * weights.sum() - weights) / k
+        return float(loss), (grad / total).astype(logits.dtype)
 
 
 def mse(outputs, targets):

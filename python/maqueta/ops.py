@@ -29,6 +29,7 @@ __all__ = [
     "linear_backward",
     "adam_update",
     "sgd_update",
+    "rmsprop_update",
     "softmax_cross_entropy",
     "batchnorm_forward",
     "batchnorm_backward",
@@ -131,6 +132,14 @@ def _step(step) -> int:
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
         raise TypeError(f"step must be an int, got {step!r}")
     return int(step)
+
+
+def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha=0.99, eps=1e-8, weight_decay=0.0,
+                   momentum=0.0):
+    """One RMSprop step, in place, as ``torch.optim.RMSprop``: square_avg always; grad_avg (centered)
+    and momentum_buffer (momentum > 0) or None. All C-contiguous arrays of param's shape and dtype."""
+    _core.rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, float(lr), float(alpha), float(eps),
+                         float(weight_decay), float(momentum))
 
 
 def softmax_cross_entropy(logits, targets, grad_out=None):

@@ -22,6 +22,7 @@ __all__ = [
     "linear_backward",
     "adam_update",
     "sgd_update",
+    "rmsprop_update",
     "softmax_cross_entropy",
     "batchnorm_forward",
     "batchnorm_backward",
@@ -180,6 +181,28 @@ def sgd_update(param, grad, velocity, lr, momentum=0.0, weight_decay=0.0, nester
         velocity[...] = momentum * velocity + g
         g = g + momentum * velocity if nesterov else velocity
     param -= lr * g
+
+
+def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha=0.99, eps=1e-8, weight_decay=0.0,
+                   momentum=0.0):
+    """In place, as torch.optim.RMSprop:  g = grad + weight_decay * param;
+        square_avg = alpha square_avg + (1 - alpha) g^2
+        centered (grad_avg given): grad_avg += (1 - alpha) (g - grad_avg);  avg = sqrt(square_avg - grad_avg^2) + eps
+        else avg = sqrt(square_avg) + eps
+        momentum_buffer = momentum momentum_buffer + g / avg;  param -= lr momentum_buffer   (with momentum)
+        param -= lr g / avg   (without)"""
+    g = grad + weight_decay * param if weight_decay else grad
+    square_avg[...] = alpha * square_avg + (1 - alpha) * g * g
+    if grad_avg is not None:
+        grad_avg += (1 - alpha) * (g - grad_avg)
+        avg = np.sqrt(square_avg - grad_avg * grad_avg) + eps
+    else:
+        avg = np.sqrt(square_avg) + eps
+    if momentum:
+        momentum_buffer[...] = momentum * momentum_buffer + g / avg
+        param -= lr * momentum_buffer
+    else:
+        param -= lr * (g / avg)
 
 
 def softmax_cross_entropy(logits, targets, grad_out=None):

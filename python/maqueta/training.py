@@ -64,9 +64,11 @@ def _fit(model, X, y, epochs=1, batch_size=32, optimizer=None, loss="cross_entro
     epochs = _non_negative_int(epochs, "epochs")
     initial_epoch = _non_negative_int(initial_epoch, "initial_epoch")
     loss_fn = losses.get(loss)
-    if loss == "cross_entropy" and model.layers[-1].activation == "softmax":
+    if (loss == "cross_entropy" or isinstance(loss, losses.CrossEntropy)) and model.layers[-1].activation == "softmax":
         raise ValueError("loss='cross_entropy' applies softmax to the model's outputs itself; remove the final "
                          "Softmax layer (predict_proba gives the probabilities)")
+    if hasattr(loss_fn, "check_outputs"):
+        loss_fn.check_outputs(model.output_units(X.shape[1:]))
     validation = None
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:

@@ -45,7 +45,7 @@ class Call:
     """
 
     __slots__ = ("layer", "index", "training", "relu", "relu_input", "need_dx", "absorbed", "grads",
-                 "out", "indices", "dx", "cache", "rng")
+                 "out", "indices", "dx", "cache", "rng", "scratch")
 
     def __init__(self, layer, index, training):
         self.layer = layer
@@ -61,6 +61,7 @@ class Call:
         self.dx = None                # preallocated input gradient
         self.cache = None             # what forward keeps for backward
         self.rng = None               # the model's generator for layers that draw (dropout)
+        self.scratch = None           # an array a kernel must write but nobody reads
 
 
 class Layer:
@@ -126,13 +127,13 @@ class Layer:
         return {}
 
     def _get_param(self, name):
-        if self._model is None:
-            return None
-        return self._params[name]
+        return self._params.get(name)   # None before the layer joins a model, or without such a parameter
 
     def _set_param(self, name, value):
         if self._model is None:
             raise RuntimeError(f"{self!r} has no parameters until it is part of a Sequential model")
+        if name not in self._params:
+            raise AttributeError(f"{self.describe()} has no {name}")
         from ..state import checked_values   # state imports nothing of layers; this keeps it so
         target = self._params[name]
         target[...] = checked_values(value, target, f"{name} of {self.describe()}", "it must have shape")

@@ -21,8 +21,9 @@ class Conv2D(Layer):
     applies_relu_gradient = True
     lane_worth_packing = True
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
         super().__init__()
+        self.has_bias = bool(bias)
         self.in_channels = positive_int(in_channels, "in_channels")
         self.out_channels = positive_int(out_channels, "out_channels")
         self.kernel_size = pair(kernel_size, "kernel_size", 1)
@@ -42,7 +43,7 @@ class Conv2D(Layer):
     def get_config(self):
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,
                 "kernel_size": list(self.kernel_size), "stride": list(self.stride),
-                "padding": "same" if self.same else list(self.padding)}
+                "padding": "same" if self.same else list(self.padding), "bias": self.has_bias}
 
     def pads(self, h, w):
         """(top, bottom, left, right) zero padding for an (h, w) input. "same" is Keras's: the
@@ -65,18 +66,22 @@ class Conv2D(Layer):
             extra += ", padding='same'"
         elif self.padding != (0, 0):
             extra += f", padding={self.padding}"
+        if not self.has_bias:
+            extra += ", bias=False"
         k = self.kernel_size[0] if self.kernel_size[0] == self.kernel_size[1] else self.kernel_size
         return f"Conv2D({self.in_channels}, {self.out_channels}, kernel_size={k}{extra})"
 
     def parameter_shapes(self):
-        return {"weight": (self.out_channels, self.in_channels, *self.kernel_size), "bias": (self.out_channels,)}
+        shapes = {"weight": (self.out_channels, self.in_channels, *self.kernel_size), "bias": (self.out_channels,)}
+        if not self.has_bias:
+            del shapes["bias"]
+        return shapes
 
     def initial_parameters(self, rng):
         # PyTorch: kaiming_uniform(a=sqrt(5)) for the weight and U(-1/sqrt(fan_in), ..) for the bias,
         # both the same bound 1/sqrt(fan_in).
         bound = 1.0 / math.sqrt(self.in_channels * self.kernel_size[0] * self.kernel_size[1])
-        shapes = self.parameter_shapes()
-        return {"weight": rng.uniform(-bound, bound, shapes["weight"]), "bias": rng.uniform(-bound, bound, shapes["bias"])}
+        return {name: rng.uniform(-bound, bound, shape) for name, shape in self.parameter_shapes().items()}
 
     def expects(self):
         return f"(N, {self.in_channels}, H, W)"
@@ -113,14 +118,14 @@ class Conv2D(Layer):
             x = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
             top = left = 0
         call.cache = (x, (top, left), crop)
-        return kernels().conv2d_forward(x, self._params["weight"], self._params["bias"], self.stride, (top, left),
+        return kernels().conv2d_forward(x, self._params["weight"], self._params.get("bias"), self.stride, (top, left),
                                         relu=call.relu, out=call.out)
 
     def backward(self, dy, call):
         x, padding, crop = call.cache
         dx, _, _ = kernels().conv2d_backward(dy, x, self._params["weight"], self.stride, padding, call.need_dx,
                                              call.relu_input, dx_out=call.dx, dw_out=call.grads["weight"],
-                                             db_out=call.grads["bias"])
+                                             db_out=call.grads.get("bias", call.scratch))
         if crop is None or dx is None:
             return dx
         top, left, h, w = crop
@@ -135,6 +140,8 @@ class Conv2D(Layer):
         return following.lane_pool2x2
 
     def allocate_lanes(self, call, lanes, in_shape, out_shape):
+        if not self.has_bias:   # the lane backward always sums the bias gradient
+            call.scratch = np.empty(self.out_channels, call.layer._params["weight"].dtype)
         if call.absorbed is None:
             call.out = lanes(out_shape)
         if call.need_dx:
@@ -144,18 +151,18 @@ class Conv2D(Layer):
         call.cache = x
         pool = call.absorbed
         if pool is None:
-            _core._lanes_conv2d_forward(x, self._params["weight"], self._params["bias"], call.relu, call.out)
+            _core._lanes_conv2d_forward(x, self._params["weight"], self._params.get("bias"), call.relu, call.out)
             return call.out
-        _core._lanes_conv2d_forward(x, self._params["weight"], self._params["bias"], call.relu, pool.out, pool.indices)
+        _core._lanes_conv2d_forward(x, self._params["weight"], self._params.get("bias"), call.relu, pool.out, pool.indices)
         return pool.out
 
     def backward_lanes(self, dy, call):
         pool = call.absorbed
         if pool is None:
             _core._lanes_conv2d_backward(dy, call.cache, self._params["weight"], call.relu_input, call.dx,
-                                         call.grads["weight"], call.grads["bias"])
+                                         call.grads["weight"], call.grads.get("bias", call.scratch))
         else:   # dy arrives at the pool's output: the kernel takes it back through the pool first
             _core._lanes_conv2d_backward(dy, call.cache, self._params["weight"], call.relu_input, call.dx,
-                                         call.grads["weight"], call.grads["bias"], pool.indices,
+                                         call.grads["weight"], call.grads.get("bias", call.scratch), pool.indices,
                                          pool.out if pool.relu_input else None)
         return call.dx

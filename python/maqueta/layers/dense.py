@@ -18,8 +18,9 @@ class Dense(Layer):
     fusable_activations = ("relu",)
     applies_relu_gradient = True
 
-    def __init__(self, in_features, out_features):
+    def __init__(self, in_features, out_features, bias=True):
         super().__init__()
+        self.has_bias = bool(bias)
         self.in_features = positive_int(in_features, "in_features")
         self.out_features = positive_int(out_features, "out_features")
 
@@ -27,18 +28,20 @@ class Dense(Layer):
     bias = property(lambda self: self._get_param("bias"), lambda self, v: self._set_param("bias", v))
 
     def get_config(self):
-        return {"in_features": self.in_features, "out_features": self.out_features}
+        return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.has_bias}
 
     def __repr__(self):
-        return f"Dense({self.in_features}, {self.out_features})"
+        return f"Dense({self.in_features}, {self.out_features}{'' if self.has_bias else ', bias=False'})"
 
     def parameter_shapes(self):
-        return {"weight": (self.out_features, self.in_features), "bias": (self.out_features,)}
+        shapes = {"weight": (self.out_features, self.in_features), "bias": (self.out_features,)}
+        if not self.has_bias:
+            del shapes["bias"]
+        return shapes
 
     def initial_parameters(self, rng):
         bound = 1.0 / math.sqrt(self.in_features)
-        return {"weight": rng.uniform(-bound, bound, (self.out_features, self.in_features)),
-                "bias": rng.uniform(-bound, bound, self.out_features)}
+        return {name: rng.uniform(-bound, bound, shape) for name, shape in self.parameter_shapes().items()}
 
     def expects(self):
         return f"(N, {self.in_features})"
@@ -62,9 +65,9 @@ class Dense(Layer):
 
     def forward(self, x, call):
         call.cache = x
-        return kernels().linear_forward(x, self._params["weight"], self._params["bias"], relu=call.relu, out=call.out)
+        return kernels().linear_forward(x, self._params["weight"], self._params.get("bias"), relu=call.relu, out=call.out)
 
     def backward(self, dy, call):
         dx, _, _ = kernels().linear_backward(dy, call.cache, self._params["weight"], call.need_dx, call.relu_input,
-                                             dx_out=call.dx, dw_out=call.grads["weight"], db_out=call.grads["bias"])
+                                             dx_out=call.dx, dw_out=call.grads["weight"], db_out=call.grads.get("bias"))
         return dx
