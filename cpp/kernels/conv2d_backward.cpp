@@ -1,4 +1,5 @@
-// conv2d backward: dw, db and (optionally) dx of conv2d_forward, given dy.
+// conv2d backward: dw, db and (optionally) dx of conv2d_forward, given dy. Dimensions as in
+// maqueta/conv2d.h; Hp, Wp, K, P as in conv2d_common.h.
 //
 // Each thread takes a contiguous range of images and walks it in blocks of kBlock: stage() lays
 // the block's images out (padded image, or col; and dy) so that one batched micro-kernel call in
