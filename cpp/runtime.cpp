@@ -1,9 +1,13 @@
 // Threads, workspaces and the run-time choice of micro-kernels.
 #include "maqueta/runtime.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <new>
+#include <system_error>
+#include <thread>
+#include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
@@ -41,11 +45,35 @@ MAQUETA_DECLARE_ISA(isa_avx512)
 
 // ---------------------------------------------------------------------------------------------
 // Threads
+int max_threads() {
+#ifdef MAQUETA_OPENMP
+    const int procs = omp_get_num_procs();   // the processors this process may run on
+    return 4 * (procs > 0 ? procs : 1);       // beyond a few threads per core, more only costs
+#else
+    return 1;
+#endif
+}
+
+int startable_threads(int n) {
+    // A team of n runs n - 1 extra threads, and libgomp ends the process when one cannot start
+    // (a thread or memory limit): start and join them here first, where failing is harmless.
+    std::vector<std::thread> started;
+    started.reserve(n > 1 ? n - 1 : 0);
+    int ok = 1;
+    try {
+        for (; ok < n; ++ok) started.emplace_back([] {});
+    } catch (const std::system_error&) {
+    }
+    for (auto& t : started) t.join();
+    return ok;
+}
+
 static int default_threads() {
 #ifdef MAQUETA_OPENMP
-    // At import time this is OMP_NUM_THREADS when set, else the processors this process may use.
-    int n = omp_get_max_threads();
-    return n > 0 ? n : 1;
+    // At import time this is OMP_NUM_THREADS when set, else the processors this process may use,
+    // within what is sensible and what the system lets this process start.
+    const int n = std::min(std::max(omp_get_max_threads(), 1), max_threads());
+    return startable_threads(n);
 #else
     return 1;
 #endif

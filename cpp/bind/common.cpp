@@ -136,6 +136,16 @@ bool optional_bias(const py::handle& obj, py::array& b, DType dt, const char* fi
     return true;
 }
 
+void conversion_failed(const char* name, const char* type) {
+    if (PyErr_ExceptionMatches(PyExc_MemoryError)) throw py::error_already_set();
+    std::string why = "unknown reason";
+    if (PyErr_Occurred()) {
+        py::error_already_set error;
+        why = error.what();
+    }
+    throw py::value_error(std::string(name) + " could not be converted to " + type + ": " + why);
+}
+
 py::array output_array(const py::handle& obj, const char* name, const std::vector<py::ssize_t>& shape, DType dt,
                        const char* first_name, const Inputs& inputs, Outputs& outs) {
     py::array a = as_ndarray(obj, name);

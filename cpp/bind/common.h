@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -69,10 +70,28 @@ bool optional_bias(const py::handle& obj, py::array& b, DType dt, const char* fi
 
 constexpr int kAligned = py::detail::npy_api::NPY_ARRAY_ALIGNED_;
 
+// a as an aligned C-order array of U, copied when needed. pybind11's array_t::ensure returns a
+// null array when that copy fails (out of memory, an unconvertible value) and clears the error,
+// so a kernel would read through a null pointer: this raises MemoryError or ValueError instead.
+[[noreturn]] void conversion_failed(const char* name, const char* type);
+template <typename U>
+constexpr const char* type_name() {
+    return std::is_same<U, float>::value ? "float32" : std::is_same<U, double>::value ? "float64"
+         : std::is_same<U, uint8_t>::value ? "uint8" : "int64";
+}
+template <typename U>
+py::array_t<U, py::array::c_style> converted(const py::array& a, const char* name) {
+    constexpr int flags = py::detail::npy_api::NPY_ARRAY_ENSUREARRAY_ | py::array::c_style | py::array::forcecast | kAligned;
+    PyObject* raw = py::detail::npy_api::get().PyArray_FromAny_(a.ptr(), py::dtype::of<U>().release().ptr(), 0, 0,
+                                                                flags, nullptr);
+    if (!raw) conversion_failed(name, type_name<U>());
+    return py::reinterpret_steal<py::array_t<U, py::array::c_style>>(raw);
+}
+
 // A read-only operand: any memory layout is accepted (copied into aligned C order when needed).
 template <typename T>
-py::array_t<T, py::array::c_style> input(const py::array& a) {
-    return py::array_t<T, py::array::c_style | py::array::forcecast | kAligned>::ensure(a);
+py::array_t<T, py::array::c_style> input(const py::array& a, const char* name = "an operand") {
+    return converted<T>(a, name);
 }
 
 // An output array: the caller's (checked like an in-place operand, and apart from every input

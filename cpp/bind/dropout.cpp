@@ -82,8 +82,7 @@ py::array dropout_backward_py(const py::handle& dy_obj, const py::handle& mask_o
     if (!fits) value_error("mask " + shape_str(mask_given) + " must have the shape of dy " + shape_str(dy) +
                            " or of its first dimensions (channelwise)");
     const int64_t U = product(dy, 0, rank), S = product(dy, rank, (int)dy.ndim());
-    auto mask = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>::ensure(mask_given);
-    if (!mask) throw py::error_already_set();
+    auto mask = converted<uint8_t>(mask_given, "mask");
     return dispatch(dt, [&](auto tag) -> py::array {
         using T = decltype(tag);
         Outputs outs;

@@ -20,8 +20,8 @@ py::tuple softmax_cross_entropy_py(const py::handle& z_obj, const py::handle& t_
                     ", got " + shape_str(t));
     const int64_t N = z.shape(0), K = z.shape(1);
     // a private copy: the kernel indexes with these, so nobody may change them after the check
-    auto converted = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(t);
-    std::vector<int64_t> targets(converted.data(), converted.data() + N);
+    auto as_int64 = converted<int64_t>(t, "targets");
+    std::vector<int64_t> targets(as_int64.data(), as_int64.data() + N);
     for (int64_t n = 0; n < N; ++n)
         if (targets[n] < 0 || targets[n] >= K)
             value_error("targets holds " + std::to_string(targets[n]) + " at position " + std::to_string(n) +

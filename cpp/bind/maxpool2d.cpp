@@ -83,7 +83,7 @@ py::array maxpool2d_backward_py(const py::handle& dy_obj, const py::handle& idx_
                   .OH = dy.shape(2), .OW = dy.shape(3)};   // the backward reads no window sizes
     const int64_t HW = checked_product({d.H, d.W}, "x_shape's plane");
     checked_product({d.N, d.C, d.H, d.W}, "x_shape");
-    auto ic = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(idx);
+    auto ic = converted<int64_t>(idx, "indices");
     py::array relu_y;
     const bool has_relu = !relu_obj.is_none();
     if (has_relu) {

@@ -2,6 +2,7 @@
 #include "common.h"
 
 #include <algorithm>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -12,8 +13,14 @@ MAQUETA_BINDINGS(runtime) {
     m.def("get_num_threads", &num_threads, "Threads every parallel kernel uses.");
     m.def("set_num_threads", [](int64_t n) {
         if (n < 1) value_error("set_num_threads needs n >= 1, got " + std::to_string(n));
-        set_num_threads((int)std::min<int64_t>(n, 4096));
-    }, py::arg("n"));
+        const int wanted = (int)std::min<int64_t>(n, max_threads());
+        const int can = startable_threads(wanted);
+        if (can < wanted)
+            throw std::runtime_error("the system refused to start more than " + std::to_string(can) + " of " +
+                                     std::to_string(wanted) + " threads (a limit on threads or memory?); kernels keep " +
+                                     "using " + std::to_string(num_threads()));
+        set_num_threads(wanted);
+    }, py::arg("n"), "Threads every parallel kernel uses: n, at most 4 per available processor.");
     m.def("openmp_enabled", &openmp_enabled, "Whether this build parallelises its kernels with OpenMP.");
     m.def("isa", []() { return std::string(maqueta::isa().name); }, "The instruction set the micro-kernels use.");
     m.def("available_isas", []() {

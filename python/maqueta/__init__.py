@@ -41,7 +41,9 @@ def get_num_threads() -> int:
 
 
 def set_num_threads(n: int) -> None:
-    """Set the threads every kernel uses (n >= 1). A build without OpenMP always uses one."""
+    """Set the threads every kernel uses: n >= 1, at most 4 per available processor (more is
+    capped). Raises RuntimeError, keeping the current count, when the system refuses to start that
+    many threads (a thread or memory limit). A build without OpenMP always uses one."""
     if isinstance(n, bool) or not isinstance(n, numbers.Integral):
         raise TypeError(f"set_num_threads needs an int, got {n!r}")
     _core.set_num_threads(int(n))

@@ -24,6 +24,8 @@ namespace maqueta {
 // kernels called from any Python thread use the same count.
 int num_threads();
 void set_num_threads(int n);
+int max_threads();                 // the most threads set_num_threads accepts: 4 per available processor
+int startable_threads(int n);      // how many of n threads (the caller's included) the system lets start now
 bool openmp_enabled();
 
 inline int thread_index() {
