@@ -12,7 +12,8 @@ import numbers
 from . import _core, ops, reference
 from . import callbacks, losses, models
 from .backend import get_backend, set_backend, use_backend
-from .callbacks import Callback, EarlyStopping, History, LearningRateScheduler
+from .callbacks import (CSVLogger, Callback, EarlyStopping, History, LearningRateScheduler, ModelCheckpoint,
+                        ReduceLROnPlateau, TerminateOnNaN)
 from .io import ModelFileError
 from .layers import *  # noqa: F401,F403  (every layer class, and Layer)
 from .layers import __all__ as _layer_names
@@ -25,6 +26,7 @@ __all__ = [
     "__version__", "ops", "reference", "losses", "models", "callbacks",
     "Sequential", *[name for name in _layer_names if name not in ("Call", "LAYERS")],
     "Optimizer", "Adam", "SGD", "Callback", "History", "EarlyStopping", "LearningRateScheduler",
+    "ReduceLROnPlateau", "ModelCheckpoint", "CSVLogger", "TerminateOnNaN",
     "load", "ModelFileError", "set_backend", "get_backend", "use_backend",
     "build_info", "openmp_enabled", "get_num_threads", "set_num_threads",
 ]

@@ -16,7 +16,16 @@ from .inputs import check_input, encode_labels
 from .layers.base import positive_int
 from .optim import Adam, Optimizer
 
-__all__ = ["fit", "train_on_batch"]
+__all__ = ["fit", "train_on_batch", "TrainingDiverged"]
+
+
+class TrainingDiverged(FloatingPointError):
+    """A batch whose loss or gradients are not finite; its update was not applied. ``epoch`` and
+    ``step`` count from 1."""
+
+    def __init__(self, message, epoch, step):
+        super().__init__(message)
+        self.epoch, self.step = epoch, step
 
 
 def _non_negative_int(value, name):
@@ -112,7 +121,7 @@ def _fit(model, X, y, epochs=1, batch_size=32, optimizer=None, loss="cross_entro
             started = time.perf_counter()
             order = model.state.shuffle_rng.permutation(n) if shuffle else None
             bar = _progress(steps, f"Epoch {epoch + 1}/{epochs}", verbose)
-            total_loss, correct = 0.0, 0
+            total_loss, correct, diverged = 0.0, 0, False
             model.train()
             for step in range(steps):
                 for cb in batch_begin:
@@ -123,7 +132,15 @@ def _fit(model, X, y, epochs=1, batch_size=32, optimizer=None, loss="cross_entro
                     index = order[step * batch_size:(step + 1) * batch_size]
                     xb = np.take(X, index, axis=0, out=executor.training_run(len(index)).batch)
                     tb = targets[index]
-                value, hits = train_step(model, xb, tb, loss_fn, epoch, step)
+                try:
+                    value, hits = train_step(model, xb, tb, loss_fn, epoch, step)
+                except TrainingDiverged as error:
+                    # every callback hears of it; any of them may end training here instead of raising
+                    answers = [cb.on_divergence(step, error) for cb in everyone]
+                    if not any(answers):
+                        raise
+                    model.stop_training = diverged = True
+                    break
                 total_loss += value * len(tb)
                 correct += hits
                 for cb in batch_end:
@@ -132,6 +149,10 @@ def _fit(model, X, y, epochs=1, batch_size=32, optimizer=None, loss="cross_entro
                     seen = min(n, (step + 1) * batch_size)
                     bar.update(1, loss=total_loss / seen, accuracy=correct / seen)
             model.eval()
+            if diverged:   # an epoch cut short is not an epoch: no logs, no on_epoch_end
+                if bar is not None:
+                    bar.bar.close()
+                break
             logs = {"loss": total_loss / n, "accuracy": correct / n, "seconds": time.perf_counter() - started}
             if validation is not None:
                 result = model.evaluate(validation[0], validation[1], batch_size=max(batch_size, 256), loss=loss)
@@ -186,9 +207,10 @@ def train_step(model, xb, tb, loss_fn, epoch, step):
 
 
 def _diverged(what, epoch, step):
-    raise FloatingPointError(
+    raise TrainingDiverged(
         f"training diverged at epoch {epoch + 1}, step {step + 1}: {what}. The update was not applied: the "
-        f"weights are those after the previous step. Try a lower learning rate or inputs scaled to about [0, 1].")
+        f"weights are those after the previous step. Try a lower learning rate or inputs scaled to about [0, 1].",
+        epoch + 1, step + 1)
 
 
 class _one_training_call:
