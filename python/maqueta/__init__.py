@@ -10,7 +10,7 @@ from __future__ import annotations
 import numbers
 
 from . import _core, ops, reference
-from . import callbacks, losses, models
+from . import augment, callbacks, losses, models
 from .backend import get_backend, set_backend, use_backend
 from .callbacks import (CSVLogger, Callback, EarlyStopping, History, LearningRateScheduler, ModelCheckpoint,
                         ReduceLROnPlateau, TerminateOnNaN)
@@ -23,7 +23,7 @@ from .optim import SGD, Adam, Optimizer
 __version__ = _core._build_info["version"]
 
 __all__ = [
-    "__version__", "ops", "reference", "losses", "models", "callbacks",
+    "__version__", "ops", "reference", "losses", "models", "callbacks", "augment",
     "Sequential", *[name for name in _layer_names if name not in ("Call", "LAYERS")],
     "Optimizer", "Adam", "SGD", "Callback", "History", "EarlyStopping", "LearningRateScheduler",
     "ReduceLROnPlateau", "ModelCheckpoint", "CSVLogger", "TerminateOnNaN",

@@ -11,6 +11,7 @@ import time
 import numpy as np
 
 from . import _core, losses
+from .augment import Augmentation
 from .callbacks import Callback, History
 from .inputs import check_input, encode_labels
 from .layers.base import positive_int
@@ -66,7 +67,7 @@ def train_on_batch(model, *args, **kwargs):
 
 
 def _fit(model, X, y, epochs=1, batch_size=32, optimizer=None, loss="cross_entropy", shuffle=True,
-         validation_data=None, validation_split=0.0, verbose=1, callbacks=None, initial_epoch=0):
+         validation_data=None, validation_split=0.0, verbose=1, callbacks=None, initial_epoch=0, augment=None):
     X = check_input(model, X)
     targets, classes = encode_labels(model, y, len(X), X.shape[1:])
     batch_size = positive_int(batch_size, "batch_size")
@@ -92,6 +93,10 @@ def _fit(model, X, y, epochs=1, batch_size=32, optimizer=None, loss="cross_entro
                              f"out of {len(X)}")
         validation = (X[cut:], np.asarray(y)[cut:])
         X, targets = X[:cut], targets[:cut]
+    if augment is not None:
+        if not isinstance(augment, Augmentation):
+            raise TypeError(f"augment must be a maqueta.augment transform (Compose, RandomCrop, ...), got {augment!r}")
+        augment.check(X.shape[1:])
     optimizer = _choose_optimizer(model, optimizer)
     callbacks = list(callbacks or [])
     for cb in callbacks:
@@ -128,10 +133,14 @@ def _fit(model, X, y, epochs=1, batch_size=32, optimizer=None, loss="cross_entro
                     cb.on_batch_begin(step, {"size": min(batch_size, n - step * batch_size)})
                 if order is None:
                     xb, tb = X[step * batch_size:(step + 1) * batch_size], targets[step * batch_size:(step + 1) * batch_size]
+                    if augment is not None:   # xb is a view of X: augment a copy, in the run's batch array
+                        xb = _copy_into(executor.training_run(len(xb)).batch, xb)
                 else:
                     index = order[step * batch_size:(step + 1) * batch_size]
                     xb = np.take(X, index, axis=0, out=executor.training_run(len(index)).batch)
                     tb = targets[index]
+                if augment is not None:
+                    augment(xb, model.state.augment_rng)
                 try:
                     value, hits = train_step(model, xb, tb, loss_fn, epoch, step)
                 except TrainingDiverged as error:
@@ -204,6 +213,11 @@ def train_step(model, xb, tb, loss_fn, epoch, step):
                 f"now hold NaN or Inf. Load the last checkpoint or saved weights (model.load_state_dict) before "
                 f"going on, and lower the learning rate.")
     return value, hits
+
+
+def _copy_into(out, values):
+    np.copyto(out, values)
+    return out
 
 
 def _diverged(what, epoch, step):
