@@ -112,7 +112,8 @@ def test_checkpoint_best_only_picks_the_improving_epochs_and_resumes(tmp_path):
 def test_checkpoint_without_optimizer_and_by_batches(tmp_path):
     X, y = small_data(20)
     model = mq.models.lenet5()
-    checkpoint = mq.ModelCheckpoint(tmp_path / "b-{epoch}-{loss:.3f}.maq", save_freq=3, include_optimizer=False)
+    checkpoint = mq.ModelCheckpoint(tmp_path / "new" / "b-{epoch}-{loss:.3f}.maq", save_freq=3,
+                                    include_optimizer=False)
     model.fit(X, y, epochs=2, batch_size=5, callbacks=[checkpoint], verbose=0)   # 8 batches: saves after 3 and 6
     assert len(checkpoint.saved) == 2 and checkpoint.saved[0].split("/")[-1].startswith("b-1-")
     assert checkpoint.saved[1].split("/")[-1].startswith("b-2-")

@@ -260,6 +260,7 @@ class ModelCheckpoint(Callback):
             raise KeyError(f"ModelCheckpoint filepath {self.filepath!r} names {missing}, which are not among the "
                            f"logged values {sorted(logs)}")
         path = self.filepath.format(**{**logs, "epoch": epoch + 1})
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)   # as Keras: "runs/{epoch}.maq" may name a new folder
         self.model.save(path, include_optimizer=self.include_optimizer)
         self.saved.append(path)
         if self.verbose:
@@ -277,7 +278,7 @@ class CSVLogger(Callback):
         self.filename = os.fspath(filename)
         self.separator = separator
         self.append = bool(append)
-        self.columns = None
+        self.columns = self.existing = None
 
     def on_train_begin(self, logs=None):
         self.columns = None
