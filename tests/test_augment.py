@@ -55,9 +55,11 @@ def test_compose_applies_in_order_and_reuses_its_buffers():
     got = aug.Compose([flip, shift])(x.copy(), np.random.default_rng(7))
     rng = np.random.default_rng(7)
     np.testing.assert_array_equal(got, shift(flip(x.copy(), rng), rng))
-    buffers = shift._shifter._local.cache[1]
+    buffers = [arrays[0] for arrays in shift._shifter._local.cache.values()]
+    shift(x[:4].copy(), rng)   # an epoch's last, smaller batch gets its own
     shift(x.copy(), rng)
-    assert shift._shifter._local.cache[1] is buffers   # the same batch shape reuses the bordered array
+    assert len(shift._shifter._local.cache) == 2
+    assert next(iter(shift._shifter._local.cache.values()))[0] is buffers[0]   # the same shape reuses its array
 
 
 def test_config_and_repr_round_trip():

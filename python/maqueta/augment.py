@@ -90,13 +90,17 @@ class _Shifter:
         n, c, h, w = batch.shape
         hp, wp = h + 2 * pad_h, w + 2 * pad_w
         key = (batch.shape, batch.dtype, pad_h, pad_w)
-        cache = getattr(self._local, "cache", None)
-        if cache is None or cache[0] != key:
+        if not hasattr(self._local, "cache"):
+            self._local.cache = {}
+        cache = self._local.cache   # a few batch shapes: an epoch's full batches and its last, partial one
+        if key not in cache:
+            if len(cache) >= 4:
+                cache.clear()
             padded = np.zeros((n, c, hp, wp), batch.dtype)
             within = (np.arange(c)[:, None, None] * (hp * wp) + np.arange(h)[None, :, None] * wp
                       + np.arange(w)[None, None, :])                     # (C, H, W) offsets inside one image
-            cache = self._local.cache = (key, padded, within, np.empty((n, c, h, w), np.intp))
-        _, padded, within, index = cache
+            cache[key] = (padded, within, np.empty((n, c, h, w), np.intp))
+        padded, within, index = cache[key]
         padded[:, :, pad_h:pad_h + h, pad_w:pad_w + w] = batch           # the border stays zero
         start = np.arange(n) * (c * hp * wp) + np.asarray(top) * wp + np.asarray(left)
         np.add(start[:, None, None, None], within, out=index)
