@@ -176,3 +176,4 @@ def test_files_without_an_augment_generator_still_load():
     fresh = mq.models.lenet5(seed=5)
     fresh.set_training_state(states)
     assert fresh.state.generator_states()["augment_rng"] == np.random.default_rng([5, 3]).bit_generator.state
+

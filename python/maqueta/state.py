@@ -115,8 +115,14 @@ class ModelState:
                 "augment_rng": self.augment_rng.bit_generator.state}
 
     def set_generator_states(self, states):
-        self.shuffle_rng.bit_generator.state = states["shuffle_rng"]
-        if "layer_rng" in states:   # files written before layers drew random numbers have none
-            self.layer_rng.bit_generator.state = states["layer_rng"]
-        if "augment_rng" in states:   # nor do files written before fit could augment
-            self.augment_rng.bit_generator.state = states["augment_rng"]
+        """Restore what generator_states() gave, all or nothing: every state is tried on a spare
+        generator first. Files written before layers drew random numbers have no layer_rng, and
+        those written before fit could augment have no augment_rng: theirs stay as seeded."""
+        staged = []
+        for name in ("shuffle_rng", "layer_rng", "augment_rng"):
+            if name == "shuffle_rng" or name in states:
+                spare = np.random.default_rng()
+                spare.bit_generator.state = states[name]
+                staged.append((getattr(self, name), spare.bit_generator.state))
+        for generator, state in staged:
+            generator.bit_generator.state = state
