@@ -88,3 +88,14 @@ def test_generators_resume_exactly():
     assert np.array_equal(a.state.layer_rng.random(5), b.state.layer_rng.random(5))
     with pytest.raises(ValueError, match="epochs_trained"):
         b.set_training_state(dict(a.training_state(), epochs_trained=-1))
+
+
+def test_generator_states_are_restored_all_or_nothing():
+    model = mq.models.lenet5(seed=5)
+    before = model.state.generator_states()
+    other = mq.models.lenet5(seed=6).state.generator_states()
+    with pytest.raises((ValueError, TypeError, KeyError)):
+        model.state.set_generator_states({**other, "augment_rng": {"bit_generator": "PCG64", "state": "broken"}})
+    assert model.state.generator_states() == before
+    model.state.set_generator_states(other)
+    assert model.state.generator_states() == other

@@ -10,9 +10,10 @@ from __future__ import annotations
 import numbers
 
 from . import _core, ops, reference
-from . import callbacks, losses, models, schedules
+from . import augment, callbacks, losses, models, schedules
 from .backend import get_backend, set_backend, use_backend
-from .callbacks import Callback, EarlyStopping, History, LearningRateScheduler
+from .callbacks import (CSVLogger, Callback, EarlyStopping, History, LearningRateScheduler, ModelCheckpoint,
+                        ReduceLROnPlateau, TerminateOnNaN)
 from .io import ModelFileError
 from .layers import *  # noqa: F401,F403  (every layer class, and Layer)
 from .layers import __all__ as _layer_names
@@ -22,9 +23,10 @@ from .optim import SGD, Adam, AdamW, Optimizer, RMSprop
 __version__ = _core._build_info["version"]
 
 __all__ = [
-    "__version__", "ops", "reference", "losses", "models", "callbacks", "schedules",
+    "__version__", "ops", "reference", "losses", "models", "callbacks", "augment", "schedules",
     "Sequential", *[name for name in _layer_names if name not in ("Call", "LAYERS")],
     "Optimizer", "Adam", "AdamW", "SGD", "RMSprop", "Callback", "History", "EarlyStopping", "LearningRateScheduler",
+    "ReduceLROnPlateau", "ModelCheckpoint", "CSVLogger", "TerminateOnNaN",
     "load", "ModelFileError", "set_backend", "get_backend", "use_backend",
     "build_info", "openmp_enabled", "get_num_threads", "set_num_threads",
 ]

@@ -1,4 +1,5 @@
-"""Datasets for LeNet-5: MNIST and Fashion-MNIST from their IDX files, and preprocessing.
+"""Datasets: MNIST and Fashion-MNIST from their IDX files, CIFAR-10 (its reader is cifar10.py),
+and preprocessing.
 
 Files are looked for, in order, in ``data_dir``, in ``$MAQUETA_DATA``, in
 ``~/.cache/maqueta/<dataset>/`` and, for Fashion-MNIST, in ``/usr/share/datasets/fashion-mnist/``
@@ -23,6 +24,7 @@ import numpy as np
 
 __all__ = [
     "IDXError", "DatasetNotFoundError", "read_idx", "load_mnist", "load_fashion_mnist", "load_digits",
+    "load_cifar10", "CIFAR10_CLASSES",
     "scale", "pad", "resize_bilinear", "standardize", "prepare",
 ]
 
@@ -52,7 +54,15 @@ DATASETS = {
                 "t10k-labels-idx1-ubyte": "bb300cfdad3c16e7a12a480ee83cd310"},
         "system_dirs": ["/usr/share/datasets/fashion-mnist"],
     },
+    "cifar-10": {   # the binary version, one archive (read by cifar10.py)
+        "title": "CIFAR-10",
+        "mirrors": ["https://www.cs.toronto.edu/~kriz/"],
+        "md5": {"cifar-10-binary.tar.gz": "c32a1d4ab5d03f1284b67883e8d87530"},
+        "system_dirs": [],
+    },
 }
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 class IDXError(ValueError):
@@ -231,6 +241,14 @@ def load_fashion_mnist(split="train", data_dir=None, download=True, return_paths
     """Fashion-MNIST: (images uint8 (N, 1, 28, 28), labels int64 (N,)); 60,000 train or 10,000 test."""
     images, labels, paths = _load("fashion-mnist", split, data_dir, download)
     return (images, labels, paths) if return_paths else (images, labels)
+
+
+def load_cifar10(split="train", data_dir=None, download=True, return_paths=False):
+    """CIFAR-10 from its binary archive: (images uint8 (N, 3, 32, 32), labels int64 (N,)); 50,000
+    train or 10,000 test; label k is CIFAR10_CLASSES[k]. Same search order, checksum and
+    $MAQUETA_OFFLINE as MNIST; an extracted cifar-10-batches-bin/ folder works too."""
+    from .cifar10 import load_cifar10 as load   # here, not at the top: cifar10 uses this module's helpers
+    return load(split, data_dir, download, return_paths)
 
 
 def load_digits(split="train"):

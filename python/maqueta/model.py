@@ -173,7 +173,7 @@ class Sequential:
 
     # ------------------------------------------------------------------ training
     def fit(self, X, y, epochs=1, batch_size=32, optimizer=None, loss="cross_entropy", shuffle=True,
-            validation_data=None, validation_split=0.0, verbose=1, callbacks=None, initial_epoch=0):
+            validation_data=None, validation_split=0.0, verbose=1, callbacks=None, initial_epoch=0, augment=None):
         """Train on (X, y) in minibatches; returns a History (also kept as ``model.history``).
 
         X: ndarray (N, C, H, W) or (N, features); y: (N,) class labels (any integers, or strings;
@@ -183,10 +183,13 @@ class Sequential:
         y_val); else validation_split holds out that last fraction of X, as Keras does. verbose: 1
         shows a progress bar per epoch, 0 nothing. callbacks: list of Callback (told of every
         batch and epoch). initial_epoch: the epoch to start from when resuming (epochs is the
-        index of the last epoch plus one). Every argument is checked before the model changes.
+        index of the last epoch plus one). augment: a ``maqueta.augment`` transform (``Compose([...])``)
+        applied to each training batch as it is gathered, never to validation data, drawing from
+        the model's own generator (so a resumed run stays exact). Every argument is checked
+        before the model changes.
         """
         return training.fit(self, X, y, epochs, batch_size, optimizer, loss, shuffle, validation_data,
-                            validation_split, verbose, callbacks, initial_epoch)
+                            validation_split, verbose, callbacks, initial_epoch, augment)
 
     def train_on_batch(self, x, y, optimizer=None, loss="cross_entropy"):
         """One update on exactly this batch (as Keras's train_on_batch); returns its loss before

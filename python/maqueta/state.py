@@ -58,6 +58,8 @@ class ModelState:
         self.entries = []              # (state_dict key, layer, name, is_parameter) in state_dict order
         self.shuffle_rng = np.random.default_rng([seed, 1])
         self.layer_rng = np.random.default_rng([seed, 2])
+        self.augment_rng = np.random.default_rng([seed, 3])   # fit's augmentation: its own stream, so
+        # turning augmentation on or off changes neither the batch order nor the layers' masks
         init_rng = np.random.default_rng([seed, 0])
         offset = 0
         for i, layer in enumerate(layers):
@@ -109,9 +111,18 @@ class ModelState:
 
     def generator_states(self) -> dict:
         """JSON-ready states of the generators, to resume a run exactly."""
-        return {"shuffle_rng": self.shuffle_rng.bit_generator.state, "layer_rng": self.layer_rng.bit_generator.state}
+        return {"shuffle_rng": self.shuffle_rng.bit_generator.state, "layer_rng": self.layer_rng.bit_generator.state,
+                "augment_rng": self.augment_rng.bit_generator.state}
 
     def set_generator_states(self, states):
-        self.shuffle_rng.bit_generator.state = states["shuffle_rng"]
-        if "layer_rng" in states:   # files written before layers drew random numbers have none
-            self.layer_rng.bit_generator.state = states["layer_rng"]
+        """Restore what generator_states() gave, all or nothing: every state is tried on a spare
+        generator first. Files written before layers drew random numbers have no layer_rng, and
+        those written before fit could augment have no augment_rng: theirs stay as seeded."""
+        staged = []
+        for name in ("shuffle_rng", "layer_rng", "augment_rng"):
+            if name == "shuffle_rng" or name in states:
+                spare = np.random.default_rng()
+                spare.bit_generator.state = states[name]
+                staged.append((getattr(self, name), spare.bit_generator.state))
+        for generator, state in staged:
+            generator.bit_generator.state = state

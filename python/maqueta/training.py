@@ -11,12 +11,22 @@ import time
 import numpy as np
 
 from . import _core, losses
+from .augment import Augmentation
 from .callbacks import Callback, History
 from .inputs import check_input, encode_labels
 from .layers.base import positive_int
 from .optim import Adam, Optimizer
 
-__all__ = ["fit", "train_on_batch"]
+__all__ = ["fit", "train_on_batch", "TrainingDiverged"]
+
+
+class TrainingDiverged(FloatingPointError):
+    """A batch whose loss or gradients are not finite; its update was not applied. ``epoch`` and
+    ``step`` count from 1."""
+
+    def __init__(self, message, epoch, step):
+        super().__init__(message)
+        self.epoch, self.step = epoch, step
 
 
 def _non_negative_int(value, name):
@@ -57,7 +67,7 @@ def train_on_batch(model, *args, **kwargs):
 
 
 def _fit(model, X, y, epochs=1, batch_size=32, optimizer=None, loss="cross_entropy", shuffle=True,
-         validation_data=None, validation_split=0.0, verbose=1, callbacks=None, initial_epoch=0):
+         validation_data=None, validation_split=0.0, verbose=1, callbacks=None, initial_epoch=0, augment=None):
     X = check_input(model, X)
     targets, classes = encode_labels(model, y, len(X), X.shape[1:])
     batch_size = positive_int(batch_size, "batch_size")
@@ -85,6 +95,10 @@ def _fit(model, X, y, epochs=1, batch_size=32, optimizer=None, loss="cross_entro
                              f"out of {len(X)}")
         validation = (X[cut:], np.asarray(y)[cut:])
         X, targets = X[:cut], targets[:cut]
+    if augment is not None:
+        if not isinstance(augment, Augmentation):
+            raise TypeError(f"augment must be a maqueta.augment transform (Compose, RandomCrop, ...), got {augment!r}")
+        augment.check(X.shape[1:])
     optimizer = _choose_optimizer(model, optimizer)
     callbacks = list(callbacks or [])
     for cb in callbacks:
@@ -114,18 +128,30 @@ def _fit(model, X, y, epochs=1, batch_size=32, optimizer=None, loss="cross_entro
             started = time.perf_counter()
             order = model.state.shuffle_rng.permutation(n) if shuffle else None
             bar = _progress(steps, f"Epoch {epoch + 1}/{epochs}", verbose)
-            total_loss, correct = 0.0, 0
+            total_loss, correct, diverged = 0.0, 0, False
             model.train()
             for step in range(steps):
                 for cb in batch_begin:
                     cb.on_batch_begin(step, {"size": min(batch_size, n - step * batch_size)})
                 if order is None:
                     xb, tb = X[step * batch_size:(step + 1) * batch_size], targets[step * batch_size:(step + 1) * batch_size]
+                    if augment is not None:   # xb is a view of X: augment a copy, in the run's batch array
+                        xb = _copy_into(executor.training_run(len(xb)).batch, xb)
                 else:
                     index = order[step * batch_size:(step + 1) * batch_size]
                     xb = np.take(X, index, axis=0, out=executor.training_run(len(index)).batch)
                     tb = targets[index]
-                value, hits = train_step(model, xb, tb, loss_fn, epoch, step)
+                if augment is not None:
+                    augment(xb, model.state.augment_rng)
+                try:
+                    value, hits = train_step(model, xb, tb, loss_fn, epoch, step)
+                except TrainingDiverged as error:
+                    # every callback hears of it; any of them may end training here instead of raising
+                    answers = [cb.on_divergence(step, error) for cb in everyone]
+                    if not any(answers):
+                        raise
+                    model.stop_training = diverged = True
+                    break
                 total_loss += value * len(tb)
                 correct += hits
                 for cb in batch_end:
@@ -134,6 +160,10 @@ def _fit(model, X, y, epochs=1, batch_size=32, optimizer=None, loss="cross_entro
                     seen = min(n, (step + 1) * batch_size)
                     bar.update(1, loss=total_loss / seen, accuracy=correct / seen)
             model.eval()
+            if diverged:   # an epoch cut short is not an epoch: no logs, no on_epoch_end
+                if bar is not None:
+                    bar.bar.close()
+                break
             logs = {"loss": total_loss / n, "accuracy": correct / n, "seconds": time.perf_counter() - started}
             if validation is not None:
                 result = model.evaluate(validation[0], validation[1], batch_size=max(batch_size, 256), loss=loss)
@@ -187,10 +217,16 @@ def train_step(model, xb, tb, loss_fn, epoch, step):
     return value, hits
 
 
+def _copy_into(out, values):
+    np.copyto(out, values)
+    return out
+
+
 def _diverged(what, epoch, step):
-    raise FloatingPointError(
+    raise TrainingDiverged(
         f"training diverged at epoch {epoch + 1}, step {step + 1}: {what}. The update was not applied: the "
-        f"weights are those after the previous step. Try a lower learning rate or inputs scaled to about [0, 1].")
+        f"weights are those after the previous step. Try a lower learning rate or inputs scaled to about [0, 1].",
+        epoch + 1, step + 1)
 
 
 class _one_training_call:
