@@ -49,7 +49,7 @@ def test_pool_indices_that_cannot_be_converted_raise_memory_error():
     out = run("""
         from maqueta import ops
         dy = np.zeros((1, 1, 4096, 4096), np.float32)
-        indices = np.zeros(dy.shape, np.int32)        # the kernel wants int64: a 128 MB copy
+        indices = np.zeros(dy.shape, np.int64).transpose(0, 1, 3, 2)   # not C order: a 128 MB copy
         dx = np.empty((1, 1, 8192, 8192), np.float32)
         limit_memory(64)
         try:
