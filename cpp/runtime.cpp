@@ -25,7 +25,8 @@ namespace maqueta {
     extern const int rows_mr, rows_nr_float, rows_nr_double;            \
     MAQUETA_MICROKERNELS(MAQUETA_DECLARE_MICROKERNEL)                   \
     static IsaKernels table(const char* label) {                        \
-        IsaKernels k{label, rows_mr, rows_nr_float, rows_nr_double};    \
+        IsaKernels k{.name = label, .mr = rows_mr,                      \
+                     .nr_float = rows_nr_float, .nr_double = rows_nr_double}; \
         MAQUETA_MICROKERNELS(MAQUETA_POINT_MICROKERNEL)                 \
         return k;                                                       \
     }                                                                   \

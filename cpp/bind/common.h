@@ -22,7 +22,7 @@ namespace py = pybind11;
 
 // ---- Registration. A binding file defines its functions with
 //     MAQUETA_BINDINGS(family) { m.def(...); ... }
-// at its end; module.cpp runs every family's block (in order of name) when Python imports _core,
+// at its end, inside namespace maqueta::bind; module.cpp runs every family's block (in order of name) when Python imports _core,
 // so a new family needs no edit anywhere else (as ATen's REGISTER_DISPATCH).
 using Registrar = void (*)(py::module_&);
 struct Registration {

@@ -10,7 +10,7 @@ namespace bind {
 namespace {
 
 // A test switch: force one convolution algorithm in every later call (tests reach each path this
-// way). Each call reads it once, before its checks, and passes it down.
+// way). Each call reads it once and passes it down to the kernel.
 std::atomic<int> g_forced_algo{(int)ConvAlgo::Auto};
 ConvAlgo forced_algo() { return (ConvAlgo)g_forced_algo.load(std::memory_order_relaxed); }
 
@@ -123,10 +123,6 @@ py::tuple conv2d_backward_py(const py::handle& dy_obj, const py::handle& x_obj, 
 }
 
 }  // namespace
-}  // namespace bind
-}  // namespace maqueta
-
-using namespace maqueta::bind;
 
 MAQUETA_BINDINGS(conv2d) {
     const py::object none = py::none();
@@ -142,3 +138,6 @@ MAQUETA_BINDINGS(conv2d) {
     }, py::arg("name"), "Testing aid: force a convolution algorithm ('auto' chooses by shape) in later calls.");
     m.def("_get_conv_algo", []() { return std::string(kAlgoNames[(int)forced_algo()]); });
 }
+
+}  // namespace bind
+}  // namespace maqueta

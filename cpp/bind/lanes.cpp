@@ -252,7 +252,8 @@ void lanes_pool_forward_py(const py::handle& x_obj, const py::handle& out_obj, c
     check_lanes(x, "x", dt, "x", isa);
     py::array out = as_ndarray(out_obj, "out"), code = as_ndarray(code_obj, "code_out");
     check_writeable_lanes(out, "out", dt, "x", isa);
-    Pool2dDims d{x.shape(0), x.shape(1), x.shape(2), x.shape(3), 2, 2, 2, 2, x.shape(2) / 2, x.shape(3) / 2};
+    Pool2dDims d{.N = x.shape(0), .C = x.shape(1), .H = x.shape(2), .W = x.shape(3), .KH = 2, .KW = 2, .SH = 2, .SW = 2,
+                  .OH = x.shape(2) / 2, .OW = x.shape(3) / 2};
     if (d.OH < 1 || d.OW < 1) value_error("x " + shape_str(x) + " is smaller than a 2x2 window");
     same_dims(out, "out", {d.N, d.C, d.OH, d.OW});
     check_code(code, "code_out", dt, true);
@@ -292,7 +293,8 @@ void lanes_pool_backward_py(const py::handle& dy_obj, const py::handle& code_obj
     }
     check_no_overlap({{&out, "out"}, {&dy, "dy"}, {&code, "code"}});
     if (has_relu) check_no_overlap({{&out, "out"}, {&ry, "relu_output"}});
-    Pool2dDims d{out.shape(0), out.shape(1), out.shape(2), out.shape(3), 2, 2, 2, 2, dy.shape(2), dy.shape(3)};
+    Pool2dDims d{.N = out.shape(0), .C = out.shape(1), .H = out.shape(2), .W = out.shape(3), .KH = 2, .KW = 2, .SH = 2,
+                  .SW = 2, .OH = dy.shape(2), .OW = dy.shape(3)};
     dispatch(dt, [&](auto tag) {
         using T = decltype(tag);
         using C = typename LaneCode<T>::type;
@@ -311,10 +313,6 @@ void lanes_pool_backward_py(const py::handle& dy_obj, const py::handle& code_obj
 
 
 }  // namespace
-}  // namespace bind
-}  // namespace maqueta
-
-using namespace maqueta::bind;
 
 MAQUETA_BINDINGS(lanes) {
     const py::object none = py::none();
@@ -330,3 +328,6 @@ MAQUETA_BINDINGS(lanes) {
     m.def("_lanes_maxpool2x2_backward", &lanes_pool_backward_py, py::arg("dy"), py::arg("code"),
           py::arg("relu_output"), py::arg("out"));
 }
+
+}  // namespace bind
+}  // namespace maqueta

@@ -91,10 +91,6 @@ py::tuple linear_backward_py(const py::handle& dy_obj, const py::handle& x_obj, 
 }
 
 }  // namespace
-}  // namespace bind
-}  // namespace maqueta
-
-using namespace maqueta::bind;
 
 MAQUETA_BINDINGS(linear) {
     const py::object none = py::none();
@@ -103,3 +99,6 @@ MAQUETA_BINDINGS(linear) {
     m.def("linear_backward", &linear_backward_py, py::arg("dy"), py::arg("x"), py::arg("w"), py::arg("need_dx"),
           py::arg("relu_input") = false, py::arg("dx_out") = none, py::arg("dw_out") = none, py::arg("db_out") = none);
 }
+
+}  // namespace bind
+}  // namespace maqueta

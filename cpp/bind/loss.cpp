@@ -42,12 +42,11 @@ py::tuple softmax_cross_entropy_py(const py::handle& z_obj, const py::handle& t_
 }
 
 }  // namespace
-}  // namespace bind
-}  // namespace maqueta
-
-using namespace maqueta::bind;
 
 MAQUETA_BINDINGS(loss) {
     m.def("softmax_cross_entropy", &softmax_cross_entropy_py, py::arg("logits"), py::arg("targets"),
           py::arg("grad_out") = py::none());
 }
+
+}  // namespace bind
+}  // namespace maqueta

@@ -17,7 +17,8 @@ py::tuple maxpool2d_forward_py(const py::handle& x_obj, int64_t kh, int64_t kw, 
     check_hyper(kw, "kernel_size[1]", 1);
     check_hyper(sh, "stride[0]", 1);
     check_hyper(sw, "stride[1]", 1);
-    Pool2dDims d{x.shape(0), x.shape(1), x.shape(2), x.shape(3), kh, kw, sh, sw, 0, 0};
+    Pool2dDims d{.N = x.shape(0), .C = x.shape(1), .H = x.shape(2), .W = x.shape(3), .KH = kh, .KW = kw, .SH = sh,
+                  .SW = sw, .OH = 0, .OW = 0};
     if (kh > d.H || kw > d.W)
         value_error("kernel_size " + pair_str(kh, kw) + " is larger than the input " + pair_str(d.H, d.W) + ": x " +
                     shape_str(x));
@@ -78,7 +79,8 @@ py::array maxpool2d_backward_py(const py::handle& dy_obj, const py::handle& idx_
                     " in batch and channels");
     if (dy.shape(2) > shape[2] || dy.shape(3) > shape[3])
         value_error("dy " + shape_str(dy) + " has more rows or columns than x_shape " + std::string(py::str(shape_obj)));
-    Pool2dDims d{shape[0], shape[1], shape[2], shape[3], 0, 0, 0, 0, dy.shape(2), dy.shape(3)};
+    Pool2dDims d{.N = shape[0], .C = shape[1], .H = shape[2], .W = shape[3], .KH = 0, .KW = 0, .SH = 0, .SW = 0,
+                  .OH = dy.shape(2), .OW = dy.shape(3)};   // the backward reads no window sizes
     const int64_t HW = checked_product({d.H, d.W}, "x_shape's plane");
     checked_product({d.N, d.C, d.H, d.W}, "x_shape");
     auto ic = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(idx);
@@ -122,10 +124,6 @@ py::array maxpool2d_backward_py(const py::handle& dy_obj, const py::handle& idx_
 }
 
 }  // namespace
-}  // namespace bind
-}  // namespace maqueta
-
-using namespace maqueta::bind;
 
 MAQUETA_BINDINGS(maxpool2d) {
     const py::object none = py::none();
@@ -134,3 +132,6 @@ MAQUETA_BINDINGS(maxpool2d) {
     m.def("maxpool2d_backward", &maxpool2d_backward_py, py::arg("dy"), py::arg("indices"), py::arg("x_shape"),
           py::arg("relu_output") = none, py::arg("out") = none);
 }
+
+}  // namespace bind
+}  // namespace maqueta

@@ -98,10 +98,6 @@ bool all_finite_py(const py::handle& x_obj) {
 }
 
 }  // namespace
-}  // namespace bind
-}  // namespace maqueta
-
-using namespace maqueta::bind;
 
 MAQUETA_BINDINGS(optim) {
     m.def("adam_update", &adam_update_py, py::arg("param"), py::arg("grad"), py::arg("m"), py::arg("v"),
@@ -111,3 +107,6 @@ MAQUETA_BINDINGS(optim) {
           py::arg("momentum"), py::arg("weight_decay"), py::arg("nesterov"));
     m.def("all_finite", &all_finite_py, py::arg("x"));
 }
+
+}  // namespace bind
+}  // namespace maqueta

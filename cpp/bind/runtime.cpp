@@ -5,8 +5,8 @@
 #include <string>
 #include <vector>
 
-using namespace maqueta;
-using namespace maqueta::bind;
+namespace maqueta {
+namespace bind {
 
 MAQUETA_BINDINGS(runtime) {
     m.def("get_num_threads", &num_threads, "Threads every parallel kernel uses.");
@@ -47,3 +47,6 @@ MAQUETA_BINDINGS(runtime) {
 #endif
     m.attr("_build_info") = info;
 }
+
+}  // namespace bind
+}  // namespace maqueta

@@ -18,8 +18,8 @@
 //    c*Hp*Wp + kh*Wp + kw + q, so every tap is one contiguous row of B and nothing is gathered.
 //    The Wp - OW columns past each output row are computed and dropped.
 //  im2col (any stride): taps are gathered into col[K][P] first, then multiplied.
-// The input gradient of the direct algorithm is a direct convolution too: dy, padded by KH-1 and
-// KW-1, correlated with the flipped, transposed filters.
+// The input gradient has three algorithms of its own (conv2d_backward.cpp). plan() below picks
+// them all from the shapes and the vector width.
 #pragma once
 #include <algorithm>
 #include <cstring>
@@ -31,8 +31,8 @@ namespace maqueta {
 namespace conv {
 
 // dst[0 .. n) = src[0 .. n) for the short rows copied per image (hundreds of a few dozen values):
-// a call to memcpy each cost more than the copy (16% of conv1's backward). This file is built
-// with -fno-tree-loop-distribute-patterns (CMakeLists.txt), or GCC would turn the loop back into
+// a call to memcpy each cost more than the copy (16% of conv1's backward). The conv2d files are
+// built with -fno-tree-loop-distribute-patterns (CMakeLists.txt), or GCC would turn the loop back into
 // that call.
 template <typename T>
 inline void copy_row(T* __restrict dst, const T* __restrict src, int64_t n) {
