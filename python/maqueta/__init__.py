@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numbers
 
-from . import _core, ops, reference
+from . import _core, ops, plain, reference
 from . import callbacks, losses, models
 from .backend import get_backend, set_backend, use_backend
 from .callbacks import Callback, EarlyStopping, History, LearningRateScheduler
@@ -22,7 +22,7 @@ from .optim import SGD, Adam, Optimizer
 __version__ = _core._build_info["version"]
 
 __all__ = [
-    "__version__", "ops", "reference", "losses", "models", "callbacks",
+    "__version__", "ops", "plain", "reference", "losses", "models", "callbacks",
     "Sequential", *[name for name in _layer_names if name not in ("Call", "LAYERS")],
     "Optimizer", "Adam", "SGD", "Callback", "History", "EarlyStopping", "LearningRateScheduler",
     "load", "ModelFileError", "set_backend", "get_backend", "use_backend",
