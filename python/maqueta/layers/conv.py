@@ -80,6 +80,7 @@ class Conv2D(Layer):
         if call.need_dx:
             call.dx = np.empty((n, *in_shape), dtype)
 
+    # --8<-- [start:conv2d_layer]
     def forward(self, x, call):
         call.cache = x
         return kernels().conv2d_forward(x, self._params["weight"], self._params["bias"], self.stride, self.padding,
@@ -90,6 +91,7 @@ class Conv2D(Layer):
                                              call.need_dx, call.relu_input, dx_out=call.dx,
                                              dw_out=call.grads["weight"], db_out=call.grads["bias"])
         return dx
+    # --8<-- [end:conv2d_layer]   (docs/index.md quotes forward and backward)
 
     # ---- batch lanes: stride 1 without padding; a 2x2 max-pool after it runs inside its kernel,
     # so the full-size output (and the gradient there) never exists for the whole batch
