@@ -201,6 +201,7 @@ def test_instruction_set_switch_cannot_land_mid_call(rng):
     """Each call reads the instruction set once: while another thread flips it between two of
     different widths, a lane call either runs whole on the width its arrays have or refuses them."""
     import threading
+    import time
     widths = {}
     for name in _core.available_isas():
         _core._set_isa(name)
@@ -216,16 +217,18 @@ def test_instruction_set_switch_cannot_land_mid_call(rng):
     _core._lanes_conv2d_forward(xl, w, None, False, want)
     stop = threading.Event()
 
-    def flip():
+    def flip():   # the sleeps hand over the GIL in both states, and kernels run without it
         while not stop.is_set():
             for name in (second, first):
                 _core._set_isa(name)
+                time.sleep(0.0002)
 
     flipper = threading.Thread(target=flip)
     flipper.start()
     ran = refused = 0
+    deadline = time.monotonic() + 10
     try:
-        for _ in range(300):
+        while (ran < 50 or refused < 5) and time.monotonic() < deadline:
             y = np.full_like(want, np.nan)
             try:
                 _core._lanes_conv2d_forward(xl, w, None, False, y)

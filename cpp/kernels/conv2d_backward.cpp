@@ -1,4 +1,5 @@
-// conv2d backward: dw, db and (optionally) dx of conv2d_forward, given dy.
+// conv2d backward: dw, db and (optionally) dx of conv2d_forward, given dy. Dimensions as in
+// maqueta/conv2d.h; Hp, Wp, K, P as in conv2d_common.h.
 // Plain twin, the same math as loops in the order of the formula: cpp/plain/conv2d.cpp (conv2d_backward).
 //
 // Each thread takes a contiguous range of images and walks it in blocks of kBlock: stage() lays
@@ -36,12 +37,12 @@ struct Backward {
     int64_t img_len, dya_len; // per image: padded image or col; dy as dot rows, or dy^T
     int64_t NW;               // wide grid of dy (dx_wide)
     int64_t dxa_len;          // per-thread scratch of dx
-    const T* a2;              // the filters as dx's GEMM wants them
-    const int64_t* boff;      // tap k's offset in an image (dw)
-    const int64_t* boff2;     // tap k2's offset in padded dy (dx_direct)
-    const int64_t* doff;      // tap k's run in the padded dx (dx_wide)
-    const int64_t* poff;      // pixel p's window corner in the padded image (pixel-major)
-    const T* ones;            // [Qpad] ones: db as a dot product
+    const T* a2 = nullptr;              // the filters as dx's GEMM wants them
+    const int64_t* boff = nullptr;      // tap k's offset in an image (dw)
+    const int64_t* boff2 = nullptr;     // tap k2's offset in padded dy (dx_direct)
+    const int64_t* doff = nullptr;      // tap k's run in the padded dx (dx_wide)
+    const int64_t* poff = nullptr;      // pixel p's window corner in the padded image (pixel-major)
+    const T* ones = nullptr;            // [Qpad] ones: db as a dot product
 };
 
 // Lays out image n for dw: its padded image (or col) at img and dy (or dy^T) at dya. Pixel-major
@@ -165,10 +166,9 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
     const bool need_dx = dx != nullptr;
     const int64_t K = d.C * d.KH * d.KW, P = d.OH * d.OW;
     const int64_t Hp = d.H + 2 * d.PH, Wp = d.W + 2 * d.PW;
-    Backward<T> s{d, kern, plan.pixel, plan.pixel || plan.direct, plan.dx, K, P, Hp, Wp,
-                  d.H + d.KH - 1, d.W + d.KW - 1, d.O * d.KH * d.KW, round_up(d.O, L)};
-    const bool pixel = s.pixel, direct = s.direct;
-    const bool direct_dx = need_dx && s.dx == Dx::Direct, wide_dx = need_dx && s.dx == Dx::Wide;
+    const int64_t HQ = d.H + d.KH - 1, WQ = d.W + d.KW - 1, K2 = d.O * d.KH * d.KW, OP = round_up(d.O, L);
+    const bool pixel = plan.pixel, direct = plan.pixel || plan.direct;
+    const bool direct_dx = need_dx && plan.dx == Dx::Direct, wide_dx = need_dx && plan.dx == Dx::Wide;
     const int teams = team_size(d.N);
     const int64_t block = std::min<int64_t>(kBlock, (d.N + teams - 1) / teams);
 
@@ -176,11 +176,13 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
     // zero-padded to whole vectors. The image side may then read up to L past its last row.
     // Pixel-major instead takes dy transposed, [P][OP] per image.
     const int64_t Q = direct ? (d.OH - 1) * Wp + d.OW : P;
-    s.Qpad = round_up(Q, L);
-    s.img_len = direct ? d.C * Hp * Wp + NR : K * s.Qpad + NR;
-    s.dya_len = pixel ? P * s.OP : d.O * s.Qpad;
-    s.NW = d.OH * Wp;
-    s.dxa_len = !need_dx ? 0 : direct_dx ? d.O * s.HQ * s.WQ + NR : wide_dx ? d.O * s.NW + NR : d.O * P + NR;
+    const int64_t Qpad = round_up(Q, L), NW = d.OH * Wp;
+    Backward<T> s{.d = d, .kern = kern, .pixel = pixel, .direct = direct, .dx = plan.dx, .K = K, .P = P, .Hp = Hp,
+                  .Wp = Wp, .HQ = HQ, .WQ = WQ, .K2 = K2, .OP = OP, .Qpad = Qpad,
+                  .img_len = direct ? d.C * Hp * Wp + NR : K * Qpad + NR,
+                  .dya_len = pixel ? P * OP : d.O * Qpad,
+                  .NW = NW,
+                  .dxa_len = !need_dx ? 0 : direct_dx ? d.O * HQ * WQ + NR : wide_dx ? d.O * NW + NR : d.O * P + NR};
     const int64_t part_len = pixel ? K * s.OP : d.O * K;   // per-thread dw ([K][OP] if pixel)
     const int64_t dxb_len = !need_dx ? 0 : direct_dx ? d.C * d.H * s.WQ : wide_dx ? d.C * Hp * Wp : K * P;
     const int64_t a2_len = !need_dx ? 0 : direct_dx ? d.C * s.K2 : K * d.O;
