@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
 
 import maqueta
 from maqueta import ops, plain, reference
 from conftest import assert_close
 from test_conv2d import SHAPES as CONV_SHAPES
 from test_maxpool2d import CASES as POOL_CASES
+from test_properties import conv_cases, in_layout
 
 DTYPES = [np.float64, np.float32]
 LINEAR_SHAPES = [(1, 1, 1), (4, 400, 120), (64, 120, 84), (3, 84, 10), (7, 5, 33)]   # (N, IN, OUT)
@@ -134,6 +136,26 @@ def test_optimizers_three_ways(size, kind, settings, dtype, rng):
     rtol = 1e-10 if dtype == np.float64 else 1e-5
     assert_close(p, run_optimizer(reference, kind, settings, p0, grads), dtype, rtol=rtol)
     assert_close(run_optimizer(ops, kind, settings, p0, grads), p, dtype, rtol=rtol)
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=conv_cases())
+def test_conv2d_three_ways_on_random_shapes(case):
+    """Random sizes, kernels, strides, paddings, dtypes and memory layouts (test_properties' cases)."""
+    rng = np.random.default_rng(case["seed"])
+    dtype = case["dtype"]
+    x = rng.standard_normal((case["n"], case["c"], case["h"], case["w"])).astype(dtype)
+    w = rng.standard_normal((case["o"], case["c"], *case["kernel"])).astype(dtype)
+    b = rng.standard_normal(case["o"]).astype(dtype) if case["bias"] else None
+    stride, padding = case["stride"], case["padding"]
+    y = reference.conv2d_forward(x, w, b, stride, padding)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    got = conv_all(plain, in_layout(x, case["layout"]), in_layout(w, case["layout"]), b, stride, padding, dy, False)
+    expected = conv_all(reference, x, w, b, stride, padding, dy, False)
+    fast = conv_all(ops, x, w, b, stride, padding, dy, False)
+    for name in got:
+        assert_close(got[name], expected[name], dtype, what=name)
+        assert_close(fast[name], got[name], dtype, what="fast " + name)
 
 
 # ---- finite differences: plain's gradients are the derivatives of plain's forward
