@@ -6,6 +6,9 @@
 // a shape comment per argument, no SIMD, no templates beyond the float type T, OpenMP only on the
 // outermost loop over the index that owns the write (so no two threads write one element, and
 // each element is one sum in a fixed order: the result does not depend on the thread count).
+// `#pragma omp parallel for num_threads(team_size(n))` runs a loop of n iterations on maqueta's
+// thread count (maqueta.set_num_threads), never on more threads than iterations; without OpenMP
+// the pragma is ignored and the loop runs as written.
 // Like the fast kernels they overwrite their outputs; the bindings (cpp/bind/) check the arguments.
 #pragma once
 #include <cstdint>
