@@ -17,7 +17,11 @@ namespace plain {
 
 // --8<-- [start:conv2d_forward]
 template <typename T>
-void conv2d_forward(T* y, const T* x, const T* w, const T* b, const Conv2dDims& d, bool relu) {
+void conv2d_forward(T* y,              // (N, O, OH, OW)
+                    const T* x,        // (N, C, H, W)
+                    const T* w,        // (O, C, KH, KW)
+                    const T* b,        // (O,) or nullptr
+                    const Conv2dDims& d, bool relu) {
     const int64_t N = d.N, C = d.C, H = d.H, W = d.W, O = d.O, KH = d.KH, KW = d.KW;
     const int64_t SH = d.SH, SW = d.SW, PH = d.PH, PW = d.PW, OH = d.OH, OW = d.OW;
 #pragma omp parallel for num_threads(team_size(N * O))
@@ -49,8 +53,13 @@ void conv2d_forward(T* y, const T* x, const T* w, const T* b, const Conv2dDims& 
 // With relu_input, x came out of a ReLU whose gradient passes only where x > 0.
 // --8<-- [start:conv2d_backward]
 template <typename T>
-void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const Conv2dDims& d,
-                     bool relu_input) {
+void conv2d_backward(T* dx,            // (N, C, H, W), or nullptr when not wanted
+                     T* dw,            // (O, C, KH, KW)
+                     T* db,            // (O,)
+                     const T* dy,      // (N, O, OH, OW)
+                     const T* x,       // (N, C, H, W)
+                     const T* w,       // (O, C, KH, KW)
+                     const Conv2dDims& d, bool relu_input) {
     const int64_t N = d.N, C = d.C, H = d.H, W = d.W, O = d.O, KH = d.KH, KW = d.KW;
     const int64_t SH = d.SH, SW = d.SW, PH = d.PH, PW = d.PW, OH = d.OH, OW = d.OW;
     auto DY = [&](int64_t n, int64_t o, int64_t i, int64_t j) { return dy[((n * O + o) * OH + i) * OW + j]; };

@@ -14,7 +14,11 @@ namespace plain {
 
 // --8<-- [start:linear_forward]
 template <typename T>
-void linear_forward(T* y, const T* x, const T* w, const T* b, int64_t N, int64_t IN, int64_t OUT, bool relu) {
+void linear_forward(T* y,              // (N, OUT)
+                    const T* x,        // (N, IN)
+                    const T* w,        // (OUT, IN)
+                    const T* b,        // (OUT,) or nullptr
+                    int64_t N, int64_t IN, int64_t OUT, bool relu) {
 #pragma omp parallel for num_threads(team_size(N))
     for (int64_t n = 0; n < N; ++n)
         for (int64_t o = 0; o < OUT; ++o) {
@@ -31,8 +35,13 @@ void linear_forward(T* y, const T* x, const T* w, const T* b, int64_t N, int64_t
 //   db[o]    = sum over n of dy[n, o]
 // --8<-- [start:linear_backward]
 template <typename T>
-void linear_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, int64_t N, int64_t IN,
-                     int64_t OUT, bool relu_input) {
+void linear_backward(T* dx,            // (N, IN), or nullptr when not wanted
+                     T* dw,            // (OUT, IN)
+                     T* db,            // (OUT,)
+                     const T* dy,      // (N, OUT)
+                     const T* x,       // (N, IN)
+                     const T* w,       // (OUT, IN)
+                     int64_t N, int64_t IN, int64_t OUT, bool relu_input) {
 #pragma omp parallel for num_threads(team_size(OUT))
     for (int64_t o = 0; o < OUT; ++o) {
         T bsum = 0;

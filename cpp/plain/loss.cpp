@@ -17,7 +17,10 @@ namespace plain {
 
 // --8<-- [start:softmax_cross_entropy]
 template <typename T>
-double softmax_cross_entropy(T* dz, const T* z, const int64_t* t, int64_t N, int64_t K) {
+double softmax_cross_entropy(T* dz,            // (N, K): the gradient of the mean loss
+                             const T* z,       // (N, K): the logits
+                             const int64_t* t, // (N,): the true classes, each in [0, K)
+                             int64_t N, int64_t K) {
     double total = 0;
     for (int64_t n = 0; n < N; ++n) {
         T top = z[n * K];

@@ -17,7 +17,10 @@ namespace plain {
 
 // --8<-- [start:maxpool2d_forward]
 template <typename T>
-void maxpool2d_forward(T* y, int64_t* idx, const T* x, const Pool2dDims& d) {
+void maxpool2d_forward(T* y,           // (N, C, OH, OW)
+                       int64_t* idx,   // (N, C, OH, OW)
+                       const T* x,     // (N, C, H, W)
+                       const Pool2dDims& d) {
     const int64_t H = d.H, W = d.W, KH = d.KH, KW = d.KW, SH = d.SH, SW = d.SW, OH = d.OH, OW = d.OW;
 #pragma omp parallel for num_threads(team_size(d.N * d.C))
     for (int64_t p = 0; p < d.N * d.C; ++p) {   // one (n, c) plane
@@ -47,7 +50,11 @@ void maxpool2d_forward(T* y, int64_t* idx, const T* x, const Pool2dDims& d) {
 // counted, so that the binding can raise (they were checked before; this guards memory).
 // --8<-- [start:maxpool2d_backward]
 template <typename T>
-int64_t maxpool2d_backward(T* dx, const T* dy, const int64_t* idx, const T* relu_y, const Pool2dDims& d) {
+int64_t maxpool2d_backward(T* dx,              // (N, C, H, W)
+                           const T* dy,        // (N, C, OH, OW)
+                           const int64_t* idx, // (N, C, OH, OW)
+                           const T* relu_y,    // (N, C, OH, OW) or nullptr
+                           const Pool2dDims& d) {
     const int64_t HW = d.H * d.W, OHW = d.OH * d.OW;
     int64_t outside = 0;
 #pragma omp parallel for num_threads(team_size(d.N * d.C)) reduction(+ : outside)

@@ -27,8 +27,10 @@ constexpr int64_t kParallelMin = 1 << 14;
 
 // --8<-- [start:adam_update]
 template <typename T>
-void adam_update(T* param, T* m, T* v, const T* grad, int64_t P, int64_t step, double lr, double beta1,
-                 double beta2, double eps, double weight_decay, bool bias_correction) {
+void adam_update(T* param, T* m, T* v, // (P,) each, updated in place
+                 const T* grad,        // (P,)
+                 int64_t P, int64_t step, double lr, double beta1, double beta2, double eps,
+                 double weight_decay, bool bias_correction) {
     const double bc1 = bias_correction ? 1 - std::pow(beta1, (double)step) : 1;
     const double bc2 = bias_correction ? 1 - std::pow(beta2, (double)step) : 1;
 #pragma omp parallel for num_threads(team_size(P / kParallelMin))
@@ -44,8 +46,9 @@ void adam_update(T* param, T* m, T* v, const T* grad, int64_t P, int64_t step, d
 
 // --8<-- [start:sgd_update]
 template <typename T>
-void sgd_update(T* param, T* velocity, const T* grad, int64_t P, double lr, double momentum, double weight_decay,
-                bool nesterov) {
+void sgd_update(T* param, T* velocity, // (P,) each, in place; velocity unused (may be nullptr) without momentum
+                const T* grad,         // (P,)
+                int64_t P, double lr, double momentum, double weight_decay, bool nesterov) {
 #pragma omp parallel for num_threads(team_size(P / kParallelMin))
     for (int64_t p = 0; p < P; ++p) {
         double g = grad[p] + weight_decay * param[p];
