@@ -59,7 +59,7 @@ def parse_args(argv=None):
     train.add_argument("--weight-decay", type=number(0.0, 1e30), default=0.0)
     train.add_argument("--seed", type=count(0, 2**64 - 1), default=0)
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    train.add_argument("--backend", choices=["native", "reference"], default="native")
+    train.add_argument("--backend", choices=["native", "plain", "reference"], default="native")
     train.add_argument("--threads", type=count(1, 4096), help="kernel threads (default: OMP_NUM_THREADS, else all cores)")
     out = p.add_argument_group("output")
     out.add_argument("--save", help="where to save the trained model (default: runs/lenet5-<dataset>.maq)")

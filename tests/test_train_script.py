@@ -61,11 +61,12 @@ def test_smoke_run_reports_everything(tmp_path):
     assert (tmp_path / "tiny.maq").stat().st_size > 100_000
 
 
-def test_reference_backend_matches_native(tmp_path):
+@pytest.mark.parametrize("backend", ["reference", "plain"])
+def test_other_backends_match_native(tmp_path, backend):
     args = ["--dataset", "digits", "--split", "test", "--limit", "80", "--epochs", "2", "--batch-size", "16",
             "--dtype", "float64"]
     native = run_script(tmp_path, *args, "--save", "native.maq")
-    reference = run_script(tmp_path, *args, "--save", "reference.maq", "--backend", "reference")
+    reference = run_script(tmp_path, *args, "--save", "reference.maq", "--backend", backend)
     strip = lambda text: [line.split("  lr")[0] for line in text.splitlines() if line.startswith(("epoch", "test accuracy"))]
     assert strip(native) == strip(reference)
     a, b = mq.load(tmp_path / "native.maq"), mq.load(tmp_path / "reference.maq")

@@ -115,6 +115,10 @@ inline std::vector<py::ssize_t> dims(std::initializer_list<int64_t> v) {
     return std::vector<py::ssize_t>(v.begin(), v.end());
 }
 
+// Which kernels a binding calls: the fast ones (cpp/kernels/) or their plain twins (cpp/plain/),
+// bound as plain_<name> with the same checks, so both tiers refuse the same arguments alike.
+enum class Tier { Fast, Plain };
+
 // f(float{}) or f(double{}): the kernel call, instantiated for both dtypes.
 template <typename F>
 auto dispatch(DType dt, F&& f) {

@@ -1,9 +1,11 @@
-// conv2d bindings: conv2d_forward, conv2d_backward, and the test switch of the algorithm.
+// conv2d bindings: conv2d_forward, conv2d_backward (and their plain twins plain_conv2d_*), and the
+// test switch of the algorithm.
 #include "common.h"
 
 #include <atomic>
 
 #include "maqueta/conv2d.h"
+#include "../plain/plain.h"
 
 namespace maqueta {
 namespace bind {
@@ -52,6 +54,7 @@ Conv2dDims conv_dims(const py::array& x, const py::array& w, int64_t sh, int64_t
     return d;
 }
 
+template <Tier tier>
 py::object conv2d_forward_py(const py::handle& x_obj, const py::handle& w_obj, const py::handle& b_obj,
                              int64_t sh, int64_t sw, int64_t ph, int64_t pw, bool relu, const py::handle& out_obj) {
     py::array x = as_ndarray(x_obj, "x");
@@ -75,12 +78,16 @@ py::object conv2d_forward_py(const py::handle& x_obj, const py::handle& w_obj, c
         const T* bp = has_b ? bc.data() : nullptr;
         {
             py::gil_scoped_release nogil;
-            conv2d_forward<T>(yp, xc.data(), wc.data(), bp, d, relu, isa, algo);
+            if constexpr (tier == Tier::Plain)
+                plain::conv2d_forward<T>(yp, xc.data(), wc.data(), bp, d, relu);
+            else
+                conv2d_forward<T>(yp, xc.data(), wc.data(), bp, d, relu, isa, algo);
         }
         return std::move(y);
     });
 }
 
+template <Tier tier>
 py::tuple conv2d_backward_py(const py::handle& dy_obj, const py::handle& x_obj, const py::handle& w_obj,
                              int64_t sh, int64_t sw, int64_t ph, int64_t pw, bool need_dx, bool relu_input,
                              const py::handle& dx_obj_in, const py::handle& dw_obj, const py::handle& db_obj) {
@@ -116,7 +123,10 @@ py::tuple conv2d_backward_py(const py::handle& dy_obj, const py::handle& x_obj, 
         T* dbp = db.mutable_data();
         {
             py::gil_scoped_release nogil;
-            conv2d_backward<T>(dxp, dwp, dbp, dyc.data(), xc.data(), wc.data(), d, relu_input, isa, algo);
+            if constexpr (tier == Tier::Plain)
+                plain::conv2d_backward<T>(dxp, dwp, dbp, dyc.data(), xc.data(), wc.data(), d, relu_input);
+            else
+                conv2d_backward<T>(dxp, dwp, dbp, dyc.data(), xc.data(), wc.data(), d, relu_input, isa, algo);
         }
         return py::make_tuple(dx_obj, dw, db);
     });
@@ -126,11 +136,18 @@ py::tuple conv2d_backward_py(const py::handle& dy_obj, const py::handle& x_obj, 
 
 MAQUETA_BINDINGS(conv2d) {
     const py::object none = py::none();
-    m.def("conv2d_forward", &conv2d_forward_py, py::arg("x"), py::arg("w"), py::arg("b"), py::arg("stride_h"),
-          py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("relu") = false, py::arg("out") = none);
-    m.def("conv2d_backward", &conv2d_backward_py, py::arg("dy"), py::arg("x"), py::arg("w"), py::arg("stride_h"),
-          py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("need_dx"), py::arg("relu_input") = false,
-          py::arg("dx_out") = none, py::arg("dw_out") = none, py::arg("db_out") = none);
+    for (const Tier tier : {Tier::Fast, Tier::Plain}) {
+        const bool fast = tier == Tier::Fast;
+        m.def(fast ? "conv2d_forward" : "plain_conv2d_forward",
+              fast ? &conv2d_forward_py<Tier::Fast> : &conv2d_forward_py<Tier::Plain>, py::arg("x"), py::arg("w"),
+              py::arg("b"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"),
+              py::arg("relu") = false, py::arg("out") = none);
+        m.def(fast ? "conv2d_backward" : "plain_conv2d_backward",
+              fast ? &conv2d_backward_py<Tier::Fast> : &conv2d_backward_py<Tier::Plain>, py::arg("dy"), py::arg("x"),
+              py::arg("w"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"),
+              py::arg("need_dx"), py::arg("relu_input") = false, py::arg("dx_out") = none, py::arg("dw_out") = none,
+              py::arg("db_out") = none);
+    }
     m.def("_set_conv_algo", [](const std::string& name) {
         for (int a = 0; a < 4; ++a)
             if (name == kAlgoNames[a]) return g_forced_algo.store(a, std::memory_order_relaxed);

@@ -1,7 +1,8 @@
-// Dense layer bindings: linear_forward, linear_backward.
+// Dense layer bindings: linear_forward, linear_backward, and their plain twins plain_linear_*.
 #include "common.h"
 
 #include "maqueta/linear.h"
+#include "../plain/plain.h"
 
 namespace maqueta {
 namespace bind {
@@ -21,6 +22,7 @@ void linear_dims(const py::array& x, const py::array& w, int64_t& N, int64_t& IN
     checked_product({N, OUT}, "the output");
 }
 
+template <Tier tier>
 py::array linear_forward_py(const py::handle& x_obj, const py::handle& w_obj, const py::handle& b_obj, bool relu,
                             const py::handle& out_obj) {
     py::array x = as_ndarray(x_obj, "x");
@@ -44,12 +46,16 @@ py::array linear_forward_py(const py::handle& x_obj, const py::handle& w_obj, co
         const T* bp = has_b ? bc.data() : nullptr;
         {
             py::gil_scoped_release nogil;
-            linear_forward<T>(yp, xc.data(), wc.data(), bp, N, IN, OUT, relu, isa);
+            if constexpr (tier == Tier::Plain)
+                plain::linear_forward<T>(yp, xc.data(), wc.data(), bp, N, IN, OUT, relu);
+            else
+                linear_forward<T>(yp, xc.data(), wc.data(), bp, N, IN, OUT, relu, isa);
         }
         return std::move(y);
     });
 }
 
+template <Tier tier>
 py::tuple linear_backward_py(const py::handle& dy_obj, const py::handle& x_obj, const py::handle& w_obj, bool need_dx,
                              bool relu_input, const py::handle& dx_obj_in, const py::handle& dw_obj,
                              const py::handle& db_obj) {
@@ -84,7 +90,10 @@ py::tuple linear_backward_py(const py::handle& dy_obj, const py::handle& x_obj, 
         T* dbp = db.mutable_data();
         {
             py::gil_scoped_release nogil;
-            linear_backward<T>(dxp, dwp, dbp, dyc.data(), xc.data(), wc.data(), N, IN, OUT, relu_input, isa);
+            if constexpr (tier == Tier::Plain)
+                plain::linear_backward<T>(dxp, dwp, dbp, dyc.data(), xc.data(), wc.data(), N, IN, OUT, relu_input);
+            else
+                linear_backward<T>(dxp, dwp, dbp, dyc.data(), xc.data(), wc.data(), N, IN, OUT, relu_input, isa);
         }
         return py::make_tuple(dx_obj, dw, db);
     });
@@ -94,10 +103,16 @@ py::tuple linear_backward_py(const py::handle& dy_obj, const py::handle& x_obj, 
 
 MAQUETA_BINDINGS(linear) {
     const py::object none = py::none();
-    m.def("linear_forward", &linear_forward_py, py::arg("x"), py::arg("w"), py::arg("b"), py::arg("relu") = false,
-          py::arg("out") = none);
-    m.def("linear_backward", &linear_backward_py, py::arg("dy"), py::arg("x"), py::arg("w"), py::arg("need_dx"),
-          py::arg("relu_input") = false, py::arg("dx_out") = none, py::arg("dw_out") = none, py::arg("db_out") = none);
+    for (const Tier tier : {Tier::Fast, Tier::Plain}) {
+        const bool fast = tier == Tier::Fast;
+        m.def(fast ? "linear_forward" : "plain_linear_forward",
+              fast ? &linear_forward_py<Tier::Fast> : &linear_forward_py<Tier::Plain>, py::arg("x"), py::arg("w"),
+              py::arg("b"), py::arg("relu") = false, py::arg("out") = none);
+        m.def(fast ? "linear_backward" : "plain_linear_backward",
+              fast ? &linear_backward_py<Tier::Fast> : &linear_backward_py<Tier::Plain>, py::arg("dy"), py::arg("x"),
+              py::arg("w"), py::arg("need_dx"), py::arg("relu_input") = false, py::arg("dx_out") = none,
+              py::arg("dw_out") = none, py::arg("db_out") = none);
+    }
 }
 
 }  // namespace bind

@@ -1,12 +1,14 @@
-// Loss bindings: softmax_cross_entropy.
+// Loss bindings: softmax_cross_entropy, and its plain twin plain_softmax_cross_entropy.
 #include "common.h"
 
 #include "maqueta/loss.h"
+#include "../plain/plain.h"
 
 namespace maqueta {
 namespace bind {
 namespace {
 
+template <Tier tier>
 py::tuple softmax_cross_entropy_py(const py::handle& z_obj, const py::handle& t_obj, const py::handle& out_obj) {
     py::array z = as_ndarray(z_obj, "logits");
     const DType dt = call_dtype(z, "logits");
@@ -35,7 +37,10 @@ py::tuple softmax_cross_entropy_py(const py::handle& z_obj, const py::handle& t_
         double loss;
         {
             py::gil_scoped_release nogil;
-            loss = softmax_cross_entropy<T>(gp, zc.data(), targets.data(), N, K);
+            if constexpr (tier == Tier::Plain)
+                loss = plain::softmax_cross_entropy<T>(gp, zc.data(), targets.data(), N, K);
+            else
+                loss = softmax_cross_entropy<T>(gp, zc.data(), targets.data(), N, K);
         }
         return py::make_tuple(loss, grad);
     });
@@ -44,8 +49,10 @@ py::tuple softmax_cross_entropy_py(const py::handle& z_obj, const py::handle& t_
 }  // namespace
 
 MAQUETA_BINDINGS(loss) {
-    m.def("softmax_cross_entropy", &softmax_cross_entropy_py, py::arg("logits"), py::arg("targets"),
+    m.def("softmax_cross_entropy", &softmax_cross_entropy_py<Tier::Fast>, py::arg("logits"), py::arg("targets"),
           py::arg("grad_out") = py::none());
+    m.def("plain_softmax_cross_entropy", &softmax_cross_entropy_py<Tier::Plain>, py::arg("logits"),
+          py::arg("targets"), py::arg("grad_out") = py::none());
 }
 
 }  // namespace bind

@@ -1,12 +1,14 @@
-// max-pool bindings: maxpool2d_forward, maxpool2d_backward.
+// max-pool bindings: maxpool2d_forward, maxpool2d_backward, and their plain twins plain_maxpool2d_*.
 #include "common.h"
 
 #include "maqueta/maxpool2d.h"
+#include "../plain/plain.h"
 
 namespace maqueta {
 namespace bind {
 namespace {
 
+template <Tier tier>
 py::tuple maxpool2d_forward_py(const py::handle& x_obj, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
                                const py::handle& out_obj, const py::handle& idx_obj) {
     py::array x = as_ndarray(x_obj, "x");
@@ -48,12 +50,16 @@ py::tuple maxpool2d_forward_py(const py::handle& x_obj, int64_t kh, int64_t kw, 
         int64_t* ip = idx.mutable_data();
         {
             py::gil_scoped_release nogil;
-            maxpool2d_forward<T>(yp, ip, xc.data(), d, isa);
+            if constexpr (tier == Tier::Plain)
+                plain::maxpool2d_forward<T>(yp, ip, xc.data(), d);
+            else
+                maxpool2d_forward<T>(yp, ip, xc.data(), d, isa);
         }
         return py::make_tuple(y, idx);
     });
 }
 
+template <Tier tier>
 py::array maxpool2d_backward_py(const py::handle& dy_obj, const py::handle& idx_obj, const py::handle& shape_obj,
                                 const py::handle& relu_obj, const py::handle& out_obj) {
     py::array dy = as_ndarray(dy_obj, "dy");
@@ -104,7 +110,10 @@ py::array maxpool2d_backward_py(const py::handle& dy_obj, const py::handle& idx_
         int64_t outside;
         {
             py::gil_scoped_release nogil;
-            outside = maxpool2d_backward<T>(dxp, dyc.data(), ic.data(), ryp, d);
+            if constexpr (tier == Tier::Plain)
+                outside = plain::maxpool2d_backward<T>(dxp, dyc.data(), ic.data(), ryp, d);
+            else
+                outside = maxpool2d_backward<T>(dxp, dyc.data(), ic.data(), ryp, d);
         }
         // The kernel checks every index as it uses it (no separate pass over them); the slow
         // search for the first bad one only runs to explain an error.
@@ -127,10 +136,16 @@ py::array maxpool2d_backward_py(const py::handle& dy_obj, const py::handle& idx_
 
 MAQUETA_BINDINGS(maxpool2d) {
     const py::object none = py::none();
-    m.def("maxpool2d_forward", &maxpool2d_forward_py, py::arg("x"), py::arg("kernel_h"), py::arg("kernel_w"),
-          py::arg("stride_h"), py::arg("stride_w"), py::arg("out") = none, py::arg("indices_out") = none);
-    m.def("maxpool2d_backward", &maxpool2d_backward_py, py::arg("dy"), py::arg("indices"), py::arg("x_shape"),
-          py::arg("relu_output") = none, py::arg("out") = none);
+    for (const Tier tier : {Tier::Fast, Tier::Plain}) {
+        const bool fast = tier == Tier::Fast;
+        m.def(fast ? "maxpool2d_forward" : "plain_maxpool2d_forward",
+              fast ? &maxpool2d_forward_py<Tier::Fast> : &maxpool2d_forward_py<Tier::Plain>, py::arg("x"),
+              py::arg("kernel_h"), py::arg("kernel_w"), py::arg("stride_h"), py::arg("stride_w"), py::arg("out") = none,
+              py::arg("indices_out") = none);
+        m.def(fast ? "maxpool2d_backward" : "plain_maxpool2d_backward",
+              fast ? &maxpool2d_backward_py<Tier::Fast> : &maxpool2d_backward_py<Tier::Plain>, py::arg("dy"),
+              py::arg("indices"), py::arg("x_shape"), py::arg("relu_output") = none, py::arg("out") = none);
+    }
 }
 
 }  // namespace bind

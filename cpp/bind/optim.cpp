@@ -1,9 +1,11 @@
-// Optimizer bindings: adam_update, sgd_update (in place), and all_finite.
+// Optimizer bindings: adam_update, sgd_update (in place; and their plain twins plain_adam_update,
+// plain_sgd_update), and all_finite.
 #include "common.h"
 
 #include <cmath>
 
 #include "maqueta/optim.h"
+#include "../plain/plain.h"
 
 namespace maqueta {
 namespace bind {
@@ -15,6 +17,7 @@ void check_real(double v, const char* name, double lo, double hi, bool hi_open) 
                     ", got " + std::to_string(v));
 }
 
+template <Tier tier>
 void adam_update_py(const py::handle& p_obj, const py::handle& g_obj, const py::handle& m_obj, const py::handle& v_obj,
                     int64_t step, double lr, double beta1, double beta2, double eps, double weight_decay,
                     bool bias_correction) {
@@ -44,11 +47,15 @@ void adam_update_py(const py::handle& p_obj, const py::handle& g_obj, const py::
         T* mp = static_cast<T*>(m.mutable_data());
         T* vp = static_cast<T*>(v.mutable_data());
         py::gil_scoped_release nogil;
-        adam_update<T>(pp, mp, vp, gc.data(), P, step, lr, beta1, beta2, eps, weight_decay, bias_correction, isa);
+        if constexpr (tier == Tier::Plain)
+            plain::adam_update<T>(pp, mp, vp, gc.data(), P, step, lr, beta1, beta2, eps, weight_decay, bias_correction);
+        else
+            adam_update<T>(pp, mp, vp, gc.data(), P, step, lr, beta1, beta2, eps, weight_decay, bias_correction, isa);
         return 0;
     });
 }
 
+template <Tier tier>
 void sgd_update_py(const py::handle& p_obj, const py::handle& g_obj, const py::handle& vel_obj, double lr,
                    double momentum, double weight_decay, bool nesterov) {
     py::array p = as_ndarray(p_obj, "param");
@@ -80,7 +87,10 @@ void sgd_update_py(const py::handle& p_obj, const py::handle& g_obj, const py::h
         T* pp = static_cast<T*>(p.mutable_data());
         T* vp = has_vel ? static_cast<T*>(vel.mutable_data()) : nullptr;
         py::gil_scoped_release nogil;
-        sgd_update<T>(pp, vp, gc.data(), P, lr, momentum, weight_decay, nesterov, isa);
+        if constexpr (tier == Tier::Plain)
+            plain::sgd_update<T>(pp, vp, gc.data(), P, lr, momentum, weight_decay, nesterov);
+        else
+            sgd_update<T>(pp, vp, gc.data(), P, lr, momentum, weight_decay, nesterov, isa);
         return 0;
     });
 }
@@ -100,11 +110,15 @@ bool all_finite_py(const py::handle& x_obj) {
 }  // namespace
 
 MAQUETA_BINDINGS(optim) {
-    m.def("adam_update", &adam_update_py, py::arg("param"), py::arg("grad"), py::arg("m"), py::arg("v"),
-          py::arg("step"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
-          py::arg("weight_decay"), py::arg("bias_correction"));
-    m.def("sgd_update", &sgd_update_py, py::arg("param"), py::arg("grad"), py::arg("velocity"), py::arg("lr"),
-          py::arg("momentum"), py::arg("weight_decay"), py::arg("nesterov"));
+    for (const Tier tier : {Tier::Fast, Tier::Plain}) {
+        const bool fast = tier == Tier::Fast;
+        m.def(fast ? "adam_update" : "plain_adam_update", fast ? &adam_update_py<Tier::Fast> : &adam_update_py<Tier::Plain>,
+              py::arg("param"), py::arg("grad"), py::arg("m"), py::arg("v"), py::arg("step"), py::arg("lr"),
+              py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"), py::arg("bias_correction"));
+        m.def(fast ? "sgd_update" : "plain_sgd_update", fast ? &sgd_update_py<Tier::Fast> : &sgd_update_py<Tier::Plain>,
+              py::arg("param"), py::arg("grad"), py::arg("velocity"), py::arg("lr"), py::arg("momentum"),
+              py::arg("weight_decay"), py::arg("nesterov"));
+    }
     m.def("all_finite", &all_finite_py, py::arg("x"));
 }
 

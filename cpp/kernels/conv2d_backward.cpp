@@ -1,5 +1,6 @@
 // conv2d backward: dw, db and (optionally) dx of conv2d_forward, given dy. Dimensions as in
 // maqueta/conv2d.h; Hp, Wp, K, P as in conv2d_common.h.
+// Plain twin, the same math as loops in the order of the formula: cpp/plain/conv2d.cpp (conv2d_backward).
 //
 // Each thread takes a contiguous range of images and walks it in blocks of kBlock: stage() lays
 // the block's images out (padded image, or col; and dy) so that one batched micro-kernel call in

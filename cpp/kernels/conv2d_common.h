@@ -1,5 +1,6 @@
 // conv2d: what conv2d_forward.cpp and conv2d_backward.cpp share, the layout helpers and the
 // choice of algorithm.
+// Plain twin, the same math as loops in the order of the formula: cpp/plain/conv2d.cpp.
 //
 //   Hp = H + 2*PH, Wp = W + 2*PW       the zero-padded input
 //   K  = C*KH*KW                       taps of one filter;  P = OH*OW output pixels of one plane

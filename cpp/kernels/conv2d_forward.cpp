@@ -1,6 +1,7 @@
 // conv2d forward: y = conv(x, w) + b (then ReLU), by one of three algorithms (conv2d_common.h
 // explains them and conv::plan picks one): pixel-major, direct, im2col. Dimensions as in
 // maqueta/conv2d.h; Hp, Wp, K, P as in conv2d_common.h.
+// Plain twin, the same math as loops in the order of the formula: cpp/plain/conv2d.cpp (conv2d_forward).
 //
 // Parallel strategy: over images; each thread owns whole planes of y.
 #include "conv2d_common.h"

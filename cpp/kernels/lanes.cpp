@@ -1,6 +1,7 @@
 // The batch-lane layout's kernels, threaded: every block of V images belongs to one thread
 // (static contiguous ranges); dw and db are summed per thread and reduced in thread order
 // (deterministic for a fixed thread count).
+// Plain twin, the same math as loops in the order of the formula: cpp/plain/conv2d.cpp and cpp/plain/maxpool2d.cpp (NCHW).
 #include <algorithm>
 
 #include "maqueta/lanes.h"

@@ -1,4 +1,5 @@
 // Dense (fully connected) layer forward and backward: y = x w^T + b.
+// Plain twin, the same math as loops in the order of the formula: cpp/plain/linear.cpp.
 //
 // The three products run on the broadcast micro-kernel, vectorised along the output's columns:
 //   y[n][o]  = sum_i x[n][i] * wT[i][o]     rows of x broadcast; w transposed once per call

@@ -1,4 +1,5 @@
 // Softmax cross-entropy on logits: the loss of a classifier and its gradient, in one pass.
+// Plain twin, the same math as loops in the order of the formula: cpp/plain/loss.cpp.
 //
 //   loss = mean over n of  log(sum_k exp(z[n][k] - max_n)) - (z[n][t_n] - max_n)
 //   dz[n][k] = (softmax(z[n])[k] - [k == t_n]) / N

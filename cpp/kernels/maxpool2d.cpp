@@ -1,4 +1,5 @@
 // max-pool forward and backward.
+// Plain twin, the same math as loops in the order of the formula: cpp/plain/maxpool2d.cpp.
 //
 //   OH = (H - KH) / SH + 1,  OW = (W - KW) / SW + 1   (windows that do not fit are dropped)
 //

@@ -1,4 +1,5 @@
 // Optimizer updates, in place, elementwise over P parameters.
+// Plain twin, the same math as loops in the order of the formula: cpp/plain/optim.cpp.
 //
 // Parallel strategy: contiguous chunks of the parameter vector, one per thread, from 16k parameters
 // up (below that, waking the threads costs more than it saves). The update is bound by the

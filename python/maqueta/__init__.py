@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numbers
 
-from . import _core, ops, reference
+from . import _core, ops, plain, reference
 from . import augment, callbacks, losses, models, schedules
 from .backend import get_backend, set_backend, use_backend
 from .callbacks import (CSVLogger, Callback, EarlyStopping, History, LearningRateScheduler, ModelCheckpoint,
@@ -23,7 +23,7 @@ from .optim import SGD, Adam, AdamW, Optimizer, RMSprop
 __version__ = _core._build_info["version"]
 
 __all__ = [
-    "__version__", "ops", "reference", "losses", "models", "callbacks", "augment", "schedules",
+    "__version__", "ops", "plain", "reference", "losses", "models", "callbacks", "augment", "schedules",
     "Sequential", *[name for name in _layer_names if name not in ("Call", "LAYERS")],
     "Optimizer", "Adam", "AdamW", "SGD", "RMSprop", "Callback", "History", "EarlyStopping", "LearningRateScheduler",
     "ReduceLROnPlateau", "ModelCheckpoint", "CSVLogger", "TerminateOnNaN",

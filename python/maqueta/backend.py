@@ -1,4 +1,5 @@
-"""Which implementation of the kernels the layers call: the compiled core or the NumPy oracle.
+"""Which implementation of the kernels the layers call: the fast compiled core ("native"), its
+plain C++ loops ("plain", :mod:`maqueta.plain`) or the NumPy oracle ("reference").
 
 ``set_backend`` changes the process-wide default; ``use_backend`` is a context manager that
 overrides it for the current thread only, so a test or a comparison can run one model on the
@@ -9,11 +10,11 @@ from __future__ import annotations
 import contextlib
 import threading
 
-from . import ops, reference
+from . import ops, plain, reference
 
 __all__ = ["set_backend", "get_backend", "use_backend", "kernels"]
 
-_BACKENDS = {"native": ops, "reference": reference}
+_BACKENDS = {"native": ops, "plain": plain, "reference": reference}
 _default = "native"
 _local = threading.local()
 _overrides = 0          # threads inside use_backend: while 0, the default applies everywhere
@@ -27,7 +28,8 @@ def _check(name):
 
 
 def set_backend(name: str) -> None:
-    """Route every layer's kernels through "native" (C++, the default) or "reference" (NumPy)."""
+    """Route every layer's kernels through "native" (fast C++, the default), "plain" (C++ loops in
+    the order of the math) or "reference" (NumPy)."""
     global _default
     _default = _check(name)
 

@@ -6,6 +6,8 @@ math of each operation in one or two lines; they are slow, and meant to be.
 
 Same signatures, layouts and semantics as :mod:`maqueta.ops`:
 activations (N, C, H, W), conv weights (O, C, KH, KW), dense weights (OUT, IN).
+
+The ``# --8<--`` lines mark the sections the guide (docs/) quotes, so that it shows this code.
 """
 from __future__ import annotations
 
@@ -52,6 +54,7 @@ def _into(out, value):
     return out
 
 
+# --8<-- [start:conv2d_forward]
 def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, out=None):
     """y[n, o, i, j] = b[o] + sum over c, kh, kw of w[o, c, kh, kw] * xpad[n, c, i*sh + kh, j*sw + kw]"""
     sh, sw = pair(stride, "stride", 1)
@@ -68,8 +71,10 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, out=None):
     if b is not None:
         y += b[None, :, None, None]
     return _into(out, np.maximum(y, 0) if relu else y)
+# --8<-- [end:conv2d_forward]
 
 
+# --8<-- [start:conv2d_backward]
 def conv2d_backward(dy, x, w, stride=1, padding=0, need_dx=True, relu_input=False, dx_out=None, dw_out=None,
                     db_out=None):
     """Each output y[n, o, i, j] saw one window of xpad through w, so it sends dy[n, o, i, j] back
@@ -98,8 +103,10 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, need_dx=True, relu_input=Fals
             dx[~(x > 0)] = 0
         dx = _into(dx_out, dx)
     return dx, _into(dw_out, dw), _into(db_out, db)
+# --8<-- [end:conv2d_backward]
 
 
+# --8<-- [start:maxpool2d_forward]
 def maxpool2d_forward(x, kernel_size, stride=None, out=None, indices_out=None):
     """y[n, c, i, j] = max of the (KH, KW) window at (i*sh, j*sw); indices = where, within the
     (H, W) plane. np.argmax returns the first maximum, and the first NaN when there is one."""
@@ -118,8 +125,10 @@ def maxpool2d_forward(x, kernel_size, stride=None, out=None, indices_out=None):
             y[:, :, i, j] = np.take_along_axis(window, k[..., None], axis=2)[..., 0]
             indices[:, :, i, j] = (i * sh + k // kw) * W + (j * sw + k % kw)
     return _into(out, y), _into(indices_out, indices)
+# --8<-- [end:maxpool2d_forward]
 
 
+# --8<-- [start:maxpool2d_backward]
 def maxpool2d_backward(dy, indices, x_shape, relu_output=None, out=None):
     """dx is zero except at each window's maximum, which receives that window's dy (summed when
     overlapping windows share a maximum). With relu_output (the forward y of a ReLU'd input), a
@@ -134,16 +143,20 @@ def maxpool2d_backward(dy, indices, x_shape, relu_output=None, out=None):
         for c in range(C):
             np.add.at(dx[n, c], indices[n, c].ravel(), dy[n, c].ravel())
     return _into(out, dx.reshape(N, C, H, W))
+# --8<-- [end:maxpool2d_backward]
 
 
+# --8<-- [start:linear_forward]
 def linear_forward(x, w, b=None, relu=False, out=None):
     """y = x @ w.T + b"""
     y = x @ w.T
     if b is not None:
         y = y + b
     return _into(out, np.maximum(y, 0) if relu else y)
+# --8<-- [end:linear_forward]
 
 
+# --8<-- [start:linear_backward]
 def linear_backward(dy, x, w, need_dx=True, relu_input=False, dx_out=None, dw_out=None, db_out=None):
     """dx = dy @ w (zero where x <= 0 with relu_input),  dw = dy.T @ x,  db = sum of dy over the batch"""
     dx = None
@@ -153,8 +166,10 @@ def linear_backward(dy, x, w, need_dx=True, relu_input=False, dx_out=None, dw_ou
             dx = np.where(x > 0, dx, 0)
         dx = _into(dx_out, dx)
     return dx, _into(dw_out, dy.T @ x), _into(db_out, dy.sum(axis=0))
+# --8<-- [end:linear_backward]
 
 
+# --8<-- [start:adam_update]
 def adam_update(param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
                 bias_correction=True):
     """Kingma & Ba (2015), Algorithm 1, in place:
@@ -171,8 +186,10 @@ def adam_update(param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e
         m_hat = m / (1 - beta1 ** step)
         v_hat = v / (1 - beta2 ** step)
     param -= lr * m_hat / (np.sqrt(v_hat) + eps)
+# --8<-- [end:adam_update]
 
 
+# --8<-- [start:sgd_update]
 def sgd_update(param, grad, velocity, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
     """In place:  g = grad + weight_decay * param;  velocity = momentum * velocity + g;
     param = param - lr * (g + momentum * velocity if nesterov else velocity)   (g alone without momentum)"""
@@ -181,6 +198,7 @@ def sgd_update(param, grad, velocity, lr, momentum=0.0, weight_decay=0.0, nester
         velocity[...] = momentum * velocity + g
         g = g + momentum * velocity if nesterov else velocity
     param -= lr * g
+# --8<-- [end:sgd_update]
 
 
 def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha=0.99, eps=1e-8, weight_decay=0.0,
@@ -205,6 +223,7 @@ def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha
         param -= lr * (g / avg)
 
 
+# --8<-- [start:softmax_cross_entropy]
 def softmax_cross_entropy(logits, targets, grad_out=None):
     """loss = mean over n of -log softmax(logits[n])[targets[n]], with softmax shifted by the row
     maximum so that exp never overflows; gradient (softmax - onehot) / N."""
@@ -218,6 +237,7 @@ def softmax_cross_entropy(logits, targets, grad_out=None):
     grad[rows, targets] -= 1
     grad /= n
     return float(loss), _into(grad_out, grad)
+# --8<-- [end:softmax_cross_entropy]
 
 
 def batchnorm_forward(x, weight=None, bias=None, eps=1e-5, out=None):

@@ -110,6 +110,7 @@ class Conv2D(Layer):
         if call.need_dx and top == bottom and left == right:
             call.dx = np.empty((n, *in_shape), dtype)
 
+    # --8<-- [start:conv2d_layer]
     def forward(self, x, call):
         top, bottom, left, right = self.pads(*x.shape[2:])
         crop = None
@@ -130,6 +131,7 @@ class Conv2D(Layer):
             return dx
         top, left, h, w = crop
         return dx[:, :, top:top + h, left:left + w]
+    # --8<-- [end:conv2d_layer]   (docs/index.md quotes forward and backward)
 
     # ---- batch lanes: stride 1 without padding; a 2x2 max-pool after it runs inside its kernel,
     # so the full-size output (and the gradient there) never exists for the whole batch

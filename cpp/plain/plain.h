@@ -1,0 +1,86 @@
+// The plain tier: every kernel of maqueta again as short nested loops in the order of the math,
+// to be read next to the formulas (docs/) and tested against the NumPy oracle (reference.py) and
+// the fast kernels (cpp/kernels/). maqueta.set_backend("plain") trains a model on them.
+//
+// Rules of this directory: one short function per direction, loops in the order of the formula,
+// a shape comment per argument, no SIMD, no templates beyond the float type T, OpenMP only on the
+// outermost loop over the index that owns the write (so no two threads write one element, and
+// each element is one sum in a fixed order: the result does not depend on the thread count).
+// `#pragma omp parallel for num_threads(team_size(n))` runs a loop of n iterations on maqueta's
+// thread count (maqueta.set_num_threads), never on more threads than iterations; without OpenMP
+// the pragma is ignored and the loop runs as written.
+// Like the fast kernels they overwrite their outputs; the bindings (cpp/bind/) check the arguments.
+#pragma once
+#include <cstdint>
+
+#include "maqueta/conv2d.h"     // Conv2dDims: N, C, H, W, O, KH, KW, SH, SW, PH, PW, OH, OW
+#include "maqueta/maxpool2d.h"  // Pool2dDims: N, C, H, W, KH, KW, SH, SW, OH, OW
+
+namespace maqueta {
+namespace plain {
+
+// conv2d.cpp
+template <typename T>
+void conv2d_forward(T* y,              // (N, O, OH, OW)
+                    const T* x,        // (N, C, H, W)
+                    const T* w,        // (O, C, KH, KW)
+                    const T* b,        // (O,) or nullptr
+                    const Conv2dDims& d, bool relu);
+template <typename T>
+void conv2d_backward(T* dx,            // (N, C, H, W) or nullptr (not wanted)
+                     T* dw,            // (O, C, KH, KW)
+                     T* db,            // (O,)
+                     const T* dy,      // (N, O, OH, OW)
+                     const T* x,       // (N, C, H, W)
+                     const T* w,       // (O, C, KH, KW)
+                     const Conv2dDims& d, bool relu_input);
+
+// maxpool2d.cpp
+template <typename T>
+void maxpool2d_forward(T* y,           // (N, C, OH, OW)
+                       int64_t* idx,   // (N, C, OH, OW): argmax within its (H, W) plane
+                       const T* x,     // (N, C, H, W)
+                       const Pool2dDims& d);
+template <typename T>                  // returns how many indices fell outside the plane (skipped)
+int64_t maxpool2d_backward(T* dx,              // (N, C, H, W)
+                           const T* dy,        // (N, C, OH, OW)
+                           const int64_t* idx, // (N, C, OH, OW)
+                           const T* relu_y,    // (N, C, OH, OW) or nullptr
+                           const Pool2dDims& d);
+
+// linear.cpp
+template <typename T>
+void linear_forward(T* y,              // (N, OUT)
+                    const T* x,        // (N, IN)
+                    const T* w,        // (OUT, IN)
+                    const T* b,        // (OUT,) or nullptr
+                    int64_t N, int64_t IN, int64_t OUT, bool relu);
+template <typename T>
+void linear_backward(T* dx,            // (N, IN) or nullptr
+                     T* dw,            // (OUT, IN)
+                     T* db,            // (OUT,)
+                     const T* dy,      // (N, OUT)
+                     const T* x,       // (N, IN)
+                     const T* w,       // (OUT, IN)
+                     int64_t N, int64_t IN, int64_t OUT, bool relu_input);
+
+// loss.cpp: returns the mean loss
+template <typename T>
+double softmax_cross_entropy(T* dlogits,             // (N, K)
+                             const T* logits,        // (N, K)
+                             const int64_t* targets, // (N,), each in [0, K)
+                             int64_t N, int64_t K);
+
+// optim.cpp: in place over P parameters
+template <typename T>
+void adam_update(T* param, T* m, T* v, // (P,) each, updated in place
+                 const T* grad,        // (P,)
+                 int64_t P, int64_t step, double lr, double beta1, double beta2, double eps,
+                 double weight_decay, bool bias_correction);
+template <typename T>
+void sgd_update(T* param, T* velocity, // (P,) each, in place; velocity may be nullptr without momentum
+                const T* grad,         // (P,)
+                int64_t P, double lr, double momentum, double weight_decay, bool nesterov);
+
+}  // namespace plain
+}  // namespace maqueta

@@ -1,0 +1,97 @@
+"""The plain C++ kernels: every function of :mod:`maqueta.ops` again, on loops you can read.
+
+Each function here calls its twin in ``cpp/plain/`` (``conv2d_forward`` -> ``_core.plain_conv2d_forward``
+-> ``cpp/plain/conv2d.cpp``): nested loops in the order of the math, one short function per
+direction, no SIMD. They are compiled, so a model trains on them in seconds rather than the NumPy
+oracle's minutes (``maqueta.set_backend("plain")``), and they are tested three ways: against the
+oracle (:mod:`maqueta.reference`), against the fast kernels (:mod:`maqueta.ops`), and by finite
+differences.
+
+Same signatures, layouts, checks and errors as :mod:`maqueta.ops`; see its docstrings for the
+arguments. Activations (N, C, H, W), conv weights (O, C, KH, KW), dense weights (OUT, IN).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _core
+from ._args import pair
+from .ops import _step
+
+__all__ = [
+    "conv2d_forward",
+    "conv2d_backward",
+    "maxpool2d_forward",
+    "maxpool2d_backward",
+    "linear_forward",
+    "linear_backward",
+    "adam_update",
+    "sgd_update",
+    "softmax_cross_entropy",
+]
+
+
+# --8<-- [start:conv2d_forward]   (quoted by docs/index.md)
+def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, out=None):
+    """y (N, O, OH, OW) = conv(x (N, C, H, W), w (O, C, KH, KW)) + b (O,): cpp/plain/conv2d.cpp."""
+    sh, sw = pair(stride, "stride", 1)
+    ph, pw = pair(padding, "padding", 0)
+    return _core.plain_conv2d_forward(x, w, b, sh, sw, ph, pw, bool(relu), out)
+
+
+def conv2d_backward(dy, x, w, stride=1, padding=0, need_dx=True, relu_input=False, dx_out=None, dw_out=None,
+                    db_out=None):
+    """(dx (N, C, H, W) or None, dw (O, C, KH, KW), db (O,)) from dy (N, O, OH, OW): cpp/plain/conv2d.cpp."""
+    sh, sw = pair(stride, "stride", 1)
+    ph, pw = pair(padding, "padding", 0)
+    return _core.plain_conv2d_backward(dy, x, w, sh, sw, ph, pw, bool(need_dx), bool(relu_input), dx_out, dw_out,
+                                       db_out)
+# --8<-- [end:conv2d_forward]
+
+
+def maxpool2d_forward(x, kernel_size, stride=None, out=None, indices_out=None):
+    """(y (N, C, OH, OW), int64 indices within each (H, W) plane): cpp/plain/maxpool2d.cpp."""
+    kh, kw = pair(kernel_size, "kernel_size", 1)
+    sh, sw = (kh, kw) if stride is None else pair(stride, "stride", 1)
+    return _core.plain_maxpool2d_forward(x, kh, kw, sh, sw, out, indices_out)
+
+
+def maxpool2d_backward(dy, indices, x_shape, relu_output=None, out=None):
+    """dx (x_shape) with dy added at each window's maximum: cpp/plain/maxpool2d.cpp."""
+    shape = tuple(x_shape) if isinstance(x_shape, np.ndarray) else x_shape
+    return _core.plain_maxpool2d_backward(dy, indices, shape, relu_output, out)
+
+
+def linear_forward(x, w, b=None, relu=False, out=None):
+    """y (N, OUT) = x (N, IN) @ w (OUT, IN).T + b (OUT,): cpp/plain/linear.cpp."""
+    return _core.plain_linear_forward(x, w, b, bool(relu), out)
+
+
+def linear_backward(dy, x, w, need_dx=True, relu_input=False, dx_out=None, dw_out=None, db_out=None):
+    """(dx (N, IN) or None, dw (OUT, IN), db (OUT,)) from dy (N, OUT): cpp/plain/linear.cpp."""
+    return _core.plain_linear_backward(dy, x, w, bool(need_dx), bool(relu_input), dx_out, dw_out, db_out)
+
+
+def adam_update(param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+                bias_correction=True):
+    """One Adam step in place on param, m and v, as :func:`maqueta.ops.adam_update`: cpp/plain/optim.cpp."""
+    _core.plain_adam_update(param, grad, m, v, _step(step), float(lr), float(beta1), float(beta2), float(eps),
+                            float(weight_decay), bool(bias_correction))
+
+
+def sgd_update(param, grad, velocity, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
+    """One SGD step in place, as :func:`maqueta.ops.sgd_update`: cpp/plain/optim.cpp."""
+    _core.plain_sgd_update(param, grad, velocity, float(lr), float(momentum), float(weight_decay), bool(nesterov))
+
+
+def softmax_cross_entropy(logits, targets, grad_out=None):
+    """(mean loss, gradient (softmax - onehot) / N) for logits (N, K) and targets (N,): cpp/plain/loss.cpp."""
+    return _core.plain_softmax_cross_entropy(logits, targets, grad_out)
+
+
+def __getattr__(name):
+    """Kernels the plain tier does not have yet (the layers added after it) fail with a clear error."""
+    if name.startswith("_"):
+        raise AttributeError(name)
+    raise AttributeError(f"the plain backend has no {name} kernel yet; run this model on the native or "
+                         f"reference backend (maqueta.set_backend)")
