@@ -176,7 +176,8 @@ class Sequential:
 
     # ------------------------------------------------------------------ training
     def fit(self, X, y, epochs=1, batch_size=32, optimizer=None, loss="cross_entropy", shuffle=True,
-            validation_data=None, validation_split=0.0, verbose=1, callbacks=None, initial_epoch=0):
+            validation_data=None, validation_split=0.0, verbose=1, callbacks=None, initial_epoch=0,
+            distributed=False):
         """Train on (X, y) in minibatches; returns a History (also kept as ``model.history``).
 
         X: ndarray (N, C, H, W) or (N, features); y: (N,) class labels (any integers, or strings;
@@ -187,9 +188,13 @@ class Sequential:
         shows a progress bar per epoch, 0 nothing. callbacks: list of Callback (told of every
         batch and epoch). initial_epoch: the epoch to start from when resuming (epochs is the
         index of the last epoch plus one). Every argument is checked before the model changes.
+        distributed: True to train data-parallel with the other processes of an MPI job (or an
+        mpi4py communicator for some of them; see maqueta.distributed): every rank calls fit with
+        the same data and settings, batch_size is the global batch, and the weights after each
+        step are those one process would have. Only rank 0 shows the progress bar.
         """
         return training.fit(self, X, y, epochs, batch_size, optimizer, loss, shuffle, validation_data,
-                            validation_split, verbose, callbacks, initial_epoch)
+                            validation_split, verbose, callbacks, initial_epoch, distributed)
 
     def train_on_batch(self, x, y, optimizer=None, loss="cross_entropy"):
         """One update on exactly this batch (as Keras's train_on_batch); returns its loss before
