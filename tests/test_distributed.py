@@ -21,6 +21,7 @@ import maqueta as mq
 
 HERE = Path(__file__).resolve().parent
 CASES = HERE / "distributed_cases.py"
+SCRIPT = HERE.parent / "examples" / "train_lenet5.py"
 
 
 def find_mpiexec():
@@ -108,6 +109,31 @@ def test_an_uncaught_exception_outside_fit_ends_the_job():
     code, text, seconds = mpirun(2, "-c", program, check=False, timeout=30)
     assert code != 0 and seconds < 20, (code, seconds, text)
     assert "rank 1 of 2: uncaught KeyError" in text
+
+
+@needs_mpi
+def test_training_script_distributed_resumes_in_other_process_counts(tmp_path):
+    """examples/train_lenet5.py --distributed: rank 0 alone prints and saves; a checkpoint written by
+    2 processes resumes in 3 and in 1 and ends where one uninterrupted process ends."""
+    pytest.importorskip("sklearn")
+    common = ["--quiet", "--dataset", "digits", "--limit", "240", "--batch-size", "25", "--dtype", "float64",
+              "--schedule", "none", "--no-download"]
+    extra = dict(HOME=str(tmp_path / "home"), MAQUETA_OFFLINE="1")
+
+    def script(n, *args):
+        _, text, _ = mpirun(n, SCRIPT, *common, *args, cwd=tmp_path, **extra)
+        return text
+
+    first = script(2, "--distributed", "--epochs", "1", "--checkpoint", "two.ckpt", "--save", "one-epoch.maq")
+    assert first.count("epoch   1/1") == 1 and "2 processes" in first and first.count("saved the model") == 1
+    shutil.copy(tmp_path / "two.ckpt", tmp_path / "copy.ckpt")
+    script(3, "--distributed", "--epochs", "2", "--checkpoint", "two.ckpt", "--resume", "--save", "in-three.maq")
+    script(1, "--epochs", "2", "--checkpoint", "copy.ckpt", "--resume", "--save", "in-one.maq")
+    script(1, "--epochs", "2", "--save", "straight.maq")
+    straight = mq.load(tmp_path / "straight.maq").get_flat_parameters()
+    for name in ("in-three.maq", "in-one.maq"):
+        resumed = mq.load(tmp_path / name).get_flat_parameters()
+        assert np.max(np.abs(resumed - straight)) <= 1e-10 * np.max(np.abs(straight)), name
 
 
 def test_without_mpi4py_the_api_says_how_to_install_it():
