@@ -108,6 +108,7 @@ def abort(message, comm=None, code=1):
     sys.stderr.write(f"maqueta.distributed: rank {comm.Get_rank()} of {comm.Get_size()}: {message}\n")
     sys.stderr.flush()
     comm.Abort(code)
+    os._exit(code)   # MPI_Abort may return before the launcher kills this process: never run on
 
 
 def _abort_after(previous):

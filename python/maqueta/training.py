@@ -129,13 +129,13 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, loss="cross_entrop
     for cb in everyone:
         cb.set_model(model)
     model.stop_training = False
-    for cb in everyone:
-        cb.on_train_begin()
     n = len(X)
     steps = -(-n // batch_size)
     executor = model.executor
     try:
         with nullcontext() if group is None else group.failures_end_the_job():
+            for cb in everyone:
+                cb.on_train_begin()
             for epoch in range(setup.initial_epoch, epochs):
                 for cb in everyone:
                     cb.on_epoch_begin(epoch)
