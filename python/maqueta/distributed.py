@@ -80,7 +80,8 @@ def is_root() -> bool:
 
 
 def local_size() -> int:
-    """The number of ranks on this machine (that share its memory)."""
+    """The number of ranks on this machine (that share its memory). Collective: every rank of
+    the job must call it."""
     node = world().Split_type(_mpi().COMM_TYPE_SHARED)
     try:
         return node.Get_size()
@@ -91,7 +92,7 @@ def local_size() -> int:
 def threads_per_rank() -> int:
     """The cores this process may use, shared out among the ranks on this machine (at least 1):
     a sensible kernel thread count when OMP_NUM_THREADS is not set, so that ranks do not fight
-    over cores."""
+    over cores. Collective, as local_size()."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:   # not on Linux
