@@ -72,6 +72,20 @@ def case_float32():
     assert err < 1e-5, f"float32: weights differ by {err:.3e} relative"
 
 
+def case_communicator():
+    """distributed= takes an mpi4py communicator: ranks {0, 1} train as one job, rank 2 (if any)
+    alone, and both end where one process ends."""
+    part = dist.world().Split(color=RANK // 2, key=RANK)
+    X, y = data(60, seed=4)
+    single, parallel = mq.models.lenet5(seed=5, dtype="float64"), mq.models.lenet5(seed=5, dtype="float64")
+    single.fit(X, y, epochs=1, batch_size=12, optimizer=mq.SGD(0.02, momentum=0.9), verbose=0)
+    history = parallel.fit(X, y, epochs=1, batch_size=12, optimizer=mq.SGD(0.02, momentum=0.9), verbose=0,
+                           distributed=part)
+    assert history.params["processes"] == part.Get_size() == min(2, SIZE - RANK // 2 * 2)
+    assert_same_training(single, parallel, 1e-10, "communicator")
+    part.Free()
+
+
 def case_bad_input():
     """NaN in the data of the last rank only: every rank raises, none hangs; the last rank its own
     ValueError, the others a DistributedError that names it."""

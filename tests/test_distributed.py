@@ -71,7 +71,7 @@ def every_rank_passed(text, n, *names):
 def test_n_processes_train_as_one(n):
     """float64, 20 steps with Adam and SGD-momentum: the same weights as one process with the same
     global batch, to 1e-10 relative; refused inputs, divergence and early stopping on every rank."""
-    names = ["exactness", "float32", "bad-input", "mismatch", "diverge", "one-rank-stops"]
+    names = ["exactness", "float32", "communicator", "bad-input", "mismatch", "diverge", "one-rank-stops"]
     _, text, _ = mpirun(n, CASES, *names)
     every_rank_passed(text, n, *names)
 
