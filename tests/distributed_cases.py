@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 
 import numpy as np
 
@@ -194,6 +195,28 @@ class FailAtStep(mq.Callback):
             if self.how == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
             raise RuntimeError("rank 1 fails on purpose at step 5")
+
+
+class StuckAtStep(mq.Callback):
+    def on_batch_begin(self, batch, logs=None):
+        if RANK == 1 and batch == 2:
+            time.sleep(60)
+
+
+def case_stuck():
+    """Rank 1 hangs in step 3; with a timeout, rank 0 ends the job instead of waiting forever."""
+    dist.set_timeout(2)
+    X, y = data(200)
+    mq.models.lenet5().fit(X, y, epochs=3, batch_size=8, verbose=0, distributed=True, callbacks=[StuckAtStep()])
+
+
+def case_skips_fit():
+    """Rank 1 never calls fit (it caught an error of its own, say): rank 0 does not wait forever."""
+    dist.set_timeout(2)
+    if RANK != 1:
+        X, y = data(40)
+        mq.models.lenet5().fit(X, y, verbose=0, distributed=True)
+    time.sleep(60)
 
 
 def case_raise():

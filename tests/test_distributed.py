@@ -100,6 +100,15 @@ def test_a_killed_rank_ends_the_job():
 
 
 @needs_mpi
+@pytest.mark.parametrize("case, where", [("stuck", "the gradient allreduce of epoch 1, step 3"),
+                                         ("skips-fit", "the check that every rank holds the same model")])
+def test_with_a_timeout_a_stuck_rank_ends_the_job(case, where):
+    code, text, seconds = mpirun(2, CASES, case, check=False, timeout=40)
+    assert code != 0 and seconds < 20, (code, seconds, text)
+    assert f"rank 0 of 2: waited more than 2 s for the other ranks in {where}" in text, text
+
+
+@needs_mpi
 def test_an_uncaught_exception_outside_fit_ends_the_job():
     """The hook maqueta.distributed installs: without it, rank 0 would wait in the allreduce forever."""
     program = ("import numpy as np; from maqueta import distributed as dist\n"

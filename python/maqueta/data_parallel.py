@@ -101,7 +101,8 @@ class DataParallel:
             signature = fit_signature(model, setup)
         except Exception as error:   # reported to the others below, then raised here
             own = error
-        reports = self.comm.allgather((None if own is None else f"{type(own).__name__}: {own}", signature))
+        with distributed.waiting("the check that every rank holds the same model and data", self.comm):
+            reports = self.comm.allgather((None if own is None else f"{type(own).__name__}: {own}", signature))
         failed = [(r, report) for r, (report, _) in enumerate(reports) if report is not None]
         if failed:
             where = "; ".join(f"rank {r}: {report}" for r, report in failed)
@@ -124,14 +125,12 @@ class DataParallel:
         """Give every rank rank 0's parameters, buffers, optimizer state and random generators."""
         if self.size == 1:
             return
-        self.comm.Bcast(model.state.params, root=0)
-        for array in model.state.buffers.values():
-            self.comm.Bcast(array, root=0)
         optimizer = model.optimizer
-        for array in optimizer.state_arrays().values():
-            self.comm.Bcast(array, root=0)
-        optimizer.iterations = self.comm.bcast(optimizer.iterations, root=0)
-        model.state.set_generator_states(self.comm.bcast(model.state.generator_states(), root=0))
+        with distributed.waiting("the broadcast of rank 0's state", self.comm):
+            for array in (model.state.params, *model.state.buffers.values(), *optimizer.state_arrays().values()):
+                self.comm.Bcast(array, root=0)
+            optimizer.iterations = self.comm.bcast(optimizer.iterations, root=0)
+            model.state.set_generator_states(self.comm.bcast(model.state.generator_states(), root=0))
 
     # ------------------------------------------------------------------ one step
     def local_slice(self, start, stop):
@@ -144,11 +143,15 @@ class DataParallel:
         """Sum the flat gradient buffer in place over the ranks (one call for the whole model),
         then the step's loss sum and correct predictions; returns those two sums."""
         started = time.perf_counter()
-        self.comm.Allreduce(self.MPI.IN_PLACE, grads, op=self.MPI.SUM)
-        self.scalars[0], self.scalars[1] = loss_sum, hits
-        self.comm.Allreduce(self.MPI.IN_PLACE, self.scalars, op=self.MPI.SUM)
+        with distributed.waiting(self._describe_step, self.comm):
+            self.comm.Allreduce(self.MPI.IN_PLACE, grads, op=self.MPI.SUM)
+            self.scalars[0], self.scalars[1] = loss_sum, hits
+            self.comm.Allreduce(self.MPI.IN_PLACE, self.scalars, op=self.MPI.SUM)
         self.allreduce_seconds += time.perf_counter() - started
         return float(self.scalars[0]), int(self.scalars[1])
+
+    def _describe_step(self):
+        return f"the gradient allreduce of epoch {self.position[0] + 1}, step {self.position[1] + 1}"
 
     def take_allreduce_seconds(self) -> float:
         """Seconds spent in the step allreduces since the last call (waiting for the slowest rank
@@ -165,13 +168,15 @@ class DataParallel:
         if hi > lo:
             result = model.evaluate(X[lo:hi], np.asarray(y)[lo:hi], batch_size=batch_size, loss=loss)
             sums[:] = result["loss"] * (hi - lo), round(result["accuracy"] * (hi - lo))
-        self.comm.Allreduce(self.MPI.IN_PLACE, sums, op=self.MPI.SUM)
+        with distributed.waiting("the sums of the validation", self.comm):
+            self.comm.Allreduce(self.MPI.IN_PLACE, sums, op=self.MPI.SUM)
         return {"loss": float(sums[0]) / len(X), "accuracy": float(sums[1]) / len(X)}
 
     def end_epoch(self, model, epoch) -> bool:
         """Check that every rank still holds the same parameters, and agree whether to stop (a
         callback on one rank may ask to). Returns whether training stops."""
-        reports = self.comm.allgather((_crc(model.state.params), bool(model.stop_training)))
+        with distributed.waiting(f"the end of epoch {epoch + 1}", self.comm):
+            reports = self.comm.allgather((_crc(model.state.params), bool(model.stop_training)))
         differing = [r for r, (crc, _) in enumerate(reports) if crc != reports[0][0]]
         if differing:
             raise on_every_rank(DistributedError(

@@ -22,9 +22,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import threading
+import time
+from contextlib import contextmanager
 
 __all__ = ["DistributedError", "available", "world", "rank", "size", "is_root", "local_size",
-           "threads_per_rank", "abort", "INSTALL_HINT"]
+           "threads_per_rank", "abort", "set_timeout", "get_timeout", "INSTALL_HINT"]
 
 INSTALL_HINT = ('maqueta.distributed needs mpi4py and an MPI library: pip install "maqueta[mpi]" (mpi4py with '
                 'the MPICH wheel, which brings its own mpiexec), or pip install mpi4py against a cluster\'s MPI')
@@ -120,3 +123,67 @@ def _abort_after(previous):
             abort(f"uncaught {kind.__name__}; stopping every rank of the job so that none waits for this one "
                   f"forever", MPI.COMM_WORLD)
     return hook
+
+
+class _Watchdog:
+    """A daemon thread that ends the job when this rank has waited longer than ``seconds`` in one
+    of fit's collective calls: the only way out when another rank is stuck, or went on without
+    calling them (it caught its own error, say), since MPI calls have no timeout."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+        self.since = None   # when the current wait began (time.monotonic), None when not waiting
+        self.what = None
+        self.comm = None
+        threading.Thread(target=self._watch, name="maqueta-distributed-watchdog", daemon=True).start()
+
+    def _watch(self):
+        while True:
+            time.sleep(min(1.0, self.seconds / 4))
+            since, what, comm = self.since, self.what, self.comm
+            if since is not None and time.monotonic() - since > self.seconds:
+                what = what() if callable(what) else what
+                abort(f"waited more than {self.seconds:g} s for the other ranks in {what}: one of them is stuck, or "
+                      f"went on without taking part; stopping every rank of the job (see set_timeout)", comm)
+
+
+_watchdog = None
+
+
+def set_timeout(seconds):
+    """End the job when a rank waits longer than ``seconds`` for the others in one of fit's
+    collective calls (None, the default: wait forever). Exceptions and killed ranks end the job
+    without it; this also covers a rank that hangs or leaves the collective pattern. Choose it
+    above the longest step plus what rank 0 does alone between epochs (saving a checkpoint)."""
+    global _watchdog
+    if seconds is None:
+        if _watchdog is not None:
+            _watchdog.seconds = float("inf")
+        return
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+        raise ValueError(f"timeout must be a number of seconds > 0 or None, got {seconds!r}")
+    if _watchdog is None:
+        _watchdog = _Watchdog(float(seconds))
+    _watchdog.seconds = float(seconds)
+
+
+def get_timeout():
+    """The timeout set_timeout set, or None."""
+    if _watchdog is None or _watchdog.seconds == float("inf"):
+        return None
+    return _watchdog.seconds
+
+
+@contextmanager
+def waiting(what, comm):
+    """Mark a collective call on comm, so that the watchdog (when a timeout is set) can end a wait
+    too long; ``what`` names the call, or is a function that does (called only then)."""
+    watchdog = _watchdog
+    if watchdog is None:
+        yield
+        return
+    watchdog.what, watchdog.comm, watchdog.since = what, comm, time.monotonic()
+    try:
+        yield
+    finally:
+        watchdog.since = None
