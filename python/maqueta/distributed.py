@@ -111,6 +111,9 @@ def abort(message, comm=None, code=1):
     sys.stdout.flush()
     sys.stderr.write(f"maqueta.distributed: rank {comm.Get_rank()} of {comm.Get_size()}: {message}\n")
     sys.stderr.flush()
+    # The launcher forwards this rank's stderr through a pipe and stops forwarding once the abort
+    # has it kill the job: a loaded machine lost the message that way. Give it a moment first.
+    time.sleep(0.5)
     comm.Abort(code)
     os._exit(code)   # MPI_Abort may return before the launcher kills this process: never run on
 
