@@ -5,6 +5,7 @@
     python examples/train_lenet5.py --dataset fashion-mnist     # 60,000 training images, tested on 10,000
     python examples/train_lenet5.py --split test --validation-split 0.2   # MNIST's test files: 8,000 / 2,000
     python examples/train_lenet5.py --checkpoint run.ckpt --resume        # continue an interrupted run
+    mpiexec -n 4 python examples/train_lenet5.py --distributed            # data-parallel over 4 processes
 
 The defaults (inputs standardized, Adam with a cosine learning-rate schedule) beat PyTorch's plain
 recipe; see the README for measured accuracies and the exact commands. --help lists every option.
@@ -60,7 +61,11 @@ def parse_args(argv=None):
     train.add_argument("--seed", type=count(0, 2**64 - 1), default=0)
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     train.add_argument("--backend", choices=["native", "plain", "reference"], default="native")
-    train.add_argument("--threads", type=count(1, 4096), help="kernel threads (default: OMP_NUM_THREADS, else all cores)")
+    train.add_argument("--threads", type=count(1, 4096), help="kernel threads (default: OMP_NUM_THREADS, else all cores; "
+                                                                "with --distributed, the cores shared out among the machine's ranks)")
+    train.add_argument("--distributed", action="store_true",
+                       help="train data-parallel over the processes of an MPI job (mpiexec -n N ...; needs mpi4py): "
+                            "--batch-size is the global batch, rank 0 alone prints and saves")
     out = p.add_argument_group("output")
     out.add_argument("--save", help="where to save the trained model (default: runs/lenet5-<dataset>.maq)")
     out.add_argument("--checkpoint", help="save model and optimizer here after every epoch")
@@ -206,7 +211,7 @@ def preprocess(data, args, stats=None):
 
 # ----------------------------------------------------------------------------------------- training
 class EpochReport(mq.Callback):
-    """One line per epoch; also saves the checkpoint."""
+    """One line per epoch; also saves the checkpoint (when given one: rank 0 alone of a job)."""
 
     def __init__(self, n_train, checkpoint, metadata, start):
         self.n_train, self.checkpoint, self.metadata, self.start = n_train, checkpoint, metadata, start
@@ -216,8 +221,11 @@ class EpochReport(mq.Callback):
                 f"acc {logs['accuracy']:.2%}")
         if "val_loss" in logs:
             line += f"  val_loss {logs['val_loss']:.4f}  val_acc {logs['val_accuracy']:.2%}"
-        line += (f"  lr {logs['lr']:.2e}  {self.n_train / logs['seconds']:,.0f} img/s  "
-                 f"elapsed {time.perf_counter() - self.start:.1f} s")
+        line += f"  lr {logs['lr']:.2e}  {self.n_train / logs['seconds']:,.0f} img/s"
+        if "allreduce_seconds" in logs:   # time in the gradient allreduce, waiting for the slowest rank included
+            steps = -(-self.n_train // self.model.history.params["batch_size"])
+            line += f"  allreduce {logs['allreduce_seconds'] / steps * 1e3:.2f} ms/step"
+        line += f"  elapsed {time.perf_counter() - self.start:.1f} s"
         print(line, flush=True)
         if self.checkpoint:
             history = self.metadata.setdefault("history", {})
@@ -247,14 +255,38 @@ RUN_KEYS = ["dataset", "split", "validation_split", "limit", "resize", "pixels",
             "lr", "schedule", "momentum", "weight_decay", "seed", "dtype"]
 
 
+def join_job(args):
+    """(rank, size) of the MPI job with --distributed, else (0, 1). The other ranks run this same
+    script silently: their stdout goes nowhere, their errors still reach stderr, with their rank."""
+    if not args.distributed:
+        return 0, 1
+    from maqueta import distributed
+    try:
+        rank, size = distributed.rank(), distributed.size()
+    except ImportError as error:
+        sys.exit(f"--distributed: {error}")
+    if rank != 0:
+        sys.stdout = open(os.devnull, "w")
+    if not args.threads and "OMP_NUM_THREADS" not in os.environ:
+        args.threads = distributed.threads_per_rank()
+    return rank, size
+
+
 def main(argv=None):
     args = parse_args(argv)
     start = time.perf_counter()
+    rank, processes = join_job(args)
     if args.threads:
         mq.set_num_threads(args.threads)
     mq.set_backend(args.backend)
 
-    data = load_images(args)
+    if rank == 0:
+        data = load_images(args)
+    if args.distributed:   # rank 0 has downloaded what was missing; the others read it after
+        from maqueta import distributed
+        distributed.world().Barrier()
+    if rank != 0:
+        data = load_images(args)
     run = {k: getattr(args, k) for k in RUN_KEYS}
     run["dataset"] = data["name"]
     model, stats, history = None, None, {}
@@ -279,8 +311,8 @@ def main(argv=None):
         model = mq.models.lenet5(num_classes=10, seed=args.seed, dtype=args.dtype)
 
     info = mq.build_info()
-    print(f"maqueta {info['version']}  backend {args.backend}  {info['isa']}  {mq.get_num_threads()} thread(s)  "
-          f"dtype {args.dtype}")
+    print(f"maqueta {info['version']}  backend {args.backend}  {info['isa']}  {mq.get_num_threads()} thread(s)"
+          + (f" x {processes} processes (data-parallel)" if args.distributed else "") + f"  dtype {args.dtype}")
     print(f"data: {data['source']}")
     print(f"      train {len(y_train):,} images" + (f", validation {len(data['val'][1]):,}" if X_val is not None else "")
           + (f", test {len(y_test):,} ({data['test_desc']})" if X_test is not None else ", no test set"))
@@ -299,11 +331,14 @@ def main(argv=None):
         model.fit(X_train, y_train, epochs=args.epochs, batch_size=args.batch_size, optimizer=optimizer,
                   validation_data=validation, verbose=0 if args.quiet else 1, initial_epoch=model.epochs_trained,
                   callbacks=[mq.LearningRateScheduler(schedule(args)),
-                             EpochReport(len(y_train), args.checkpoint, metadata, start)])
+                             EpochReport(len(y_train), args.checkpoint if rank == 0 else None, metadata, start)],
+                  distributed=args.distributed)
         if not args.checkpoint:
             for key, values in model.history.history.items():
                 history.setdefault(key, []).extend(values)
     history = metadata["history"] if args.checkpoint else history
+    if rank != 0:   # the trained model is rank 0's to evaluate, save and plot
+        return model
 
     train_acc = model.accuracy(X_train, y_train)
     print(f"accuracy on the {len(y_train):,} training images after training: {train_acc:.2%}")

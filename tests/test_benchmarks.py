@@ -4,6 +4,7 @@ checks every native kernel against the reference before timing it, so running it
 batch-lane kernel too."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -76,3 +77,20 @@ def test_bench_lenet5_memory_of_a_fashion_epoch(tmp_path):
     memory = json.loads(path.read_text())["peak_memory_fashion_epoch"]
     assert "error" not in memory, memory
     assert 0 < memory["maqueta"]["above_dataset_mb"] < 150, memory
+
+
+def mpi_present():
+    from maqueta import distributed
+    beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    return distributed.available() and (os.path.exists(beside) or shutil.which("mpiexec") is not None)
+
+
+@pytest.mark.skipif(not mpi_present(), reason='needs mpi4py and mpiexec: pip install ".[mpi]"')
+def test_bench_distributed_quick(tmp_path):
+    path = tmp_path / "distributed.json"
+    table = run("bench_distributed.py", "--quick", "--out", str(path))
+    runs = json.loads(path.read_text())["runs"]
+    assert {(r["processes"], r["threads"], r["plain_fit"]) for r in runs} == {(1, 2, True), (1, 2, False), (2, 1, False)}
+    assert all(r["images_per_s"][0] > 0 for r in runs) and "2 x 1" in table
+    two = next(r for r in runs if r["processes"] == 2)
+    assert 0 < two["allreduce_share"][0] < 1 and two["allreduce_alone_s"][0] > 0

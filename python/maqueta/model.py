@@ -173,7 +173,8 @@ class Sequential:
 
     # ------------------------------------------------------------------ training
     def fit(self, X, y, epochs=1, batch_size=32, optimizer=None, loss="cross_entropy", shuffle=True,
-            validation_data=None, validation_split=0.0, verbose=1, callbacks=None, initial_epoch=0, augment=None):
+            validation_data=None, validation_split=0.0, verbose=1, callbacks=None, initial_epoch=0, augment=None,
+            distributed=False):
         """Train on (X, y) in minibatches; returns a History (also kept as ``model.history``).
 
         X: ndarray (N, C, H, W) or (N, features); y: (N,) class labels (any integers, or strings;
@@ -185,11 +186,15 @@ class Sequential:
         batch and epoch). initial_epoch: the epoch to start from when resuming (epochs is the
         index of the last epoch plus one). augment: a ``maqueta.augment`` transform (``Compose([...])``)
         applied to each training batch as it is gathered, never to validation data, drawing from
-        the model's own generator (so a resumed run stays exact). Every argument is checked
-        before the model changes.
+        the model's own generator (so a resumed run stays exact). distributed: True to train
+        data-parallel with the other processes of an MPI job (or an mpi4py communicator for some
+        of them; see maqueta.distributed): every rank calls fit with the same data and settings,
+        batch_size is the global batch, and the weights after each step are those one process
+        would have. Only rank 0 shows the progress bar. Every argument is checked before the
+        model changes.
         """
         return training.fit(self, X, y, epochs, batch_size, optimizer, loss, shuffle, validation_data,
-                            validation_split, verbose, callbacks, initial_epoch, augment)
+                            validation_split, verbose, callbacks, initial_epoch, augment, distributed)
 
     def train_on_batch(self, x, y, optimizer=None, loss="cross_entropy"):
         """One update on exactly this batch (as Keras's train_on_batch); returns its loss before
