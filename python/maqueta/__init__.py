@@ -22,12 +22,28 @@ from .optim import SGD, Adam, Optimizer
 __version__ = _core._build_info["version"]
 
 __all__ = [
-    "__version__", "ops", "reference", "losses", "models", "callbacks",
+    "__version__", "ops", "reference", "losses", "models", "callbacks", "datasets",
     "Sequential", "Layer", "Conv2D", "MaxPool2D", "Dense", "Flatten", "ReLU", "Sigmoid", "Tanh", "Softmax",
     "Optimizer", "Adam", "SGD", "Callback", "History", "EarlyStopping", "LearningRateScheduler",
     "load", "ModelFileError", "set_backend", "get_backend", "use_backend",
     "build_info", "openmp_enabled", "get_num_threads", "set_num_threads",
 ]
+
+
+# Submodules imported on first use, so that `import maqueta` stays fast (datasets pulls in urllib,
+# gzip and hashlib) and yet `mq.datasets.load_mnist(...)` works without importing them by hand.
+_LAZY_SUBMODULES = ("datasets",)
+
+
+def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+        return importlib.import_module(f".{name}", __name__)   # also sets it as an attribute here
+    raise AttributeError(f"module 'maqueta' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES))
 
 
 def openmp_enabled() -> bool:
