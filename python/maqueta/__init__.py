@@ -22,7 +22,7 @@ from .optim import SGD, Adam, Optimizer
 __version__ = _core._build_info["version"]
 
 __all__ = [
-    "__version__", "ops", "reference", "losses", "models", "callbacks", "datasets",
+    "__version__", "ops", "reference", "losses", "models", "callbacks", "datasets", "onnx",
     "Sequential", "Layer", "Conv2D", "MaxPool2D", "Dense", "Flatten", "ReLU", "Sigmoid", "Tanh", "Softmax",
     "Optimizer", "Adam", "SGD", "Callback", "History", "EarlyStopping", "LearningRateScheduler",
     "load", "ModelFileError", "set_backend", "get_backend", "use_backend",
@@ -31,8 +31,9 @@ __all__ = [
 
 
 # Submodules imported on first use, so that `import maqueta` stays fast (datasets pulls in urllib,
-# gzip and hashlib) and yet `mq.datasets.load_mnist(...)` works without importing them by hand.
-_LAZY_SUBMODULES = ("datasets",)
+# gzip and hashlib; onnx, the optional onnx package) and yet `mq.datasets.load_mnist(...)` and
+# `mq.onnx.export(...)` work without importing them by hand.
+_LAZY_SUBMODULES = ("datasets", "onnx")
 
 
 def __getattr__(name):

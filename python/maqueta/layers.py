@@ -87,6 +87,14 @@ class Layer:
     def backward(self, dy, cache, grads, need_dx=True):
         raise NotImplementedError
 
+    # ---- export
+    def to_onnx(self, graph, x: str) -> str:
+        """Add this layer's ONNX nodes to ``graph`` (a maqueta.onnx.OnnxGraph), reading the value
+        named ``x``; return the name of its output. This default refuses: a layer with no ONNX form."""
+        from .onnx import ONNXExportError
+        raise ONNXExportError(f"{self.describe()} cannot be exported to ONNX: {type(self).__name__} "
+                              f"defines no to_onnx method")
+
 
 class Conv2D(Layer):
     """2-D convolution (cross-correlation), as ``torch.nn.Conv2d``: weight (O, I, KH, KW), bias (O,)."""
@@ -150,6 +158,13 @@ class Conv2D(Layer):
                                              dx_out=dx_out, dw_out=grads["weight"], db_out=grads["bias"])
         return dx
 
+    def to_onnx(self, graph, x):
+        weight = graph.add_initializer(f"{self.index}.weight", self.weight)   # OIHW, as ONNX's
+        bias = graph.add_initializer(f"{self.index}.bias", self.bias)
+        (ph, pw) = self.padding
+        return graph.add_node("Conv", [x, weight, bias], f"{self.index}.conv", kernel_shape=list(self.kernel_size),
+                              strides=list(self.stride), pads=[ph, pw, ph, pw])
+
 
 class MaxPool2D(Layer):
     """Max-pooling, as ``torch.nn.MaxPool2d`` (ceil_mode=False); stride defaults to kernel_size."""
@@ -189,6 +204,10 @@ class MaxPool2D(Layer):
     def backward(self, dy, cache, grads, need_dx=True, relu_input=False, dx_out=None):
         indices, shape, y = cache
         return kernels().maxpool2d_backward(dy, indices, shape, relu_output=y if relu_input else None, out=dx_out)
+
+    def to_onnx(self, graph, x):   # no padding, floor mode: ONNX's defaults
+        return graph.add_node("MaxPool", [x], f"{self.index}.maxpool", kernel_shape=list(self.kernel_size),
+                              strides=list(self.stride))
 
 
 class Dense(Layer):
@@ -236,6 +255,11 @@ class Dense(Layer):
                                              dw_out=grads["weight"], db_out=grads["bias"])
         return dx
 
+    def to_onnx(self, graph, x):   # y = x W^T + b: Gemm with transB, weight kept (out, in)
+        weight = graph.add_initializer(f"{self.index}.weight", self.weight)
+        bias = graph.add_initializer(f"{self.index}.bias", self.bias)
+        return graph.add_node("Gemm", [x, weight, bias], f"{self.index}.gemm", transB=1)
+
 
 class Flatten(Layer):
     """(C, H, W) -> (C*H*W,) in C order, as ``torch.nn.Flatten``."""
@@ -251,6 +275,9 @@ class Flatten(Layer):
     def backward(self, dy, cache, grads, need_dx=True):
         return dy.reshape(cache)
 
+    def to_onnx(self, graph, x):
+        return graph.add_node("Flatten", [x], f"{self.index}.flatten", axis=1)
+
 
 class ReLU(Layer):
     """max(x, 0); its gradient passes where the output is positive (as PyTorch's)."""
@@ -261,6 +288,9 @@ class ReLU(Layer):
 
     def backward(self, dy, cache, grads, need_dx=True):
         return dy * (cache > 0)
+
+    def to_onnx(self, graph, x):
+        return graph.add_node("Relu", [x], f"{self.index}.relu")
 
 
 class Sigmoid(Layer):
@@ -274,6 +304,9 @@ class Sigmoid(Layer):
     def backward(self, dy, cache, grads, need_dx=True):
         return dy * cache * (1 - cache)
 
+    def to_onnx(self, graph, x):
+        return graph.add_node("Sigmoid", [x], f"{self.index}.sigmoid")
+
 
 class Tanh(Layer):
     """tanh(x)."""
@@ -284,6 +317,9 @@ class Tanh(Layer):
 
     def backward(self, dy, cache, grads, need_dx=True):
         return dy * (1 - cache * cache)
+
+    def to_onnx(self, graph, x):
+        return graph.add_node("Tanh", [x], f"{self.index}.tanh")
 
 
 class Softmax(Layer):
@@ -306,6 +342,9 @@ class Softmax(Layer):
 
     def backward(self, dy, cache, grads, need_dx=True):
         return cache * (dy - np.sum(dy * cache, axis=1, keepdims=True))
+
+    def to_onnx(self, graph, x):
+        return graph.add_node("Softmax", [x], f"{self.index}.softmax", axis=1)
 
 
 def _fmt(shape):
