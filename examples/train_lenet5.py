@@ -16,6 +16,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -38,29 +39,29 @@ def parse_args(argv=None):
     data.add_argument("--data-dir", help="folder with the IDX files (also searched: $MAQUETA_DATA, ~/.cache/maqueta)")
     data.add_argument("--split", choices=["train", "test"], default="train",
                       help="files to train on; with 'test' the held-out part of the test files is the test set")
-    data.add_argument("--validation-split", type=float, default=None,
+    data.add_argument("--validation-split", type=number(0.0, 1.0, high_open=True), default=None,
                       help="fraction of the training images held out (last ones); default 0 with --split train "
                            "(the test set then validates each epoch), 0.2 with --split test")
-    data.add_argument("--limit", type=int, help="use only the first N images of the training files")
+    data.add_argument("--limit", type=count(1), help="use only the first N images of the training files")
     data.add_argument("--resize", choices=["pad", "bilinear"], default="pad", help="28x28 -> 32x32")
     data.add_argument("--pixels", choices=["standardize", "unit", "raw"], default="standardize",
                       help="standardize: [0, 1] then zero mean, unit variance (training set's); unit: [0, 1]; "
                            "raw: 0..255 as the original notebook")
     data.add_argument("--no-download", action="store_true", help="never try to download missing files")
     train = p.add_argument_group("training")
-    train.add_argument("--epochs", type=int, default=10)
-    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--epochs", type=count(1, 1_000_000), default=10)
+    train.add_argument("--batch-size", type=count(1, 1 << 24), default=64)
     train.add_argument("--optimizer", choices=["adam", "sgd", "notebook-adam"], default="adam",
                        help="notebook-adam: betas (0.95, 0.99), eps 1e-7, no bias correction")
-    train.add_argument("--lr", type=float, default=2e-3)
+    train.add_argument("--lr", type=number(0.0, 1e30, low_open=True), default=2e-3)
     train.add_argument("--schedule", choices=["cosine", "none"], default="cosine",
                        help="cosine: lr decays along half a cosine to 1%% of --lr at the last epoch")
-    train.add_argument("--momentum", type=float, default=0.9, help="for --optimizer sgd")
-    train.add_argument("--weight-decay", type=float, default=0.0)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--momentum", type=number(0.0, 1e30), default=0.9, help="for --optimizer sgd")
+    train.add_argument("--weight-decay", type=number(0.0, 1e30), default=0.0)
+    train.add_argument("--seed", type=count(0, 2**64 - 1), default=0)
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     train.add_argument("--backend", choices=["native", "reference"], default="native")
-    train.add_argument("--threads", type=int, help="kernel threads (default: OMP_NUM_THREADS, else all cores)")
+    train.add_argument("--threads", type=count(1, 4096), help="kernel threads (default: OMP_NUM_THREADS, else all cores)")
     out = p.add_argument_group("output")
     out.add_argument("--save", help="where to save the trained model (default: runs/lenet5-<dataset>.maq)")
     out.add_argument("--checkpoint", help="save model and optimizer here after every epoch")
@@ -70,15 +71,60 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.resume and not args.checkpoint:
         p.error("--resume needs --checkpoint PATH")
-    if args.epochs < 1 or args.batch_size < 1 or (args.limit is not None and args.limit < 1):
-        p.error("--epochs, --batch-size and --limit must be positive")
     if args.validation_split is None:
         args.validation_split = 0.2 if args.split == "test" else 0.0
-    if not 0.0 <= args.validation_split < 1.0:
-        p.error("--validation-split must be in [0, 1)")
-    if args.threads is not None and args.threads < 1:
-        p.error("--threads must be positive")
+    for option in ("save", "checkpoint", "plot"):   # fail now, not after an hour of training
+        path = getattr(args, option)
+        problem = path and unwritable(path, create=option == "save")
+        if problem:
+            p.error(f"--{option} {path}: {problem}")
     return args
+
+
+def number(low, high, low_open=False, high_open=False):
+    """An argparse type: a finite float in the given interval."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or value < low or value > high or (low_open and value == low) \
+                or (high_open and value == high):
+            raise argparse.ArgumentTypeError(f"{text} is not in {'(' if low_open else '['}{low:g}, "
+                                             f"{high:g}{')' if high_open else ']'}")
+        return value
+    return parse
+
+
+def count(low, high=2**63 - 1):
+    """An argparse type: an int in [low, high]."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is not in [{low}, {high}]")
+        return value
+    return parse
+
+
+def unwritable(path, create=False):
+    """Why a file cannot be written at path, or None: its folder is missing (unless create) or
+    refuses new files (read-only, permissions), or the path is a folder."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        return "is a folder"
+    if not os.path.isdir(folder):
+        if create:
+            return None
+        return f"the folder {folder} does not exist"
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        return f"cannot write in {folder}: {error.strerror}"
+    return None
 
 
 # ----------------------------------------------------------------------------------------- data
@@ -219,7 +265,13 @@ def main(argv=None):
     run["dataset"] = data["name"]
     model, stats, history = None, None, {}
     if args.resume and os.path.exists(args.checkpoint):
-        model = mq.load(args.checkpoint)
+        try:
+            model = mq.load(args.checkpoint)
+        except mq.ModelFileError as error:
+            sys.exit(f"--resume: {error}")
+        if model.optimizer is None or "run" not in model.metadata:
+            sys.exit(f"--resume: {args.checkpoint} is a saved model, not a checkpoint: it holds no optimizer or "
+                     f"training state to continue from (write checkpoints with --checkpoint)")
         saved = model.metadata.get("run", {})
         changed = {k: (saved.get(k), run[k]) for k in RUN_KEYS if k != "epochs" and saved.get(k) != run[k]}
         if changed:

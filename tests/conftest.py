@@ -54,6 +54,20 @@ def each_conv_algo(request):
     _core._set_conv_algo(before)
 
 
+@pytest.fixture(scope="module")
+def digits():
+    """1,200 of scikit-learn's real handwritten digits as float32 (N, 1, 32, 32), and labels."""
+    from digits import real_digits
+    X, y, _ = real_digits(1200)
+    return X.astype(np.float32), y
+
+
+def small_data(n=40, seed=0):
+    """n random images (N, 1, 32, 32) in [0, 1) and labels 0..9."""
+    rng = np.random.default_rng(seed)
+    return rng.random((n, 1, 32, 32)).astype(np.float32), rng.integers(0, 10, n)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(20261127)

@@ -276,3 +276,47 @@ def test_bilinear_resize():
     np.testing.assert_allclose(datasets.resize_bilinear(x, (4, 4)), x)
     up = datasets.resize_bilinear(np.array([[[[0.0, 2.0]]]]), (1, 4))
     np.testing.assert_allclose(up, [[[[0.0, 0.5, 1.5, 2.0]]]])   # pixel centres at 0.125, 0.375, ...
+
+
+def test_gzip_bomb_is_refused_from_its_header(tmp_path):
+    """600 KB of gzip that inflates to 1.2 GB: the header's size is checked before any data is read."""
+    import gzip
+    import tracemalloc
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    header = bytes([0, 0, 8, 3]) + np.array([1_500_000, 28, 28], ">u4").tobytes()
+    with gzip.open(path, "wb", compresslevel=9) as f:
+        f.write(header)
+        zeros = bytes(1 << 24)
+        for _ in range(72):
+            f.write(zeros)
+    assert path.stat().st_size < 2 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(datasets.IDXError, match="more than the 78400000 allowed"):
+            datasets.read_idx(path, shape=(None, 28, 28), max_bytes=100_000 * 28 * 28)
+        with pytest.raises(datasets.IDXError, match=r"declares shape \(1500000, 28, 28\), expected \(None, 32, 32\)"):
+            datasets.read_idx(path, shape=(None, 32, 32))
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peak < 4 << 20
+
+
+def test_dimensions_whose_product_wraps_are_refused(tmp_path):
+    path = tmp_path / "wrap"
+    path.write_bytes(bytes([0, 0, 8, 4]) + np.array([65536, 65536, 65536, 65536], ">u4").tobytes())   # 2**64
+    with pytest.raises(datasets.IDXError, match="18446744073709551616 bytes"):
+        datasets.read_idx(path)
+
+
+def test_unreadable_folder_is_skipped_in_the_search(tmp_path, monkeypatch):
+    from pathlib import Path
+    real = Path.is_file
+
+    def is_file(self):
+        if "locked" in str(self):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "is_file", is_file)
+    assert datasets._find("t10k-images-idx3-ubyte", [tmp_path / "locked", tmp_path]) is None

@@ -5,6 +5,7 @@ import io
 import json
 import os
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -211,3 +212,18 @@ def test_mixed_object_labels_refuse_to_save(tmp_path):
     model.classes_ = np.array([1, "a"], dtype=object)
     with pytest.raises(TypeError, match="mixed types cannot be saved"):
         model.save(tmp_path / "m")
+
+
+def test_files_written_by_earlier_versions_still_load():
+    """tests/data/model_main_b8fe319.maq was saved (with its Adam state and string classes) by
+    maqueta at commit b8fe319, before the layer protocol; it must predict and resume as it did."""
+    data = Path(__file__).parent / "data"
+    model = mq.load(data / "model_main_b8fe319.maq")
+    assert model.metadata == {"written_by": "maqueta main b8fe319"} and list(model.classes_) == ["cat", "dog", "emu"]
+    inputs = np.load(data / "model_main_b8fe319_inputs.npy")
+    np.testing.assert_array_equal(model.predict_proba(inputs), np.load(data / "model_main_b8fe319_proba.npy"))
+    rng = np.random.default_rng(0)   # the data it was trained on, drawn again
+    X = rng.standard_normal((40, 1, 8, 8)).astype(np.float32)
+    y = np.array(["cat", "dog", "emu"])[rng.integers(0, 3, 40)]
+    model.fit(X, y, epochs=3, initial_epoch=model.epochs_trained, batch_size=16, verbose=0)
+    np.testing.assert_array_equal(model.get_flat_parameters(), np.load(data / "model_main_b8fe319_after_epoch3.npy"))

@@ -6,6 +6,14 @@ import pytest
 
 import maqueta as mq
 from conftest import assert_close
+from maqueta.layers import Call
+
+
+def call_for(layer, training=True):
+    """A Call as the executor makes one for an unfused layer that must return its input gradient."""
+    call = Call(layer, layer.index or 0, training)
+    call.need_dx = True
+    return call
 
 
 def numeric_gradient(f, array, h=1e-6, coords=None):
@@ -44,17 +52,20 @@ def test_layer_backward_matches_finite_differences(make, shape, backend):
     # distinct values, away from ReLU's kink and max-pool ties
     x = rng.permutation(np.linspace(-2, 2, int(np.prod(shape)))).reshape(shape) + 1e-3
     with mq.use_backend(backend):
-        y, cache = layer.forward(x, training=True)
+        call = call_for(layer)
+        y = layer.forward(x, call)
         r = rng.standard_normal(y.shape)
 
         def loss():
-            return float(np.sum(layer.forward(x, training=False)[0] * r))
+            return float(np.sum(layer.forward(x, call_for(layer, training=False)) * r))
 
-        grads = model._layer_grads[0]
-        dx = layer.backward(r, cache, grads, need_dx=True)
+        dx = layer.backward(r, call)
         assert_close(dx, numeric_gradient(loss, x), rtol=1e-6, what="dx")
-        for name, param in layer._params.items():
-            assert_close(grads[name], numeric_gradient(loss, param), rtol=1e-6, what=name)
+        state = model.state_dict()
+        for name, grad in call.grads.items():
+            param = getattr(layer, name)
+            assert_close(grad, numeric_gradient(loss, param), rtol=1e-6, what=name)
+            assert np.array_equal(state[f"0.{name}"], param)
 
 
 def test_lenet5_gradient_matches_finite_differences():
@@ -63,24 +74,25 @@ def test_lenet5_gradient_matches_finite_differences():
     model = mq.models.lenet5(dtype="float64", seed=2)
     x = rng.random((4, 1, 32, 32))
     targets = np.array([1, 7, 3, 0])
-    caches = [None] * len(model.layers)
+    calls = [call_for(layer) for layer in model.layers]   # every layer on its own, nothing fused
     a = x
-    for i, layer in enumerate(model.layers):
-        a, caches[i] = layer.forward(a, training=True)
+    for layer, call in zip(model.layers, calls):
+        a = layer.forward(a, call)
     _, d = mq.losses.cross_entropy(a, targets)
-    for i in reversed(range(len(model.layers))):
-        d = model.layers[i].backward(d, caches[i], model._layer_grads[i], need_dx=i > 0)
+    for layer, call in zip(reversed(model.layers), reversed(calls)):
+        d = layer.backward(d, call)
 
     def loss():
         return mq.losses.cross_entropy(model.forward(x), targets)[0]
 
-    for key, layer, name in model._keys:
-        param = layer._params[name]
-        coords = [tuple(rng.integers(0, s) for s in param.shape) for _ in range(4)]
-        numeric = numeric_gradient(loss, param, h=1e-5, coords=coords)
-        analytic = model._layer_grads[layer.index][name]
-        for c in coords:
-            assert abs(analytic[c] - numeric[c]) <= 1e-7 + 1e-5 * abs(numeric[c]), (key, c, analytic[c], numeric[c])
+    for layer, call in zip(model.layers, calls):
+        for name, analytic in call.grads.items():
+            param = getattr(layer, name)
+            coords = [tuple(rng.integers(0, s) for s in param.shape) for _ in range(4)]
+            numeric = numeric_gradient(loss, param, h=1e-5, coords=coords)
+            key = f"{layer.index}.{name}"
+            for c in coords:
+                assert abs(analytic[c] - numeric[c]) <= 1e-7 + 1e-5 * abs(numeric[c]), (key, c, analytic[c], numeric[c])
 
 
 def test_losses_match_finite_differences():
@@ -100,5 +112,6 @@ def test_cross_entropy_is_stable_for_huge_logits():
 
 
 def test_sigmoid_does_not_overflow():
-    y, _ = mq.Sigmoid().forward(np.array([[-1e4, 0.0, 1e4]]))
+    layer = mq.Sigmoid()
+    y = layer.forward(np.array([[-1e4, 0.0, 1e4]]), call_for(layer))
     np.testing.assert_array_equal(y, [[0.0, 0.5, 1.0]])

@@ -1,4 +1,4 @@
-"""The Sequential API: training, prediction, callbacks, labels, errors, threads."""
+"""The Sequential API: construction, prediction, parameters and state_dict, errors, threads."""
 from __future__ import annotations
 
 import math
@@ -8,21 +8,9 @@ import numpy as np
 import pytest
 
 import maqueta as mq
-from digits import real_digits
+from conftest import small_data
 
 
-@pytest.fixture(scope="module")
-def digits():
-    X, y, _ = real_digits(1200)
-    return X.astype(np.float32), y
-
-
-def small_data(n=40, seed=0):
-    rng = np.random.default_rng(seed)
-    return rng.random((n, 1, 32, 32)).astype(np.float32), rng.integers(0, 10, n)
-
-
-# ------------------------------------------------------------------------ construction
 def test_default_initialisation_matches_pytorch_distribution():
     model = mq.models.lenet5(seed=0)
     for layer in (model.layers[0], model.layers[3], model.layers[7], model.layers[9], model.layers[11]):
@@ -70,149 +58,11 @@ def test_float64_model():
     assert model.get_flat_parameters().dtype == np.float64
 
 
-# ------------------------------------------------------------------------ training
-def test_fit_learns_real_digits(digits):
-    X, y = digits
-    X = np.pad(X, ((0, 0), (0, 0), (2, 2), (2, 2))) if X.shape[-1] == 28 else X
-    model = mq.models.lenet5(seed=0, in_channels=1) if X.shape[-1] == 32 else \
-        mq.Sequential([mq.Conv2D(1, 6, 3), mq.ReLU(), mq.Flatten(), mq.Dense(6 * 6 * 6, 10)], seed=0)
-    history = model.fit(X[:1000], y[:1000], epochs=3, batch_size=32, optimizer=mq.Adam(2e-3),
-                        validation_data=(X[1000:], y[1000:]), verbose=0)
-    assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"}
-    assert all(len(v) == 3 for v in history.history.values())
-    assert history.history["loss"][-1] < history.history["loss"][0]
-    assert history.history["val_accuracy"][-1] > 0.8
-    assert model.evaluate(X[1000:], y[1000:]) == {"loss": history.history["val_loss"][-1],
-                                                  "accuracy": history.history["val_accuracy"][-1]}
-
-
-def test_perceptron_mode_learns(digits):
-    """The notebook's perceptron: dense layers with sigmoid outputs, squared error, plain SGD."""
-    X, y = digits
-    X = X.reshape(len(X), -1)
-    model = mq.Sequential([mq.Dense(X.shape[1], 64), mq.Sigmoid(), mq.Dense(64, 10), mq.Sigmoid()], seed=0)
-    model.fit(X[:1000], y[:1000], epochs=10, batch_size=32, optimizer=mq.SGD(5.0), loss="mse", verbose=0)
-    assert model.accuracy(X[1000:], y[1000:]) > 0.6   # chance is 0.1
-
-
-def test_last_partial_batch_is_trained_on():
-    X, y = small_data(41)
-    model = mq.models.lenet5()
-    model.fit(X, y, epochs=2, batch_size=8, verbose=0)
-    assert model.optimizer.iterations == 2 * 6   # 5 full batches and 1 of a single sample, per epoch
-
-
-def test_validation_split_holds_out_the_last_samples():
-    X, y = small_data(50)
-    model = mq.models.lenet5()
-    history = model.fit(X, y, epochs=1, batch_size=10, validation_split=0.2, verbose=0)
-    assert history.params["samples"] == 40 and model.optimizer.iterations == 4
-    assert history.history["val_loss"][0] == pytest.approx(model.evaluate(X[40:], y[40:])["loss"])
-
-
-def test_shuffle_off_is_deterministic_order():
-    X, y = small_data(20)
-    a, b = mq.models.lenet5(seed=1), mq.models.lenet5(seed=1)
-    a.fit(X, y, epochs=1, batch_size=5, shuffle=False, verbose=0)
-    optimizer = mq.Adam()
-    for s in range(0, 20, 5):
-        b.train_on_batch(X[s:s + 5], y[s:s + 5], optimizer=optimizer)
-    np.testing.assert_array_equal(a.get_flat_parameters(), b.get_flat_parameters())
-
-
-def test_optimizer_state_carries_over_between_fits():
-    X, y = small_data(20)
-    model = mq.models.lenet5()
-    optimizer = mq.Adam()
-    model.fit(X, y, epochs=1, batch_size=10, optimizer=optimizer, verbose=0)
-    model.fit(X, y, epochs=1, batch_size=10, verbose=0)
-    assert model.optimizer is optimizer and optimizer.iterations == 4
-
-
-def test_progress_bar_and_silence(capsys):
-    X, y = small_data(20)
-    model = mq.models.lenet5()
-    model.fit(X, y, epochs=1, batch_size=10, verbose=0)
-    out = capsys.readouterr()
-    assert out.out == "" and out.err == ""
-    model.fit(X, y, epochs=2, batch_size=10, verbose=1)
-    err = capsys.readouterr().err
-    assert "Epoch 1/2" in err and "Epoch 2/2" in err and "loss=" in err and "accuracy=" in err
-
-
-def test_any_integer_labels_map_through_sorted_classes():
-    rng = np.random.default_rng(0)
-    X = rng.random((30, 4)).astype(np.float32)
-    y = rng.choice([-5, 7, 100], 30)
-    model = mq.Sequential([mq.Dense(4, 3)])
-    model.fit(X, y, epochs=5, verbose=0, optimizer=mq.Adam(0.05))
-    np.testing.assert_array_equal(model.classes_, [-5, 7, 100])
-    assert set(model.predict(X)) <= {-5, 7, 100}
-    assert model.predict_proba(X).shape == (30, 3)
-
-
-def test_labels_within_outputs_keep_their_meaning():
-    X, y = small_data(10)
-    model = mq.models.lenet5()
-    model.fit(X, np.full(10, 3), verbose=0)
-    np.testing.assert_array_equal(model.classes_, np.arange(10))
-
-
 def test_predict_proba_rows_sum_to_one():
     X, _ = small_data(7)
     p = mq.models.lenet5().predict_proba(X, batch_size=3)
     assert p.shape == (7, 10)
     np.testing.assert_allclose(p.sum(axis=1), 1, rtol=1e-6)
-
-
-# ------------------------------------------------------------------------ callbacks
-def test_early_stopping_restores_best_weights():
-    X, y = small_data(30)
-    model = mq.models.lenet5()
-    stopper = mq.EarlyStopping(monitor="val_loss", patience=1, restore_best_weights=True)
-    snapshots = []
-
-    class Snap(mq.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            snapshots.append((logs["val_loss"], self.model.get_flat_parameters().copy()))
-
-    # lr so high that validation loss gets worse after the first epoch
-    history = model.fit(X, y, epochs=20, batch_size=10, optimizer=mq.SGD(3.0), validation_split=0.3,
-                        callbacks=[stopper, Snap()], verbose=0)
-    assert stopper.stopped_epoch is not None and len(history.epoch) < 20
-    best = min(snapshots, key=lambda s: s[0])
-    np.testing.assert_array_equal(model.get_flat_parameters(), best[1])
-
-
-def test_early_stopping_needs_its_metric():
-    X, y = small_data(10)
-    with pytest.raises(KeyError, match="val_loss"):
-        mq.models.lenet5().fit(X, y, callbacks=[mq.EarlyStopping()], verbose=0)
-
-
-def test_learning_rate_scheduler():
-    X, y = small_data(10)
-    model = mq.models.lenet5()
-    history = model.fit(X, y, epochs=3, optimizer=mq.Adam(0.1), verbose=0,
-                        callbacks=[mq.LearningRateScheduler(lambda epoch, lr: 0.1 * 0.5 ** epoch)])
-    assert history.history["lr"] == [0.1, 0.05, 0.025]
-
-
-# ------------------------------------------------------------------------ errors
-def test_wrong_input_shape_names_layer_and_shapes():
-    model = mq.models.lenet5()
-    with pytest.raises(ValueError) as info:
-        model.predict(np.zeros((4, 3, 32, 32), np.float32))
-    message = str(info.value)
-    assert "(4, 3, 32, 32)" in message and "layer 0" in message and "Conv2D(1, 6, kernel_size=5)" in message
-    assert "(N, 1, H, W)" in message
-    with pytest.raises(ValueError, match=r"X has shape \(4, 1, 28, 28\).*layer 7 \(Dense\(400, 120\)\) expects 400 "
-                                         r"input features, but receives 256"):
-        model.predict(np.zeros((4, 1, 28, 28), np.float32))
-    with pytest.raises(ValueError, match=r"X has shape \(1, 32, 32\): layer 0 .* but receives \(N, 32, 32\)"):
-        model.predict(np.zeros((1, 32, 32)))
-    with pytest.raises(ValueError, match="batch dimension"):
-        mq.Sequential([mq.Dense(3, 2)]).predict(np.zeros(3))
 
 
 def test_dense_mismatch_reported_at_construction():
@@ -237,36 +87,6 @@ def test_failed_construction_frees_the_layers():
     mq.Sequential([mq.Flatten(), dense], input_shape=(1, 10, 10))   # reusable after the failure
     with pytest.raises(ValueError, match="already belongs to another model"):
         mq.Sequential([dense])
-
-
-def test_label_errors():
-    X, y = small_data(10)
-    model = mq.models.lenet5()
-    with pytest.raises(ValueError, match="X has 10 samples but y has 9 labels"):
-        model.fit(X, y[:9], verbose=0)
-    with pytest.raises(ValueError, match="y has 11 distinct labels .* but the model's last layer has 10 outputs"):
-        model.fit(np.concatenate([X, X[:1]]), np.arange(11) * 3, verbose=0)
-    with pytest.raises(ValueError, match="one-hot"):
-        model.fit(X, np.eye(10)[y], verbose=0)
-    with pytest.raises(ValueError, match="non-integer"):
-        model.fit(X, y + 0.5, verbose=0)
-    model.fit(X, y, verbose=0)
-    with pytest.raises(ValueError, match=r"y holds labels outside the model's classes .*: e.g. 12 at position 3"):
-        model.evaluate(X, np.where(np.arange(10) == 3, 12, y))
-    mapped = mq.Sequential([mq.Dense(4, 3)])
-    mapped.fit(np.ones((3, 4)), [10, 20, 30], verbose=0)
-    with pytest.raises(ValueError, match="e.g. 25"):
-        mapped.evaluate(np.ones((2, 4)), [10, 25])
-
-
-@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_non_finite_inputs_rejected(bad):
-    X, y = small_data(10)
-    X[6, 0, 3, 4] = bad
-    model = mq.models.lenet5()
-    for call in (lambda: model.fit(X, y, verbose=0), lambda: model.predict(X), lambda: model.evaluate(X, y)):
-        with pytest.raises(ValueError, match="contains NaN or Inf .first in sample 6"):
-            call()
 
 
 def test_argument_errors():
@@ -296,25 +116,6 @@ def test_argument_errors():
         mq.SGD(lr=-1)
 
 
-def test_diverging_loss_stops_with_epoch_and_step():
-    X, y = small_data(64)
-    model = mq.models.lenet5()
-    with pytest.raises(FloatingPointError, match=r"training diverged at epoch 1, step \d+: the (loss|gradients)") as info:
-        model.fit(X * 1e4, y, epochs=3, batch_size=8, optimizer=mq.SGD(1e6), verbose=0)
-    assert "weights are those after the previous step" in str(info.value)
-    assert np.isfinite(model.get_flat_parameters()).all()
-
-
-def test_non_finite_loss_leaves_weights_untouched():
-    X, y = small_data(8)
-    model = mq.models.lenet5()
-    model.layers[11].weight[...] = 3e38    # logits overflow to inf: the very first loss is NaN
-    before = model.get_flat_parameters().copy()
-    with pytest.raises(FloatingPointError, match="epoch 1, step 1: the loss is nan"):
-        model.fit(X, y, verbose=0)
-    np.testing.assert_array_equal(model.get_flat_parameters(), before)
-
-
 def test_load_state_dict_is_all_or_nothing():
     model = mq.models.lenet5()
     good = model.state_dict()
@@ -332,7 +133,6 @@ def test_load_state_dict_is_all_or_nothing():
     np.testing.assert_array_equal(model.get_flat_parameters(), before)
 
 
-# ------------------------------------------------------------------------ threads
 def test_predict_is_thread_safe():
     X, y = small_data(96, seed=3)
     model = mq.models.lenet5(seed=2)
@@ -365,3 +165,10 @@ def test_inference_keeps_no_state_on_layers():
     model.fit(X, y, verbose=0)
     for layer, attrs in zip(model.layers, before):
         assert set(vars(layer)) == set(attrs)
+
+
+def test_same_layer_twice_is_refused():
+    relu = mq.ReLU()
+    with pytest.raises(ValueError, match="layer 3 .* same object as an earlier layer"):
+        mq.Sequential([mq.Dense(4, 4), relu, mq.Dense(4, 4), relu, mq.Dense(4, 2)])
+    mq.Sequential([mq.Dense(4, 2), relu])   # still free for a corrected model

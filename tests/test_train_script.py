@@ -96,19 +96,19 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path, script_module, m
     straight = script_module.main(common + ["--save", "straight.maq", "--checkpoint", "straight.ckpt"])
 
     # A run killed in its second epoch: its checkpoint holds the state after epoch 1.
-    real_step = mq.Sequential._train_step
+    real_step = mq.training.train_step
     calls = {"n": 0}
 
-    def interrupted(self, *args, **kwargs):
+    def interrupted(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 19 + 7:        # 19 steps per epoch; die 7 steps into epoch 2
             raise KeyboardInterrupt
-        return real_step(self, *args, **kwargs)
+        return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(mq.Sequential, "_train_step", interrupted)
+    monkeypatch.setattr(mq.training, "train_step", interrupted)
     with pytest.raises(KeyboardInterrupt):
         script_module.main(common + ["--save", "resumed.maq", "--checkpoint", "run.ckpt"])
-    monkeypatch.setattr(mq.Sequential, "_train_step", real_step)
+    monkeypatch.setattr(mq.training, "train_step", real_step)
     assert mq.load("run.ckpt").epochs_trained == 1
 
     resumed = script_module.main(common + ["--save", "resumed.maq", "--checkpoint", "run.ckpt", "--resume"])
@@ -134,11 +134,55 @@ def test_plot_writes_a_png(tmp_path):
 
 
 def test_bad_arguments_are_refused(tmp_path):
-    for args, message in ((["--resume"], "--resume needs --checkpoint"), (["--epochs", "0"], "must be positive"),
-                          (["--validation-split", "1.5"], "--validation-split must be in")):
-        out = subprocess.run([sys.executable, str(SCRIPT), *args], cwd=tmp_path, env=offline_env(tmp_path),
-                             capture_output=True, text=True)
-        assert out.returncode == 2 and message in out.stderr
+    out = subprocess.run([sys.executable, str(SCRIPT), "--lr", "nan"], cwd=tmp_path, env=offline_env(tmp_path),
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "usage:" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--resume"], "--resume needs --checkpoint"),
+    (["--epochs", "0"], "argument --epochs: 0 is not in [1, 1000000]"),
+    (["--validation-split", "1.5"], "argument --validation-split: 1.5 is not in [0, 1)"),
+    (["--lr", "nan"], "argument --lr: nan is not in (0, 1e+30]"),
+    (["--lr", "0"], "argument --lr: 0 is not in (0, 1e+30]"),
+    (["--lr", "fast"], "argument --lr: 'fast' is not a number"),
+    (["--weight-decay", "-1"], "argument --weight-decay: -1 is not in [0, 1e+30]"),
+    (["--momentum", "inf"], "argument --momentum: inf is not in [0, 1e+30]"),
+    (["--seed", "-1"], "argument --seed: -1 is not in [0, 18446744073709551615]"),
+    (["--seed", "1.5"], "argument --seed: '1.5' is not an integer"),
+    (["--threads", "0"], "argument --threads: 0 is not in [1, 4096]"),
+    (["--batch-size", "-3"], "argument --batch-size: -3 is not in [1, 16777216]"),
+    (["--limit", "0"], "argument --limit: 0 is not in [1,"),
+    (["--checkpoint", "/no/such/folder/run.ckpt"], "--checkpoint /no/such/folder/run.ckpt: the folder /no/such/folder does not exist"),
+    (["--plot", "."], "--plot .: is a folder"),
+])
+def test_argument_errors_are_usage_messages(script_module, capsys, args, message):
+    with pytest.raises(SystemExit) as exit_info:
+        script_module.parse_args(args)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_read_only_checkpoint_folder_fails_before_training(script_module, tmp_path, capsys, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(script_module.tempfile, "TemporaryFile", refuse)
+    with pytest.raises(SystemExit):
+        script_module.parse_args(["--checkpoint", str(tmp_path / "run.ckpt")])
+    assert f"cannot write in {tmp_path}: Read-only file system" in capsys.readouterr().err
+
+
+def test_resume_from_a_plain_saved_model_says_so(tmp_path):
+    run_script(tmp_path, "--dataset", "digits", "--limit", "200", "--epochs", "1", "--save", "plain.maq")
+    out = subprocess.run([sys.executable, str(SCRIPT), "--quiet", "--dataset", "digits", "--limit", "200",
+                          "--checkpoint", "plain.maq", "--resume"], cwd=tmp_path, env=offline_env(tmp_path),
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and "is a saved model, not a checkpoint" in out.stderr
+    (tmp_path / "junk.ckpt").write_bytes(b"not a model")
+    out = subprocess.run([sys.executable, str(SCRIPT), "--quiet", "--dataset", "digits", "--checkpoint", "junk.ckpt",
+                          "--resume"], cwd=tmp_path, env=offline_env(tmp_path), capture_output=True, text=True)
+    assert out.returncode != 0 and "--resume:" in out.stderr and "not a maqueta model file" in out.stderr
 
 
 def test_explicit_dataset_does_not_fall_back(tmp_path):

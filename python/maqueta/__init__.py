@@ -14,16 +14,16 @@ from . import callbacks, losses, models
 from .backend import get_backend, set_backend, use_backend
 from .callbacks import Callback, EarlyStopping, History, LearningRateScheduler
 from .io import ModelFileError
-from .io import load_model as load
-from .layers import Conv2D, Dense, Flatten, Layer, MaxPool2D, ReLU, Sigmoid, Softmax, Tanh
-from .model import Sequential
+from .layers import *  # noqa: F401,F403  (every layer class, and Layer)
+from .layers import __all__ as _layer_names
+from .model import Sequential, load
 from .optim import SGD, Adam, Optimizer
 
 __version__ = _core._build_info["version"]
 
 __all__ = [
     "__version__", "ops", "reference", "losses", "models", "callbacks", "datasets", "onnx",
-    "Sequential", "Layer", "Conv2D", "MaxPool2D", "Dense", "Flatten", "ReLU", "Sigmoid", "Tanh", "Softmax",
+    "Sequential", *[name for name in _layer_names if name not in ("Call", "LAYERS")],
     "Optimizer", "Adam", "SGD", "Callback", "History", "EarlyStopping", "LearningRateScheduler",
     "load", "ModelFileError", "set_backend", "get_backend", "use_backend",
     "build_info", "openmp_enabled", "get_num_threads", "set_num_threads",

@@ -10,7 +10,10 @@ __all__ = ["Callback", "History", "EarlyStopping", "LearningRateScheduler"]
 
 class Callback:
     """Override the events you need. ``self.model`` is set when training begins; setting
-    ``self.model.stop_training = True`` ends training after the current epoch."""
+    ``self.model.stop_training = True`` ends training after the current epoch.
+
+    Batch events get logs too: ``on_batch_begin`` {"size"}, ``on_batch_end`` {"loss", "accuracy",
+    "size"} of that batch alone. Only callbacks that override them are called per batch."""
 
     model = None
 
@@ -21,6 +24,7 @@ class Callback:
     def on_train_end(self, logs=None): pass
     def on_epoch_begin(self, epoch, logs=None): pass
     def on_epoch_end(self, epoch, logs=None): pass
+    def on_batch_begin(self, batch, logs=None): pass
     def on_batch_end(self, batch, logs=None): pass
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import urllib.error
 import urllib.request
@@ -68,42 +69,62 @@ class DatasetNotFoundError(FileNotFoundError):
 
 
 # ------------------------------------------------------------------------------------------ IDX
-def read_idx(path):
+def read_idx(path, shape=None, max_bytes=1 << 31):
     """Read an IDX file (gzip-compressed or raw) into an ndarray of its declared type and shape.
 
-    Raises IDXError naming the file and what is wrong: bad magic number, unknown element type, a
-    rank or dimension of 0, or a length that differs from what the header declares."""
+    The header is read first and checked before anything else is read: against ``shape`` when
+    given (a tuple with None for free sizes, e.g. (None, 28, 28)) and against ``max_bytes``; the
+    data then streams into an array of exactly the declared size, so a small gzip file cannot
+    make the reader decompress more than its header promised. Raises IDXError naming the file
+    and what is wrong: bad magic number, unknown element type, a rank or dimension of 0, an
+    unexpected shape, or a length that differs from what the header declares."""
     path = Path(path)
-    with open(path, "rb") as f:
-        head = f.read(2)
     try:
-        if head == b"\x1f\x8b":
-            with gzip.open(path, "rb") as f:
-                data = f.read()
-        else:
-            data = path.read_bytes()
-    except (EOFError, OSError, zlib.error) as error:
+        with open(path, "rb") as raw:
+            gz = raw.read(2) == b"\x1f\x8b"
+            raw.seek(0)
+            with (gzip.GzipFile(fileobj=raw) if gz else raw) as f:
+                return _read_idx_stream(f, path, shape, max_bytes)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as error:
         raise IDXError(f"{path}: the gzip stream is truncated or corrupted ({error})") from None
-    if len(data) < 4:
-        raise IDXError(f"{path}: {len(data)} bytes is too short for an IDX header")
-    if data[0] != 0 or data[1] != 0:
-        raise IDXError(f"{path}: bad magic number 0x{data[:4].hex()} (IDX files start with two zero bytes)")
-    if data[2] not in _IDX_TYPES:
-        raise IDXError(f"{path}: unknown element type 0x{data[2]:02x} in the magic number 0x{data[:4].hex()}")
-    dtype, rank = _IDX_TYPES[data[2]], data[3]
+
+
+def _read_idx_stream(f, path, shape, max_bytes):
+    magic = f.read(4)
+    if len(magic) < 4:
+        raise IDXError(f"{path}: {len(magic)} bytes is too short for an IDX header")
+    if magic[0] != 0 or magic[1] != 0:
+        raise IDXError(f"{path}: bad magic number 0x{magic.hex()} (IDX files start with two zero bytes)")
+    if magic[2] not in _IDX_TYPES:
+        raise IDXError(f"{path}: unknown element type 0x{magic[2]:02x} in the magic number 0x{magic.hex()}")
+    dtype, rank = _IDX_TYPES[magic[2]], magic[3]
     if rank == 0:
         raise IDXError(f"{path}: the header declares rank 0")
-    header = 4 + 4 * rank
-    if len(data) < header:
-        raise IDXError(f"{path}: truncated header ({len(data)} bytes for rank {rank})")
-    dims = tuple(int(d) for d in np.frombuffer(data, ">u4", count=rank, offset=4))
+    raw_dims = f.read(4 * rank)
+    if len(raw_dims) < 4 * rank:
+        raise IDXError(f"{path}: truncated header ({4 + len(raw_dims)} bytes for rank {rank})")
+    dims = tuple(int(d) for d in np.frombuffer(raw_dims, ">u4"))
     if 0 in dims:
         raise IDXError(f"{path}: the header declares an empty dimension {dims}")
-    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    if len(data) != expected:
-        raise IDXError(f"{path}: {len(data)} bytes, but its header ({dims}, {dtype.name}) needs exactly {expected}: "
-                       f"the file is {'truncated' if len(data) < expected else 'longer than declared'}")
-    return np.frombuffer(data, dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+    if shape is not None and (len(shape) != rank or any(s is not None and s != d for s, d in zip(shape, dims))):
+        raise IDXError(f"{path}: the header declares shape {dims}, expected {tuple(shape)}")
+    nbytes = math.prod(dims) * dtype.itemsize   # Python ints: no wrap-around
+    if nbytes > max_bytes:
+        raise IDXError(f"{path}: the header declares {nbytes} bytes of data, more than the {max_bytes} allowed")
+    out = np.empty(nbytes, np.uint8)
+    view = memoryview(out)
+    got = 0
+    while got < nbytes:
+        n = f.readinto(view[got:got + (1 << 22)])
+        if not n:
+            break
+        got += n
+    extra = len(f.read(1))
+    if got != nbytes or extra:
+        expected = 4 + 4 * rank + nbytes
+        raise IDXError(f"{path}: {'fewer' if got < nbytes else 'more'} bytes than its header ({dims}, {dtype.name}) "
+                       f"needs ({expected} in all): the file is {'truncated' if got < nbytes else 'longer than declared'}")
+    return out.view(dtype).reshape(dims).astype(dtype.newbyteorder("="))
 
 
 # ------------------------------------------------------------------------------------------ files
@@ -133,8 +154,11 @@ def _cache_dir(name):
 def _find(stem, dirs):
     for folder in dirs:
         for candidate in (folder / (stem + ".gz"), folder / stem):
-            if candidate.is_file():
-                return candidate
+            try:
+                if candidate.is_file():
+                    return candidate
+            except OSError:   # a folder we may not read (PermissionError) is skipped, not fatal
+                continue
     return None
 
 
@@ -201,7 +225,9 @@ def _locate(name, split, data_dir, download_missing):
 
 def _load(name, split, data_dir, download_missing):
     images_path, labels_path = _locate(name, split, data_dir, download_missing)
-    images, labels = read_idx(images_path), read_idx(labels_path)
+    # MNIST-style sets hold 28 x 28 images; no split has 100,000 of them
+    images = read_idx(images_path, shape=(None, 28, 28), max_bytes=100_000 * 28 * 28)
+    labels = read_idx(labels_path, shape=(None,), max_bytes=8 * len(images))
     if images.ndim != 3 or images.dtype != np.uint8:
         raise IDXError(f"{images_path}: expected uint8 images of shape (N, H, W), got {images.dtype} {images.shape}")
     if labels.ndim != 1 or len(labels) != len(images):

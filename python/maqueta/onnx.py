@@ -111,7 +111,7 @@ def export(model, path, opset=17, probabilities=False, input_shape=None, dtype=N
         raise ONNXExportError("the model's input shape is unknown: pass input_shape=(C, H, W) or (features,), "
                               "or build the model with input_shape=..., or call it on data once")
     input_shape = tuple(int(s) for s in input_shape)
-    output_shape = model._shapes(input_shape, record=False)[-1]   # checks it against every layer
+    output_shape = model.layer_shapes(input_shape, record=False)[-1]   # checks it against every layer
 
     dtype = model.dtype if dtype is None else np.dtype(dtype)
     if dtype not in (np.float32, np.float64):

@@ -7,6 +7,7 @@ gradient by the batch size before the moments, which the mean loss here already 
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
@@ -41,17 +42,20 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value):
-        self._lr = _real(value, "lr")
+        self._lr = _real(value, "lr", high=1e30)   # the update kernels' own bound
+
+    def check_binding(self, size, dtype):
+        """Raise unless this optimizer can update a parameter vector of this size and dtype."""
+        if self._size is not None and (self._size, self._dtype) != (size, np.dtype(dtype)):
+            raise ValueError(f"this {type(self).__name__} holds state for {self._size} {self._dtype} parameters; "
+                             f"the model has {size} {np.dtype(dtype)} parameters. Use a new optimizer for another model.")
 
     def bind(self, size, dtype):
         """Allocate state for a parameter vector of this size and dtype (once)."""
-        dtype = np.dtype(dtype)
+        self.check_binding(size, dtype)
         if self._size is None:
-            self._size, self._dtype = size, dtype
+            self._size, self._dtype = size, np.dtype(dtype)
             self._allocate()
-        elif (self._size, self._dtype) != (size, dtype):
-            raise ValueError(f"this {type(self).__name__} holds state for {self._size} {self._dtype} parameters; "
-                             f"the model has {size} {dtype} parameters. Use a new optimizer for another model.")
 
     def _allocate(self):
         pass
@@ -61,7 +65,16 @@ class Optimizer:
         return {}
 
     def load_state(self, iterations, arrays):
-        """Restore what state_arrays() and iterations held (the optimizer must be bound)."""
+        """Restore what state_arrays() and iterations held (the optimizer must be bound); all or
+        nothing, and only finite state: a NaN there would reach every weight at the next step."""
+        if isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral) or not 0 <= iterations < 2**62:
+            raise ValueError(f"iterations must be an int in [0, 2**62), got {iterations!r}")
+        for name, target in self.state_arrays().items():
+            value = np.asarray(arrays[name])
+            if value.shape != target.shape or not np.isfinite(value).all():
+                raise ValueError(f"optimizer state {name!r} must be {target.shape} finite numbers")
+            if name == "v" and (value < 0).any():
+                raise ValueError("Adam's second moment 'v' cannot be negative")
         self.iterations = int(iterations)
         for name, target in self.state_arrays().items():
             target[...] = arrays[name]
@@ -84,8 +97,8 @@ class Adam(Optimizer):
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
         self.betas = (_real(betas[0], "betas[0]", 0.0, 1.0, True), _real(betas[1], "betas[1]", 0.0, 1.0, True))
-        self.eps = _real(eps, "eps")
-        self.weight_decay = _real(weight_decay, "weight_decay")
+        self.eps = _real(eps, "eps", high=1e30)
+        self.weight_decay = _real(weight_decay, "weight_decay", high=1e30)
         self.bias_correction = bool(bias_correction)
         self.m = self.v = None
 
@@ -111,8 +124,8 @@ class SGD(Optimizer):
 
     def __init__(self, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
         super().__init__(lr)
-        self.momentum = _real(momentum, "momentum")
-        self.weight_decay = _real(weight_decay, "weight_decay")
+        self.momentum = _real(momentum, "momentum", high=1e30)
+        self.weight_decay = _real(weight_decay, "weight_decay", high=1e30)
         self.nesterov = bool(nesterov)
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov momentum needs momentum > 0")

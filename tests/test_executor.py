@@ -1,16 +1,17 @@
-"""ReLU fusion: which layers fuse, and that fused training computes exactly what separate layers do."""
+"""The executor: which layers fuse, which run in lanes, and that every fused path trains exactly
+(or to rounding) as separate layers do."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 import maqueta as mq
-from maqueta.plan import Plan
+from maqueta.executor import Executor
 from test_layers import numeric_gradient
 
 
 def summary(model):
-    return [(model.layers[s.index].__class__.__name__, s.fused_relu, s.relu_input) for s in model._plan.steps]
+    return [(model.layers[s.index].__class__.__name__, s.relu, s.relu_input) for s in model.executor.plan.steps]
 
 
 def test_lenet5_plan():
@@ -36,8 +37,7 @@ def test_fusion_only_where_the_gradient_can_follow(layers, expected):
 
 
 def replan(model, **options):
-    model._plan = Plan(model.layers, **options)
-    model._train_buffers.clear()
+    model.executor = Executor(model, **options)
     return model
 
 
@@ -51,7 +51,7 @@ def test_fused_training_equals_separate_layers(backend):
     X = rng.standard_normal((20, 1, 32, 32)).astype(np.float32)
     y = rng.integers(0, 10, 20)
     fused, plain = replan(mq.models.lenet5(seed=1), lanes=False), unfused(mq.models.lenet5(seed=1))
-    assert all(not s.fused_relu for s in plain._plan.steps)
+    assert all(not s.relu for s in plain.executor.plan.steps)
     with mq.use_backend(backend):
         for model in (fused, plain):
             model.fit(X, y, epochs=2, batch_size=8, verbose=0, optimizer=mq.Adam(1e-2))
@@ -80,10 +80,10 @@ def test_fused_gradients_match_finite_differences(index, batch):
     x = rng.random((batch, *model.input_shape))
     targets = rng.integers(0, 3, batch)
     if batch >= 8 and mq.build_info()["isa"] == "avx512":
-        model._gradients(x, targets, mq.losses.cross_entropy)
-        assert model._buffers(batch).lanes is not None
-    model._gradients(x, targets, mq.losses.cross_entropy)
-    analytic = model._grads.copy()
+        model.executor.gradients(x, targets, mq.losses.cross_entropy)
+        assert model.executor.training_run(batch).lanes is not None
+    model.executor.gradients(x, targets, mq.losses.cross_entropy)
+    analytic = model.state.grads.copy()
     params = model.get_flat_parameters()
     coords = rng.choice(params.size, size=min(40, params.size), replace=False)
     numeric = numeric_gradient(lambda: mq.losses.cross_entropy(model.forward(x), targets)[0], params, h=1e-5,
@@ -93,10 +93,10 @@ def test_fused_gradients_match_finite_differences(index, batch):
 
 
 def test_lenet5_lane_segment():
-    assert mq.models.lenet5()._plan.lane_steps == 4   # conv1, pool1, conv2, pool2
+    assert mq.models.lenet5().executor.plan.lane_steps == 4   # conv1, pool1, conv2, pool2
     padded = mq.Sequential([mq.Conv2D(1, 4, 3, padding=1), mq.ReLU(), mq.MaxPool2D(2), mq.Flatten(), mq.Dense(64, 3)])
-    assert padded._plan.lane_steps == 0               # padding: the NCHW kernels
-    assert mq.Sequential([mq.MaxPool2D(2), mq.Flatten(), mq.Dense(16, 2)])._plan.lane_steps == 0   # no conv
+    assert padded.executor.plan.lane_steps == 0               # padding: the NCHW kernels
+    assert mq.Sequential([mq.MaxPool2D(2), mq.Flatten(), mq.Dense(16, 2)]).executor.plan.lane_steps == 0   # no conv
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -109,7 +109,7 @@ def test_lane_segment_trains_like_the_nchw_kernels(dtype, threads):
     lanes, nchw = mq.models.lenet5(seed=2, dtype=dtype), replan(mq.models.lenet5(seed=2, dtype=dtype), lanes=False)
     for model in (lanes, nchw):
         model.fit(X, y, epochs=2, batch_size=32, verbose=0, optimizer=mq.SGD(0.05, momentum=0.9))
-    assert lanes._train_buffers[32].lanes is not None and nchw._train_buffers[32].lanes is None
+    assert lanes.executor.training_runs[32].lanes is not None and nchw.executor.training_runs[32].lanes is None
     rtol = 1e-10 if dtype == "float64" else 2e-4
     a, b = lanes.get_flat_parameters(), nchw.get_flat_parameters()
     assert np.abs(a - b).max() <= rtol * np.abs(b).max()
@@ -117,21 +117,22 @@ def test_lane_segment_trains_like_the_nchw_kernels(dtype, threads):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_pools_inside_convolutions_train_like_separate_pools(dtype, threads, monkeypatch):
+def test_pools_inside_convolutions_train_like_separate_pools(dtype, threads):
     """LeNet-5's conv -> pool pairs run as one kernel each way; the same training with every
     pool as its own kernel ends equal to rounding (dw and db are summed block by block)."""
-    from maqueta.plan import LaneSegment
     rng = np.random.default_rng(4)
     X = rng.standard_normal((70, 1, 32, 32)).astype(dtype)
     y = rng.integers(0, 10, 70)
     fused = mq.models.lenet5(seed=5, dtype=dtype)
     fused.fit(X, y, epochs=2, batch_size=32, verbose=0, optimizer=mq.Adam(1e-3))
-    monkeypatch.setattr(LaneSegment, "fuse_pools", False)
-    separate = mq.models.lenet5(seed=5, dtype=dtype)
+    separate = replan(mq.models.lenet5(seed=5, dtype=dtype), fuse_pools=False)
     separate.fit(X, y, epochs=2, batch_size=32, verbose=0, optimizer=mq.Adam(1e-3))
-    assert fused._train_buffers[32].lanes.pooled == [True, False, True, False]
-    assert separate._train_buffers[32].lanes.pooled == [False] * 4
-    assert [a is None for a in fused._train_buffers[32].lanes.out] == [True, False, True, False]
+    assert [s.absorbs for s in fused.executor.plan.steps[:4]] == [True, False, True, False]
+    assert [s.absorbs for s in separate.executor.plan.steps[:4]] == [False] * 4
+    fused_lanes, separate_lanes = fused.executor.training_runs[32].lanes, separate.executor.training_runs[32].lanes
+    assert [type(c.layer).__name__ for c in fused_lanes.calls] == ["Conv2D", "Conv2D"]
+    assert [type(c.layer).__name__ for c in separate_lanes.calls] == ["Conv2D", "MaxPool2D"] * 2
+    assert [c.out is None for c in fused_lanes.calls] == [True, True]   # never stored at full size
     rtol = 1e-10 if dtype == "float64" else 2e-4
     a, b = fused.get_flat_parameters(), separate.get_flat_parameters()
     assert np.abs(a - b).max() <= rtol * np.abs(b).max()

@@ -1,0 +1,200 @@
+"""How a Sequential model runs its layers: which of them fuse, which run in the batch-lane layout,
+the arrays a batch size reuses, and the walk forward and back through the layers' own methods.
+
+Fusion is what the layers declare (see ``maqueta.layers.base``): a layer whose kernel can apply
+the activation that follows it (a Conv2D or Dense before a ReLU) does so when whoever sends the
+gradient back into that output can apply the ReLU's gradient (a MaxPool2D, Dense or Conv2D,
+possibly through a Flatten). Otherwise the ReLU stays a layer of its own. Either way the
+arithmetic is the same as running every layer separately.
+
+With the native kernels, the leading run of layers that have a lane kernel (convolutions with
+stride 1 and no padding, 2x2 max-pools) runs in the batch-lane layout [blocks][C][H][W][V] once a
+batch fills a vector of V images: images sit in the vector lanes, so no multiply-add is wasted
+on layout. The input is packed into lanes once and the segment's output unpacked for the layer
+after it; gradients cross back the same way. A convolution followed by a 2x2 pool runs both in
+one kernel each way.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _core
+from .backend import get_backend
+from .layers.base import Call
+
+__all__ = ["Plan", "Step", "Run", "Executor"]
+
+
+@dataclass
+class Step:
+    index: int          # the layer this step runs
+    relu: bool          # the layer's kernel applies the ReLU after it (layer index + 1)
+    relu_input: bool    # the step's input is a fused ReLU's output: its backward applies that gradient
+    last: int           # the last layer the step covers (its output is that layer's)
+    absorbs: bool = False   # lane layout: this step's kernel also runs the next step
+
+
+class Plan:
+    """The steps a model's layers run as. fuse, lanes and fuse_pools turn each kind of fusion off
+    (the tests compare every combination)."""
+
+    def __init__(self, layers, fuse=True, lanes=True, fuse_pools=True):
+        n = len(layers)
+
+        def masks_gradient(j):   # can what comes after a fused ReLU apply its gradient?
+            if j >= n:
+                return False
+            return layers[j].applies_relu_gradient or (layers[j].moves_no_values and masks_gradient(j + 1))
+
+        self.steps = []
+        i = 0
+        while i < n:
+            fused = (fuse and i + 1 < n and layers[i + 1].activation is not None
+                     and layers[i + 1].activation in layers[i].fusable_activations and masks_gradient(i + 2))
+            self.steps.append(Step(i, fused, False, i + 1 if fused else i))
+            i += 2 if fused else 1
+        for k, step in enumerate(self.steps):
+            if layers[step.index].moves_no_values:
+                continue
+            j = k - 1
+            while j >= 0 and layers[self.steps[j].index].moves_no_values:
+                j -= 1
+            step.relu_input = j >= 0 and self.steps[j].relu
+        # the leading steps that can run in the batch-lane layout, worth it if one of them saves work
+        count = 0
+        while lanes and count < len(self.steps) and layers[self.steps[count].index].has_lane_kernel():
+            count += 1
+        if not any(layers[s.index].lane_worth_packing for s in self.steps[:count]):
+            count = 0
+        self.lane_steps = count
+        k = 0
+        while fuse_pools and k + 1 < count:
+            step = self.steps[k]
+            step.absorbs = layers[step.index].lane_absorbs(layers[self.steps[k + 1].index])
+            k += 2 if step.absorbs else 1
+
+
+class LaneSegment:
+    """The arrays and the walk of the plan's lane steps for one batch size."""
+
+    def __init__(self, model, calls, n, width, input_shape, shapes, training):
+        blocks = -(-n // width)
+        code_dtype = np.int32 if model.dtype == np.float32 else np.int64   # as the lane pool kernels want
+
+        def lanes(shape, code=False):
+            return np.empty((blocks, *shape, width), code_dtype if code else model.dtype)
+
+        self.input = lanes(input_shape)
+        for call in calls:
+            in_shape = shapes[call.index - 1] if call.index else input_shape
+            call.layer.allocate_lanes(call, lanes, in_shape, shapes[call.index])
+        absorbed = {id(call.absorbed) for call in calls if call.absorbed is not None}
+        self.calls = [call for call in calls if id(call) not in absorbed]
+        self.backward_calls = [call for call in reversed(self.calls) if call.index >= model.first_trainable]
+        last = calls[-1].index
+        self.flat_out = np.empty((n, *shapes[last]), model.dtype)      # the segment's output, NCHW
+        self.grad_in = lanes(shapes[last]) if training else None      # the gradient arriving there
+
+    def forward(self, x):
+        _core._lanes_pack(x, self.input)
+        a = self.input
+        for call in self.calls:
+            a = call.layer.forward_lanes(a, call)
+        _core._lanes_unpack(a, self.flat_out)
+        return self.flat_out
+
+    def backward(self, d):
+        _core._lanes_pack(np.ascontiguousarray(d), self.grad_in)
+        d = self.grad_in
+        for call in self.backward_calls:
+            d = call.layer.backward_lanes(d, call)
+
+
+def lane_width(model, plan, n):
+    """V when a batch of n should run the plan's lane segment, else 0."""
+    if not plan.lane_steps or get_backend() != "native":
+        return 0
+    width = _core._lanes_width(model.dtype)
+    return width if n >= width else 0
+
+
+class Run:
+    """Everything one batch size needs to run through the layers: a Call per step and, when
+    ``allocate``, the arrays each step writes (reused from batch to batch). One caller at a time."""
+
+    def __init__(self, model, plan, n, input_shape, training, allocate=True):
+        shapes = model.layer_shapes(input_shape)
+        self.n = n
+        width = lane_width(model, plan, n) if allocate else 0
+        self.key = (n, width)
+        self.batch = np.empty((n, *input_shape), model.dtype) if training else None
+        calls = []
+        for step in plan.steps:
+            layer = model.layers[step.index]
+            call = Call(layer, step.index, training)
+            call.relu, call.relu_input = step.relu, step.relu_input
+            call.need_dx = training and step.index > model.first_trainable
+            call.rng = model.state.layer_rng
+            calls.append(call)
+        for k, step in enumerate(plan.steps[:plan.lane_steps] if width else ()):
+            if step.absorbs:
+                calls[k].absorbed = calls[k + 1]
+                calls[k + 1].need_dx = False   # its input gradient never exists: the kernel before it makes it
+        split = plan.lane_steps if width else 0
+        self.lanes = LaneSegment(model, calls[:split], n, width, input_shape, shapes, training) if split else None
+        self.calls = calls[split:]
+        if allocate:
+            for call, step in zip(self.calls, plan.steps[split:]):
+                in_shape = shapes[step.index - 1] if step.index else input_shape
+                call.layer.allocate(call, n, in_shape, shapes[step.last], model.dtype)
+        self.backward_calls = [call for call in reversed(self.calls) if call.index >= model.first_trainable]
+        self.backward_lanes = self.lanes is not None and bool(self.lanes.backward_calls)
+
+    def forward(self, x):
+        if self.lanes is not None:
+            x = self.lanes.forward(x)
+        for call in self.calls:
+            x = call.layer.forward(x, call)
+        return x
+
+    def backward(self, d):
+        """Send d, the loss's gradient at the outputs, back through the layers, which write their
+        parameter gradients into the model's gradient buffer. Nothing before the first trainable
+        layer needs a gradient."""
+        for call in self.backward_calls:
+            d = call.layer.backward(d, call)
+        if self.backward_lanes:
+            self.lanes.backward(d)
+
+
+class Executor:
+    """A model's plan and the runs it keeps for training (a few batch sizes: the full and the last
+    partial batch), used by the training thread only."""
+
+    def __init__(self, model, **plan_options):
+        self.model = model
+        self.plan = Plan(model.layers, **plan_options)
+        self.training_runs = {}
+
+    def run(self, n, input_shape, training=False, allocate=True):
+        """A fresh Run: the caller owns it (inference from several threads gets one each)."""
+        return Run(self.model, self.plan, n, input_shape, training, allocate)
+
+    def training_run(self, n):
+        run = self.training_runs.get(n)
+        if run is None or run.key != (n, lane_width(self.model, self.plan, n)):   # the backend or ISA may change
+            if len(self.training_runs) >= 4:
+                self.training_runs.clear()
+            run = self.training_runs[n] = self.run(n, self.model.input_shape, training=True)
+        return run
+
+    def gradients(self, xb, tb, loss_fn):
+        """Forward and backward on one batch, leaving the gradients in the model's buffer; returns
+        (loss, outputs). The outputs live in reused arrays: read them before the next call."""
+        run = self.training_run(len(xb))
+        outputs = run.forward(xb)
+        value, d = loss_fn(outputs, tb)
+        run.backward(d)
+        return value, outputs

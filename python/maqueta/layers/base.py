@@ -1,0 +1,174 @@
+"""The layer protocol: what every layer of a :class:`maqueta.Sequential` declares and implements.
+
+A layer is one class. It declares
+  - its configuration (``get_config``: the constructor arguments) and its output shape;
+  - its trainable parameters (``parameter_shapes``, ``initial_parameters``) and its buffers, the
+    non-trainable state that is saved and loaded with it (``buffer_shapes``, ``initial_buffers``);
+  - what may fuse with it (the class attributes below), so the executor needs no list of types;
+and implements ``forward(x, call) -> y`` and ``backward(dy, call) -> dx`` for the NCHW layout, plus
+``forward_lanes``/``backward_lanes`` when it has a kernel for the batch-lane layout.
+
+Shapes below leave out the batch: a Conv2D maps (C, H, W) to (O, OH, OW). Once a layer belongs to
+a model, ``weight`` and ``bias`` are views into the model's one parameter buffer (assigning copies
+the values in, after checking them).
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+__all__ = ["Layer", "Call", "positive_int", "format_shape"]
+
+
+def positive_int(value, name):
+    """value as an int >= 1; TypeError for anything but an integer (bool included)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+def format_shape(shape):
+    """A per-sample shape as the batched shape users see: (N, 6, 28, 28); '?' for unknown sizes."""
+    return "(N, " + ", ".join("?" if s is None else str(s) for s in shape) + ")"
+
+
+class Call:
+    """One layer's part in running batches of one size: what the plan decided for it, the arrays
+    it writes into, and what its forward leaves for its backward.
+
+    The executor makes one per step and per batch size; only the owning layer reads its fields,
+    and one caller uses a Call at a time (inference from several threads gets a Call each), so
+    nothing a forward pass needs ever lives on the layer itself.
+    """
+
+    __slots__ = ("layer", "index", "training", "relu", "relu_input", "need_dx", "absorbed", "grads",
+                 "out", "indices", "dx", "cache", "rng")
+
+    def __init__(self, layer, index, training):
+        self.layer = layer
+        self.index = index            # the layer's position in the model
+        self.training = training      # training mode: batch statistics, dropout masks, caches kept
+        self.relu = False             # the layer's kernel also applies the ReLU that follows it
+        self.relu_input = False       # the input is a fused ReLU's output: backward applies its gradient
+        self.need_dx = False          # backward must produce the input gradient
+        self.absorbed = None          # lane layout: the following layer's Call, run inside this kernel
+        self.grads = layer._grads     # {name: view into the model's gradient buffer}
+        self.out = None               # preallocated output (None: the kernel allocates)
+        self.indices = None           # preallocated argmax indices or lane codes of a pool
+        self.dx = None                # preallocated input gradient
+        self.cache = None             # what forward keeps for backward
+        self.rng = None               # the model's generator for layers that draw (dropout)
+
+
+class Layer:
+    """Base class: a layer with no parameters that passes values through unchanged."""
+
+    # ---- what may fuse with what (read by the executor's plan; no type checks elsewhere)
+    activation = None              # the activation this layer is ("relu"), for fusing into the layer before
+    fusable_activations = ()       # activations this layer's kernel can apply to its own output
+    applies_relu_gradient = False  # its backward can apply the gradient of a ReLU fused before it
+    moves_no_values = False        # a reshape: a fused ReLU's gradient passes through it to the next layer
+    lane_pool2x2 = False           # a 2x2, stride-2 max-pool: a lane convolution can run it in its kernel
+    lane_worth_packing = False     # its lane kernel saves more than packing images into lanes costs
+
+    def __init__(self):
+        self._params = {}     # name -> view into the owning model's parameter buffer
+        self._grads = {}      # name -> view into the owning model's gradient buffer
+        self._buffers = {}    # name -> the model's array of this non-trainable state
+        self._model = None    # the Sequential that owns this layer
+        self.index = None     # position in that model (the key prefix of its state_dict)
+
+    # ---- description
+    def get_config(self) -> dict:
+        """The constructor arguments, JSON-ready: ``type(self)(**layer.get_config())`` rebuilds it."""
+        return {}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+    def describe(self) -> str:
+        where = f"layer {self.index} " if self.index is not None else ""
+        return f"{where}({self!r})"
+
+    def expects(self) -> str:
+        return "any shape"
+
+    def input_template(self):
+        """The per-sample input shape this layer fixes by itself, with None for free sizes
+        ((C, None, None) for a convolution), or None when it fixes nothing."""
+        return None
+
+    def output_shape(self, input_shape: tuple) -> tuple:
+        """Shape of one output for one input of ``input_shape``; raises ValueError when incompatible.
+        Unknown sizes are None (before the model has seen data)."""
+        return input_shape
+
+    # ---- state
+    def parameter_shapes(self) -> dict:
+        """{name: shape} of the trainable parameters, in state_dict order."""
+        return {}
+
+    def initial_parameters(self, rng) -> dict:
+        """{name: float64 array} drawn as PyTorch's defaults draw them."""
+        return {}
+
+    def buffer_shapes(self) -> dict:
+        """{name: (shape, dtype or None for the model's dtype)} of the non-trainable state kept in
+        state_dict after the parameters, as PyTorch keeps running statistics."""
+        return {}
+
+    def initial_buffers(self) -> dict:
+        """{name: array} starting values of the buffers."""
+        return {}
+
+    def _get_param(self, name):
+        if self._model is None:
+            return None
+        return self._params[name]
+
+    def _set_param(self, name, value):
+        if self._model is None:
+            raise RuntimeError(f"{self!r} has no parameters until it is part of a Sequential model")
+        from ..state import checked_values   # state imports nothing of layers; this keeps it so
+        target = self._params[name]
+        target[...] = checked_values(value, target, f"{name} of {self.describe()}", "it must have shape")
+
+    # ---- computation (NCHW)
+    def allocate(self, call, n, in_shape, out_shape, dtype):
+        """Give ``call`` the arrays this layer writes for batches of n (none by default: NumPy allocates)."""
+
+    def forward(self, x, call):
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward")
+
+    def backward(self, dy, call):
+        raise NotImplementedError(f"{type(self).__name__} does not implement backward")
+
+    # ---- computation in the batch-lane layout [blocks][C][H][W][V] (see maqueta.executor)
+    def has_lane_kernel(self) -> bool:
+        """Whether this layer, as configured, runs in the batch-lane layout."""
+        return False
+
+    def lane_absorbs(self, following) -> bool:
+        """Whether this layer's lane kernel can also run ``following`` (the next layer)."""
+        return False
+
+    def allocate_lanes(self, call, lanes, in_shape, out_shape):
+        """Give ``call`` its lane-layout arrays; ``lanes(shape, dtype=None)`` makes one."""
+
+    def forward_lanes(self, x, call):
+        raise NotImplementedError(f"{type(self).__name__} has no lane kernel")
+
+    def backward_lanes(self, dy, call):
+        raise NotImplementedError(f"{type(self).__name__} has no lane kernel")
+
+    # ---- export
+    def to_onnx(self, graph, x: str) -> str:
+        """Add this layer's ONNX nodes to ``graph`` (a maqueta.onnx.OnnxGraph), reading the value
+        named ``x``; return the name of its output. This default refuses: a layer with no ONNX form."""
+        from ..onnx import ONNXExportError
+        raise ONNXExportError(f"{self.describe()} cannot be exported to ONNX: {type(self).__name__} "
+                              f"defines no to_onnx method")
