@@ -1,5 +1,5 @@
-"""Real handwritten digits for tests: the MNIST test set from the shared data folder when it is
-there, else scikit-learn's bundled 8x8 digits. Never the network."""
+"""Real handwritten digits for tests: the MNIST test set ($MAQUETA_TEST_MNIST, the shared data folder,
+else the copy shipped inside the package), else scikit-learn's bundled 8x8 digits. Never the network."""
 from __future__ import annotations
 
 import gzip
@@ -13,8 +13,9 @@ HERE = Path(__file__).resolve().parent
 
 def mnist_test_dir():
     """The folder holding t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz, or None."""
+    from maqueta import datasets
     candidates = [os.environ.get("MAQUETA_TEST_MNIST"), HERE.parent.parent / "shared" / "data" / "mnist",
-                  "/work/shared/data/mnist"]
+                  "/work/shared/data/mnist", *datasets.DATASETS["mnist"]["package_dirs"]]
     for folder in candidates:
         if folder and (Path(folder) / "t10k-images-idx3-ubyte.gz").is_file() \
                 and (Path(folder) / "t10k-labels-idx1-ubyte.gz").is_file():

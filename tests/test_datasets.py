@@ -29,11 +29,21 @@ def write_idx(path, array, gz=True, type_code=0x08):
 
 @pytest.fixture
 def isolated(tmp_path, monkeypatch):
-    """No real cache, no $MAQUETA_DATA, no system folders, no downloads."""
+    """No real cache, no $MAQUETA_DATA, no system folders, no shipped files, no downloads."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv("MAQUETA_DATA", raising=False)
     monkeypatch.setenv("MAQUETA_OFFLINE", "1")
     monkeypatch.setitem(datasets.DATASETS["fashion-mnist"], "system_dirs", [str(tmp_path / "system")])
+    monkeypatch.setitem(datasets.DATASETS["mnist"], "package_dirs", [str(tmp_path / "shipped")])
+    return tmp_path
+
+
+@pytest.fixture
+def offline_with_shipped_files(tmp_path, monkeypatch):
+    """As a fresh machine with no network: no cache, no $MAQUETA_DATA, only the package's own files."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MAQUETA_DATA", raising=False)
+    monkeypatch.setenv("MAQUETA_OFFLINE", "1")
     return tmp_path
 
 
@@ -175,6 +185,41 @@ def test_real_mnist_test_set():
     assert labels[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
     assert np.bincount(labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     assert images.max() == 255 and images.min() == 0
+
+
+# ------------------------------------------------------------------------------------------ shipped MNIST
+SHIPPED = Path(datasets.__file__).resolve().parent / "data" / "mnist"
+
+
+def test_the_installed_package_ships_the_mnist_test_files():
+    """Runs against the installed copy: fails when the wheel leaves the package data out."""
+    stems = datasets._SPLIT_FILES["test"]
+    md5 = {stem: hashlib.md5((SHIPPED / (stem + ".gz")).read_bytes()).hexdigest() for stem in stems}
+    assert md5 == {stem: datasets.DATASETS["mnist"]["md5"][stem] for stem in stems}
+    note = (SHIPPED / "README.md").read_text()
+    assert "CC BY-SA 3.0" in note and all(m in note for m in md5.values())
+
+
+def test_load_mnist_test_finds_the_shipped_files_when_no_other_copy_is(offline_with_shipped_files):
+    images, labels, paths = datasets.load_mnist("test", return_paths=True)
+    assert all(Path(p).parent == SHIPPED for p in paths) and datasets.shipped_with_maqueta(paths[0])
+    assert images.shape == (10000, 1, 28, 28) and labels[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+    with pytest.raises(DatasetNotFoundError, match=str(SHIPPED)):   # the training split is not shipped
+        datasets.load_mnist("train")
+
+
+def test_any_other_copy_wins_over_the_shipped_files(offline_with_shipped_files):
+    _, mine = make_split(offline_with_shipped_files / "home" / ".cache" / "maqueta" / "mnist", "test", n=5)
+    labels, paths = datasets.load_mnist("test", return_paths=True)[1:]
+    np.testing.assert_array_equal(labels, mine)
+    assert not datasets.shipped_with_maqueta(paths[0])
+
+
+def test_datasets_is_reachable_from_the_package():
+    import maqueta as mq
+    assert mq.datasets is datasets and "datasets" in dir(mq)
+    with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+        mq.nonexistent
 
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")

@@ -23,13 +23,31 @@ from .optim import SGD, Adam, AdamW, Optimizer, RMSprop
 __version__ = _core._build_info["version"]
 
 __all__ = [
-    "__version__", "ops", "plain", "reference", "losses", "models", "callbacks", "augment", "schedules",
+    "__version__", "ops", "plain", "reference", "losses", "models", "callbacks", "augment", "schedules", "datasets",
+    "onnx",
     "Sequential", *[name for name in _layer_names if name not in ("Call", "LAYERS")],
     "Optimizer", "Adam", "AdamW", "SGD", "RMSprop", "Callback", "History", "EarlyStopping", "LearningRateScheduler",
     "ReduceLROnPlateau", "ModelCheckpoint", "CSVLogger", "TerminateOnNaN",
     "load", "ModelFileError", "set_backend", "get_backend", "use_backend",
     "build_info", "openmp_enabled", "get_num_threads", "set_num_threads",
 ]
+
+
+# Submodules imported on first use, so that `import maqueta` stays fast (datasets pulls in urllib,
+# gzip and hashlib; onnx, the optional onnx package) and yet `mq.datasets.load_mnist(...)` and
+# `mq.onnx.export(...)` work without importing them by hand.
+_LAZY_SUBMODULES = ("datasets", "onnx")
+
+
+def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+        return importlib.import_module(f".{name}", __name__)   # also sets it as an attribute here
+    raise AttributeError(f"module 'maqueta' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES))
 
 
 def openmp_enabled() -> bool:

@@ -2,12 +2,13 @@
 and preprocessing.
 
 Files are looked for, in order, in ``data_dir``, in ``$MAQUETA_DATA``, in
-``~/.cache/maqueta/<dataset>/`` and, for Fashion-MNIST, in ``/usr/share/datasets/fashion-mnist/``
-(Debian's ``dataset-fashion-mnist`` package); in each folder both ``<folder>/<dataset>/`` and
-``<folder>/`` itself, gzipped or not. Missing files are downloaded from the datasets' public mirrors
-into the cache and checked against their published MD5 checksums, unless ``download=False`` or
-``$MAQUETA_OFFLINE`` is set. Every file is validated as it is read: magic number, rank, dimensions
-and length.
+``~/.cache/maqueta/<dataset>/``, for Fashion-MNIST in ``/usr/share/datasets/fashion-mnist/``
+(Debian's ``dataset-fashion-mnist`` package) and, for MNIST's test split, in the copy shipped inside
+this package (``maqueta/data/mnist/``, 1.6 MB; see its README for source and license); in each
+folder both ``<folder>/<dataset>/`` and ``<folder>/`` itself, gzipped or not. Missing files are
+downloaded from the datasets' public mirrors into the cache and checked against their published
+MD5 checksums, unless ``download=False`` or ``$MAQUETA_OFFLINE`` is set. Every file is validated
+as it is read: magic number, rank, dimensions and length.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import numpy as np
 __all__ = [
     "IDXError", "DatasetNotFoundError", "read_idx", "load_mnist", "load_fashion_mnist", "load_digits",
     "load_cifar10", "CIFAR10_CLASSES",
+    "shipped_with_maqueta",
     "scale", "pad", "resize_bilinear", "standardize", "prepare",
 ]
 
@@ -44,6 +46,8 @@ DATASETS = {
                 "t10k-images-idx3-ubyte": "9fb629c4189551a2d022fa330f9573f3",
                 "t10k-labels-idx1-ubyte": "ec29112dd5afa0611ce80d1b7f02629c"},
         "system_dirs": [],
+        # The 10,000-image test split ships inside the package, so MNIST works with no network.
+        "package_dirs": [Path(__file__).resolve().parent / "data" / "mnist"],
     },
     "fashion-mnist": {
         "title": "Fashion-MNIST",
@@ -53,6 +57,7 @@ DATASETS = {
                 "t10k-images-idx3-ubyte": "bef4ecab320f06d8554ea6380940ec79",
                 "t10k-labels-idx1-ubyte": "bb300cfdad3c16e7a12a480ee83cd310"},
         "system_dirs": ["/usr/share/datasets/fashion-mnist"],
+        "package_dirs": [],
     },
     "cifar-10": {   # the binary version, one archive (read by cifar10.py)
         "title": "CIFAR-10",
@@ -140,7 +145,16 @@ def _search_dirs(name, data_dir):
             dirs += [Path(base) / name, Path(base)]
     dirs.append(_cache_dir(name))
     dirs += [Path(d) for d in DATASETS[name]["system_dirs"]]
+    # Last, so that a copy the user put anywhere else wins; still before any download: the shipped
+    # files are byte-identical to the published ones (tests/test_datasets.py checks their MD5).
+    dirs += [Path(d) for d in DATASETS[name]["package_dirs"]]
     return dirs
+
+
+def shipped_with_maqueta(path):
+    """Whether path is one of the dataset files shipped inside the maqueta package."""
+    path = Path(path).resolve()
+    return any(path.parent == Path(d).resolve() for info in DATASETS.values() for d in info["package_dirs"])
 
 
 def _cache_dir(name):
@@ -232,7 +246,9 @@ def _load(name, split, data_dir, download_missing):
 
 
 def load_mnist(split="train", data_dir=None, download=True, return_paths=False):
-    """MNIST: (images uint8 (N, 1, 28, 28), labels int64 (N,)); 60,000 train or 10,000 test."""
+    """MNIST: (images uint8 (N, 1, 28, 28), labels int64 (N,)); 60,000 train or 10,000 test.
+
+    The test split always loads, even offline: its files ship inside the package."""
     images, labels, paths = _load("mnist", split, data_dir, download)
     return (images, labels, paths) if return_paths else (images, labels)
 

@@ -281,6 +281,13 @@ class Sequential:
         inner = ",\n  ".join(repr(layer) for layer in self.layers)
         return f"Sequential([\n  {inner}\n], dtype={self.dtype.name!r}, seed={self.seed})"
 
+    def export_onnx(self, path, opset=17, probabilities=False, input_shape=None):
+        """Write this model as an ONNX file (needs ``pip install onnx``) and return the onnx.ModelProto:
+        input ``input`` with a free batch dimension, output ``logits`` (``probabilities`` after a
+        final Softmax when asked). See maqueta.onnx.export."""
+        from .onnx import export
+        return export(self, path, opset=opset, probabilities=probabilities, input_shape=input_shape)
+
     def save(self, path, include_optimizer=False, metadata=None):
         """Write the architecture, weights, ``metadata`` (default: ``self.metadata``) and, when
         asked, optimizer and training state to one file, atomically. Loading it never runs code;

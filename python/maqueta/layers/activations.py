@@ -24,6 +24,9 @@ class ReLU(Layer):
     def backward(self, dy, call):
         return dy * (call.cache > 0)
 
+    def to_onnx(self, graph, x):
+        return graph.add_node("Relu", [x], f"{self.index}.relu")
+
 
 class Sigmoid(Layer):
     """1 / (1 + exp(-x)), computed without overflow for any x."""
@@ -40,6 +43,9 @@ class Sigmoid(Layer):
         y = call.cache
         return dy * y * (1 - y)
 
+    def to_onnx(self, graph, x):
+        return graph.add_node("Sigmoid", [x], f"{self.index}.sigmoid")
+
 
 class Tanh(Layer):
     """tanh(x)."""
@@ -54,6 +60,9 @@ class Tanh(Layer):
     def backward(self, dy, call):
         y = call.cache
         return dy * (1 - y * y)
+
+    def to_onnx(self, graph, x):
+        return graph.add_node("Tanh", [x], f"{self.index}.tanh")
 
 
 class Softmax(Layer):
@@ -80,6 +89,8 @@ class Softmax(Layer):
         y = call.cache
         return y * (dy - np.sum(dy * y, axis=1, keepdims=True))
 
+    def to_onnx(self, graph, x):
+        return graph.add_node("Softmax", [x], f"{self.index}.softmax", axis=1)
 
 class _Elementwise(Layer):
     """An activation computed by the activation kernels: ``kind`` names it there."""
@@ -117,6 +128,9 @@ class LeakyReLU(_Elementwise):
     def get_config(self):
         return {"negative_slope": self.negative_slope}
 
+    def to_onnx(self, graph, x):
+        return graph.add_node("LeakyRelu", [x], f"{self.index}.leakyrelu", alpha=self.negative_slope)
+
 
 class ELU(_Elementwise):
     """x where x > 0, else alpha (e^x - 1); as ``torch.nn.ELU``."""
@@ -132,6 +146,9 @@ class ELU(_Elementwise):
 
     def get_config(self):
         return {"alpha": self.alpha}
+
+    def to_onnx(self, graph, x):
+        return graph.add_node("Elu", [x], f"{self.index}.elu", alpha=self.alpha)
 
 
 class GELU(_Elementwise):
@@ -149,6 +166,21 @@ class GELU(_Elementwise):
 
     def get_config(self):
         return {"approximate": self.approximate}
+
+    def to_onnx(self, graph, x):
+        """x/2 (1 + erf(x / sqrt 2)), or the tanh form, from standard operators (Gelu itself only
+        came with opset 20)."""
+        name, const = f"{self.index}.gelu", lambda stem, v: graph.add_initializer(f"{self.index}.{stem}", np.array(v))
+        if self.approximate == "none":
+            inner = graph.add_node("Erf", [graph.add_node("Mul", [x, const("inv_sqrt2", 0.7071067811865476)], name)],
+                                   name)
+        else:
+            cube = graph.add_node("Mul", [graph.add_node("Mul", [x, x], name), x], name)
+            poly = graph.add_node("Add", [x, graph.add_node("Mul", [cube, const("k", 0.044715)], name)], name)
+            inner = graph.add_node("Tanh", [graph.add_node("Mul", [poly, const("sqrt_2_over_pi",
+                                                                                 0.7978845608028654)], name)], name)
+        half_x = graph.add_node("Mul", [x, const("half", 0.5)], name)
+        return graph.add_node("Mul", [half_x, graph.add_node("Add", [inner, const("one", 1.0)], name)], name)
 
 
 def _finite(value, name):

@@ -165,3 +165,11 @@ class Layer:
 
     def backward_lanes(self, dy, call):
         raise NotImplementedError(f"{type(self).__name__} has no lane kernel")
+
+    # ---- export
+    def to_onnx(self, graph, x: str) -> str:
+        """Add this layer's ONNX nodes to ``graph`` (a maqueta.onnx.OnnxGraph), reading the value
+        named ``x``; return the name of its output. This default refuses: a layer with no ONNX form."""
+        from ..onnx import ONNXExportError
+        raise ONNXExportError(f"{self.describe()} cannot be exported to ONNX: {type(self).__name__} "
+                              f"defines no to_onnx method")

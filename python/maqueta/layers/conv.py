@@ -168,3 +168,12 @@ class Conv2D(Layer):
                                          call.grads["weight"], call.grads.get("bias", call.scratch), pool.indices,
                                          pool.out if pool.relu_input else None)
         return call.dx
+
+    def to_onnx(self, graph, x):
+        inputs = [x, graph.add_initializer(f"{self.index}.weight", self.weight)]   # OIHW, as ONNX's
+        if self.has_bias:
+            inputs.append(graph.add_initializer(f"{self.index}.bias", self.bias))
+        (ph, pw) = self.padding
+        padding = {"auto_pad": "SAME_UPPER"} if self.same else {"pads": [ph, pw, ph, pw]}   # SAME_UPPER: Keras's rule
+        return graph.add_node("Conv", inputs, f"{self.index}.conv", kernel_shape=list(self.kernel_size),
+                              strides=list(self.stride), **padding)

@@ -71,3 +71,9 @@ class Dense(Layer):
         dx, _, _ = kernels().linear_backward(dy, call.cache, self._params["weight"], call.need_dx, call.relu_input,
                                              dx_out=call.dx, dw_out=call.grads["weight"], db_out=call.grads.get("bias"))
         return dx
+
+    def to_onnx(self, graph, x):   # y = x W^T + b: Gemm with transB, weight kept (out, in)
+        inputs = [x, graph.add_initializer(f"{self.index}.weight", self.weight)]
+        if self.has_bias:
+            inputs.append(graph.add_initializer(f"{self.index}.bias", self.bias))
+        return graph.add_node("Gemm", inputs, f"{self.index}.gemm", transB=1)

@@ -47,6 +47,9 @@ class Dropout(Layer):
             return dy
         return kernels().dropout_backward(dy, call.cache, self.p, out=call.dx)
 
+    def to_onnx(self, graph, x):   # an exported model is for inference: dropout passes values through
+        return graph.add_node("Identity", [x], f"{self.index}.dropout")
+
 
 class Dropout2D(Dropout):
     """Zeroes whole channels of (N, C, H, W) inputs with probability p, as ``torch.nn.Dropout2d``:

@@ -96,6 +96,15 @@ class BatchNorm2D(Layer):
         return dx
 
 
+    def to_onnx(self, graph, x):   # evaluation mode: the running statistics
+        ones, zeros = np.ones(self.num_features), np.zeros(self.num_features)
+        inputs = [x, graph.add_initializer(f"{self.index}.weight", self.weight if self.affine else ones),
+                  graph.add_initializer(f"{self.index}.bias", self.bias if self.affine else zeros),
+                  graph.add_initializer(f"{self.index}.running_mean", self._buffers["running_mean"]),
+                  graph.add_initializer(f"{self.index}.running_var", self._buffers["running_var"])]
+        return graph.add_node("BatchNormalization", inputs, f"{self.index}.batchnorm", epsilon=self.eps)
+
+
 class BatchNorm1D(BatchNorm2D):
     """Normalises each feature of (N, C) inputs, as ``torch.nn.BatchNorm1d`` (on dense features)."""
 

@@ -85,6 +85,10 @@ class MaxPool2D(Layer):
         _core._lanes_maxpool2x2_backward(dy, call.indices, call.out if call.relu_input else None, call.dx)
         return call.dx
 
+    def to_onnx(self, graph, x):   # floor mode, as ONNX's default; ONNX pads max-pools with -inf too
+        (ph, pw) = self.padding
+        return graph.add_node("MaxPool", [x], f"{self.index}.maxpool", kernel_shape=list(self.kernel_size),
+                              strides=list(self.stride), pads=[ph, pw, ph, pw])
 
 class AvgPool2D(Layer):
     """Average pooling, as ``torch.nn.AvgPool2d`` (ceil_mode=False, count_include_pad=True: zero
@@ -120,6 +124,11 @@ class AvgPool2D(Layer):
     def backward(self, dy, call):
         return kernels().avgpool2d_backward(dy, call.cache, self.kernel_size, self.stride, self.padding, out=call.dx)
 
+    def to_onnx(self, graph, x):
+        (ph, pw) = self.padding
+        return graph.add_node("AveragePool", [x], f"{self.index}.avgpool", kernel_shape=list(self.kernel_size),
+                              strides=list(self.stride), pads=[ph, pw, ph, pw], count_include_pad=1)
+
 
 class GlobalAvgPool2D(Layer):
     """The average of each channel: (C, H, W) -> (C,), as Keras's GlobalAveragePooling2D (PyTorch:
@@ -142,6 +151,10 @@ class GlobalAvgPool2D(Layer):
     def backward(self, dy, call):
         shape = call.cache
         return kernels().avgpool2d_backward(dy.reshape(*dy.shape, 1, 1), shape, shape[2:], shape[2:], 0)
+
+    def to_onnx(self, graph, x):
+        pooled = graph.add_node("GlobalAveragePool", [x], f"{self.index}.globalavgpool")
+        return graph.add_node("Flatten", [pooled], f"{self.index}.flatten", axis=1)
 
 
 def _pool_padding(padding, kernel_size):

@@ -24,3 +24,6 @@ class Flatten(Layer):
 
     def backward(self, dy, call):
         return dy.reshape(call.cache)
+
+    def to_onnx(self, graph, x):
+        return graph.add_node("Flatten", [x], f"{self.index}.flatten", axis=1)
