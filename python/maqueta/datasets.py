@@ -147,14 +147,14 @@ def _search_dirs(name, data_dir):
     dirs += [Path(d) for d in DATASETS[name]["system_dirs"]]
     # Last, so that a copy the user put anywhere else wins; still before any download: the shipped
     # files are byte-identical to the published ones (tests/test_datasets.py checks their MD5).
-    dirs += [Path(d) for d in DATASETS[name]["package_dirs"]]
+    dirs += [Path(d) for d in DATASETS[name].get("package_dirs", [])]
     return dirs
 
 
 def shipped_with_maqueta(path):
     """Whether path is one of the dataset files shipped inside the maqueta package."""
     path = Path(path).resolve()
-    return any(path.parent == Path(d).resolve() for info in DATASETS.values() for d in info["package_dirs"])
+    return any(path.parent == Path(d).resolve() for info in DATASETS.values() for d in info.get("package_dirs", []))
 
 
 def _cache_dir(name):
