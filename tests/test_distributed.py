@@ -164,3 +164,15 @@ def test_distributed_argument_is_checked():
     X, y = np.zeros((4, 1, 32, 32)), np.arange(4)
     with pytest.raises(TypeError, match="distributed must be True, False or an mpi4py communicator, got 'yes'"):
         mq.models.lenet5().fit(X, y, verbose=0, distributed="yes")
+
+
+@pytest.mark.skipif(not mq.distributed.available(), reason='needs mpi4py: pip install ".[mpi]"')
+@pytest.mark.parametrize("layer", [lambda: mq.BatchNorm1D(8), lambda: mq.Dropout(0.5)], ids=["batchnorm", "dropout"])
+def test_layers_that_work_per_batch_are_refused_until_synchronised(layer):
+    """Their training forward uses the rank's slice (statistics, masks): the result would depend on
+    the number of processes, so fit refuses before anything changes (a job of one process here)."""
+    model = mq.Sequential([mq.Dense(4, 8), layer(), mq.Dense(8, 3)], seed=0)
+    before = model.get_flat_parameters().copy()
+    with pytest.raises(ValueError, match=r"data-parallel training does not support layer 1 \("):
+        model.fit(np.ones((6, 4), np.float32), np.arange(6) % 3, verbose=0, distributed=True)
+    np.testing.assert_array_equal(model.get_flat_parameters(), before)

@@ -105,6 +105,12 @@ def check_fit(model, X, y, epochs, batch_size, optimizer, loss, shuffle, validat
                              f"out of {len(X)}")
         validation = (X[cut:], np.asarray(y)[cut:])
         X, targets = X[:cut], targets[:cut]
+    if distributed:
+        per_batch = [layer.describe() for layer in model.layers if layer.per_batch_in_training]
+        if per_batch:
+            raise ValueError(f"data-parallel training does not support {', '.join(per_batch)} yet: in training mode "
+                             f"they use each rank's slice (batch statistics, dropout masks), so the result would "
+                             f"depend on the number of processes (synchronised batch norm is still to come)")
     if augment is not None:
         if not isinstance(augment, Augmentation):
             raise TypeError(f"augment must be a maqueta.augment transform (Compose, RandomCrop, ...), got {augment!r}")

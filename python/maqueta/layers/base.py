@@ -74,6 +74,8 @@ class Layer:
     moves_no_values = False        # a reshape: a fused ReLU's gradient passes through it to the next layer
     lane_pool2x2 = False           # a 2x2, stride-2 max-pool: a lane convolution can run it in its kernel
     lane_worth_packing = False     # its lane kernel saves more than packing images into lanes costs
+    per_batch_in_training = False  # training mode mixes a batch's samples or draws per batch (statistics,
+                                   # masks): data-parallel ranks, each with a slice, would not agree
 
     def __init__(self):
         self._params = {}     # name -> view into the owning model's parameter buffer

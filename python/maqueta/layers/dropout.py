@@ -16,6 +16,7 @@ class Dropout(Layer):
     fixes a run, the thread count does not change it, and a resumed run draws the same masks."""
 
     channelwise = False
+    per_batch_in_training = True
 
     def __init__(self, p=0.5):
         super().__init__()

@@ -21,6 +21,7 @@ class BatchNorm2D(Layer):
     """
 
     rank = 3   # per-sample input (C, H, W)
+    per_batch_in_training = True
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True):
         super().__init__()
