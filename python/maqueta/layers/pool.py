@@ -12,11 +12,9 @@ from .base import Layer, format_shape
 __all__ = ["MaxPool2D", "AvgPool2D", "GlobalAvgPool2D"]
 
 
-class MaxPool2D(Layer):
-    """Max-pooling, as ``torch.nn.MaxPool2d`` (ceil_mode=False); stride defaults to kernel_size.
-    Only windows whose maximum is positive pass a gradient, so it applies a fused ReLU's gradient."""
-
-    applies_relu_gradient = True
+class _Pool2D(Layer):
+    """What the windowed poolings share: kernel_size, stride (default kernel_size), padding (at
+    most half the kernel, as PyTorch's), their config and output shape."""
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
@@ -24,21 +22,41 @@ class MaxPool2D(Layer):
         self.stride = self.kernel_size if stride is None else pair(stride, "stride", 1)
         self.padding = _pool_padding(padding, self.kernel_size)
 
-    @property
-    def lane_pool2x2(self):
-        return self.kernel_size == (2, 2) and self.stride == (2, 2) and self.padding == (0, 0)
-
     def get_config(self):
         return {"kernel_size": list(self.kernel_size), "stride": list(self.stride), "padding": list(self.padding)}
 
     def __repr__(self):
-        return _pool_repr("MaxPool2D", self)
+        k = self.kernel_size[0] if self.kernel_size[0] == self.kernel_size[1] else self.kernel_size
+        extra = "" if self.stride == self.kernel_size else f", stride={self.stride}"
+        extra += "" if self.padding == (0, 0) else f", padding={self.padding}"
+        return f"{type(self).__name__}({k}{extra})"
 
     def expects(self):
         return "(N, C, H, W)"
 
     def output_shape(self, input_shape):
-        return _pooled_shape(self, input_shape)
+        if len(input_shape) != 3:
+            raise ValueError(f"{self.describe()} expects input of shape {self.expects()}, "
+                             f"but receives {format_shape(input_shape)}")
+        c, h, w = input_shape
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        if h is None or w is None:
+            return (c, None, None)
+        if kh > h + 2 * ph or kw > w + 2 * pw:
+            raise ValueError(f"{self.describe()}: window {self.kernel_size} is larger than its padded input "
+                             f"{(h + 2 * ph, w + 2 * pw)} (input shape {format_shape(input_shape)})")
+        return (c, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
+
+
+class MaxPool2D(_Pool2D):
+    """Max-pooling, as ``torch.nn.MaxPool2d`` (ceil_mode=False); stride defaults to kernel_size.
+    Only windows whose maximum is positive pass a gradient, so it applies a fused ReLU's gradient."""
+
+    applies_relu_gradient = True
+
+    @property
+    def lane_pool2x2(self):
+        return self.kernel_size == (2, 2) and self.stride == (2, 2) and self.padding == (0, 0)
 
     # ---- NCHW; padding is -inf, so a padded place is never a window's maximum (as PyTorch's)
     def allocate(self, call, n, in_shape, out_shape, dtype):
@@ -90,27 +108,9 @@ class MaxPool2D(Layer):
         return graph.add_node("MaxPool", [x], f"{self.index}.maxpool", kernel_shape=list(self.kernel_size),
                               strides=list(self.stride), pads=[ph, pw, ph, pw])
 
-class AvgPool2D(Layer):
+class AvgPool2D(_Pool2D):
     """Average pooling, as ``torch.nn.AvgPool2d`` (ceil_mode=False, count_include_pad=True: zero
     padding counts in each window's average); stride defaults to kernel_size."""
-
-    def __init__(self, kernel_size, stride=None, padding=0):
-        super().__init__()
-        self.kernel_size = pair(kernel_size, "kernel_size", 1)
-        self.stride = self.kernel_size if stride is None else pair(stride, "stride", 1)
-        self.padding = _pool_padding(padding, self.kernel_size)
-
-    def get_config(self):
-        return {"kernel_size": list(self.kernel_size), "stride": list(self.stride), "padding": list(self.padding)}
-
-    def __repr__(self):
-        return _pool_repr("AvgPool2D", self)
-
-    def expects(self):
-        return "(N, C, H, W)"
-
-    def output_shape(self, input_shape):
-        return _pooled_shape(self, input_shape)
 
     def allocate(self, call, n, in_shape, out_shape, dtype):
         call.out = np.empty((n, *out_shape), dtype)
@@ -162,24 +162,3 @@ def _pool_padding(padding, kernel_size):
     if padding[0] > kernel_size[0] // 2 or padding[1] > kernel_size[1] // 2:
         raise ValueError(f"padding {padding} must be at most half the kernel_size {kernel_size}, as PyTorch's")
     return padding
-
-
-def _pool_repr(name, layer):
-    k = layer.kernel_size[0] if layer.kernel_size[0] == layer.kernel_size[1] else layer.kernel_size
-    extra = "" if layer.stride == layer.kernel_size else f", stride={layer.stride}"
-    extra += "" if layer.padding == (0, 0) else f", padding={layer.padding}"
-    return f"{name}({k}{extra})"
-
-
-def _pooled_shape(layer, input_shape):
-    if len(input_shape) != 3:
-        raise ValueError(f"{layer.describe()} expects input of shape {layer.expects()}, "
-                         f"but receives {format_shape(input_shape)}")
-    c, h, w = input_shape
-    (kh, kw), (sh, sw), (ph, pw) = layer.kernel_size, layer.stride, layer.padding
-    if h is None or w is None:
-        return (c, None, None)
-    if kh > h + 2 * ph or kw > w + 2 * pw:
-        raise ValueError(f"{layer.describe()}: window {layer.kernel_size} is larger than its padded input "
-                         f"{(h + 2 * ph, w + 2 * pw)} (input shape {format_shape(input_shape)})")
-    return (c, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
