@@ -11,6 +11,7 @@ import maqueta
 from maqueta import ops, plain, reference
 from conftest import assert_close
 from test_conv2d import SHAPES as CONV_SHAPES
+from test_layers import numeric_gradient
 from test_maxpool2d import CASES as POOL_CASES
 from test_properties import conv_cases, in_layout
 
@@ -159,20 +160,6 @@ def test_conv2d_three_ways_on_random_shapes(case):
 
 
 # ---- finite differences: plain's gradients are the derivatives of plain's forward
-def numeric_gradient(f, a, eps=1e-6):
-    """d f / d a by central differences, f a scalar function of the array a (changed and restored)."""
-    g = np.zeros_like(a)
-    for i in np.ndindex(a.shape):
-        keep = a[i]
-        a[i] = keep + eps
-        up = f()
-        a[i] = keep - eps
-        down = f()
-        a[i] = keep
-        g[i] = (up - down) / (2 * eps)
-    return g
-
-
 @pytest.mark.parametrize("shape", [(2, 2, 5, 5, 3, 3, 3, 1, 0), (1, 2, 6, 5, 2, 3, 2, 2, 1),
                                    (2, 1, 4, 4, 1, 3, 3, 1, 0)], ids=str)   # the last: the guide's 4x4, 3x3
 def test_conv2d_finite_differences(shape, rng):

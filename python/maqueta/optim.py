@@ -65,7 +65,8 @@ class Optimizer:
 
     def step(self, params, grads):
         """One update of params (in place) from grads; grads may be scaled in place by clipping."""
-        lr = _real(self.lr, "the schedule's lr", high=1e30)
+        # a number was checked when set; a schedule's value is checked as it comes
+        lr = self._lr if self.schedule is None else _real(self.schedule(self.iterations), "the schedule's lr", high=1e30)
         if self.global_clipnorm is not None:
             norm = math.sqrt(float(np.dot(grads, grads))) if grads.dtype == np.float64 else \
                 math.sqrt(float(np.dot(grads.astype(np.float64), grads.astype(np.float64))))
