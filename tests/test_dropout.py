@@ -77,8 +77,8 @@ def test_bad_probability():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("make,shape", [(lambda: mq.Dropout(0.4), (7, 5, 3)), (lambda: mq.Dropout2D(0.5), (7, 6, 3, 2))],
-                         ids=["dropout", "dropout2d"])
+@pytest.mark.parametrize("make,shape", [(lambda: mq.Dropout(0.4), (7, 5, 3)),
+                                        (lambda: mq.Dropout2D(0.5), (7, 6, 3, 2))], ids=["dropout", "dropout2d"])
 def test_slices_with_their_offsets_draw_the_whole_batch_mask(make, shape, backend):
     """Data-parallel training: each process holds a slice of the global batch (one may be empty)
     and hashes its values' indices in the global batch (Call.batch_offset), so the slices' masks
