@@ -63,6 +63,44 @@ def case_exactness():
                   f"{err:.2e}, allreduce {allreduce / 20 * 1e6:.0f} us/step", flush=True)
 
 
+def batchnorm_net(seed, second_norm=True):
+    """Conv2D + BatchNorm2D + ReLU + Dropout2D + MaxPool + Dropout + Dense (+ BatchNorm1D + ReLU) +
+    Dense, float64. The layers before a batch norm have no bias, as usual: the batch norm removes
+    it, so its gradient is zero up to rounding, and Adam would magnify that rounding noise."""
+    head = [mq.Dense(4 * 15 * 15, 16, bias=False), mq.BatchNorm1D(16), mq.ReLU(), mq.Dense(16, 10)] if second_norm \
+        else [mq.Dense(4 * 15 * 15, 10)]
+    return mq.Sequential([mq.Conv2D(1, 4, 3, bias=False), mq.BatchNorm2D(4, momentum=None), mq.ReLU(),
+                          mq.Dropout2D(0.2), mq.MaxPool2D(2), mq.Dropout(0.3), mq.Flatten(), *head],
+                         seed=seed, dtype="float64")
+
+
+def assert_same_buffers(single, parallel, tol, what):
+    for key, value in single.state.buffers.items():
+        err = relative_error(parallel.state.buffers[key], value) if value.dtype.kind == "f" else 0.0
+        assert err <= tol and (value.dtype.kind == "f" or parallel.state.buffers[key] == value), \
+            f"{what}: buffer {key} differs from one process's ({err:.3e} relative, rank {RANK})"
+
+
+def case_batchnorm_dropout():
+    """Batch norm (statistics of the global batch) and dropout (masks of the global batch) give
+    one process's training too: 20 Adam steps, weights and running statistics to 1e-10. Batches
+    split unevenly; the last global batch (2, then 1 sample) leaves some ranks with nothing."""
+    for second_norm, batch, n, shuffle in ((True, 10, 192, True), (False, 16, 305, False)):
+        X, y = data(n + 30)
+        fit = dict(epochs=1, batch_size=batch, shuffle=shuffle, verbose=0, validation_data=(X[n:], y[n:]))
+        single = batchnorm_net(1, second_norm)
+        single.fit(X[:n], y[:n], optimizer=mq.Adam(3e-3), **fit)
+        parallel = batchnorm_net(1 + RANK, second_norm)   # rank 0's weights are broadcast
+        parallel.fit(X[:n], y[:n], optimizer=mq.Adam(3e-3), distributed=True, **fit)
+        assert parallel.optimizer.iterations == 20
+        what = f"batch norm and dropout, B={batch}"
+        err = assert_same_training(single, parallel, 1e-10, what)
+        assert_same_buffers(single, parallel, 1e-10, what)
+        assert not np.array_equal(single.get_flat_parameters(), batchnorm_net(1, second_norm).get_flat_parameters())
+        if RANK == 0:
+            print(f"{what} n={n} over {SIZE}: relative error {err:.2e}", flush=True)
+
+
 def case_float32():
     """float32 runs the batch-lane kernels on full slices: close to one process at float32 rounding."""
     X, y = data(256, seed=2, dtype="float32")
@@ -162,28 +200,31 @@ class Checkpoint(mq.Callback):
 
 
 RESUME = dict(epochs=3, batch_size=12, verbose=0)
+RESUMED = {"lenet5": lambda: mq.models.lenet5(seed=2, dtype="float64"), "batchnorm": lambda: batchnorm_net(2)}
 
 
 def case_resume_save():
     X, y = data(100, seed=5)
-    model = mq.models.lenet5(seed=2, dtype="float64")
-    model.fit(X, y, optimizer=mq.Adam(1e-3), distributed=True, callbacks=[Checkpoint(os.environ["CHECKPOINT"])],
-              **RESUME)
+    for name, build in RESUMED.items():
+        build().fit(X, y, optimizer=mq.Adam(1e-3), distributed=True,
+                    callbacks=[Checkpoint(f"{os.environ['CHECKPOINT']}.{name}")], **RESUME)
 
 
 def case_resume_load():
     """A checkpoint written by any number of processes resumes in any number and ends where one
-    uninterrupted process ends."""
+    uninterrupted process ends: weights, and the batch norms' running statistics."""
     X, y = data(100, seed=5)
-    straight = mq.models.lenet5(seed=2, dtype="float64")
-    straight.fit(X, y, optimizer=mq.Adam(1e-3), **RESUME)
-    resumed = mq.load(os.environ["CHECKPOINT"])
-    assert resumed.epochs_trained == 1
-    resumed.fit(X, y, distributed=True, initial_epoch=resumed.epochs_trained, **RESUME)
-    err = relative_error(resumed.get_flat_parameters(), straight.get_flat_parameters())
-    assert err <= 1e-10, f"resumed in {SIZE}: weights differ by {err:.3e} relative"
-    if RANK == 0:
-        print(f"resumed in {SIZE} process(es): relative error {err:.2e}", flush=True)
+    for name, build in RESUMED.items():
+        straight = build()
+        straight.fit(X, y, optimizer=mq.Adam(1e-3), **RESUME)
+        resumed = mq.load(f"{os.environ['CHECKPOINT']}.{name}")
+        assert resumed.epochs_trained == 1
+        resumed.fit(X, y, distributed=True, initial_epoch=resumed.epochs_trained, **RESUME)
+        err = relative_error(resumed.get_flat_parameters(), straight.get_flat_parameters())
+        assert err <= 1e-10, f"{name} resumed in {SIZE}: weights differ by {err:.3e} relative"
+        assert_same_buffers(straight, resumed, 1e-10, f"{name} resumed in {SIZE}")
+        if RANK == 0:
+            print(f"{name} resumed in {SIZE} process(es): relative error {err:.2e}", flush=True)
 
 
 class FailAtStep(mq.Callback):

@@ -69,9 +69,11 @@ def every_rank_passed(text, n, *names):
 @needs_mpi
 @pytest.mark.parametrize("n", [2, 3])
 def test_n_processes_train_as_one(n):
-    """float64, 20 steps with Adam and SGD-momentum: the same weights as one process with the same
-    global batch, to 1e-10 relative; refused inputs, divergence and early stopping on every rank."""
-    names = ["exactness", "float32", "communicator", "bad-input", "mismatch", "diverge", "one-rank-stops"]
+    """float64, 20 steps with Adam and SGD-momentum, with and without batch norm and dropout: the
+    same weights (and running statistics) as one process with the same global batch, to 1e-10
+    relative; refused inputs, divergence and early stopping on every rank."""
+    names = ["exactness", "batchnorm-dropout", "float32", "communicator", "bad-input", "mismatch", "diverge",
+             "one-rank-stops"]
     _, text, _ = mpirun(n, CASES, *names)
     every_rank_passed(text, n, *names)
 
@@ -167,12 +169,13 @@ def test_distributed_argument_is_checked():
 
 
 @pytest.mark.skipif(not mq.distributed.available(), reason='needs mpi4py: pip install ".[mpi]"')
-@pytest.mark.parametrize("layer", [lambda: mq.BatchNorm1D(8), lambda: mq.Dropout(0.5)], ids=["batchnorm", "dropout"])
-def test_layers_that_work_per_batch_are_refused_until_synchronised(layer):
-    """Their training forward uses the rank's slice (statistics, masks): the result would depend on
-    the number of processes, so fit refuses before anything changes (a job of one process here)."""
-    model = mq.Sequential([mq.Dense(4, 8), layer(), mq.Dense(8, 3)], seed=0)
-    before = model.get_flat_parameters().copy()
-    with pytest.raises(ValueError, match=r"data-parallel training does not support layer 1 \("):
-        model.fit(np.ones((6, 4), np.float32), np.arange(6) % 3, verbose=0, distributed=True)
-    np.testing.assert_array_equal(model.get_flat_parameters(), before)
+def test_a_job_of_one_process_trains_batch_norm_and_dropout_as_without_distributed():
+    """In a job of one (no mpiexec) the layers get no reduction: the same fused kernels, bit for bit."""
+    X, y = np.random.default_rng(0).standard_normal((30, 4)), np.arange(30) % 3
+    models = [mq.Sequential([mq.Dense(4, 8), mq.BatchNorm1D(8), mq.ReLU(), mq.Dropout(0.5), mq.Dense(8, 3)],
+                            seed=0, dtype="float64") for _ in range(2)]
+    for model, distributed in zip(models, (False, True)):
+        model.fit(X, y, epochs=2, batch_size=8, verbose=0, distributed=distributed)
+    assert models[1].history.params["processes"] == 1
+    for (key, ours), theirs in zip(models[1].state_dict().items(), models[0].state_dict().values()):
+        np.testing.assert_array_equal(ours, theirs, err_msg=key)

@@ -7,7 +7,8 @@ import pytest
 
 import maqueta as mq
 from layer_checks import backends_for, check_gradients, model_of, run_layer
-from maqueta import reference
+from maqueta import ops, reference
+from maqueta.layers.base import Call
 
 BACKENDS = backends_for("dropout_forward", "dropout_backward")
 
@@ -73,3 +74,41 @@ def test_bad_probability():
     for p in (-0.1, 1.5, "half", True):
         with pytest.raises(ValueError, match="p must be a probability"):
             mq.Dropout(p)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("make,shape", [(lambda: mq.Dropout(0.4), (7, 5, 3)),
+                                        (lambda: mq.Dropout2D(0.5), (7, 6, 3, 2))], ids=["dropout", "dropout2d"])
+def test_slices_with_their_offsets_draw_the_whole_batch_mask(make, shape, backend):
+    """Data-parallel training: each process holds a slice of the global batch (one may be empty)
+    and hashes its values' indices in the global batch (Call.batch_offset), so the slices' masks
+    put together are the whole batch's, bit for bit, and the generator advances once per step."""
+    x = np.random.default_rng(2).standard_normal(shape) + 5
+
+    def forward(lo, hi):
+        layer = make()
+        model_of(layer)
+        call = Call(layer, 0, True)
+        call.rng, call.batch_offset, call.need_dx = layer._model.state.layer_rng, lo, True
+        y = layer.forward(x[lo:hi], call)
+        return y, layer.backward(np.ones_like(y), call), layer._model.state.layer_rng.integers(2**63)
+
+    with mq.use_backend(backend):
+        whole = forward(0, len(x))
+        parts = [forward(lo, hi) for lo, hi in ((0, 3), (3, 3), (3, 7))]
+    for k in range(2):
+        np.testing.assert_array_equal(np.concatenate([part[k] for part in parts]), whole[k])
+    assert all(part[2] == whole[2] for part in parts)   # every slice drew the same seed, the empty one too
+
+
+@pytest.mark.parametrize("channelwise", [False, True])
+def test_kernel_offset_matches_the_reference_and_is_checked(channelwise):
+    x = np.random.default_rng(3).standard_normal((5, 4, 3, 2))
+    for offset in (0, 1, 4, 10**12):
+        ours, theirs = ops.dropout_forward(x, 0.3, 2**64 - 7, channelwise, offset=offset), \
+            reference.dropout_forward(x, 0.3, 2**64 - 7, channelwise, offset=offset)
+        np.testing.assert_array_equal(ours[1], theirs[1])
+        np.testing.assert_array_equal(ours[0], theirs[0])
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="offset must be an int >= 0"):
+            ops.dropout_forward(x, 0.3, 1, channelwise, offset=bad)

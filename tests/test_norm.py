@@ -1,10 +1,13 @@
 """BatchNorm2D and BatchNorm1D: gradients, PyTorch's semantics step by step, state and files."""
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
 import maqueta as mq
+from maqueta.layers.base import Call
 from layer_checks import backends_for, check_gradients, model_of, run_layer, torch_or_skip
 
 BACKENDS = backends_for("batchnorm_forward", "batchnorm_backward", "channel_affine")
@@ -84,6 +87,98 @@ def test_weights_and_running_statistics_move_both_ways_with_pytorch(backend):
         other = build(9)
         other.load_state_dict({k: v.numpy() for k, v in net.state_dict().items()})
         np.testing.assert_array_equal(other(x), model(x))
+
+
+class ThreadSum:
+    """An in-place sum over threads, each standing for one process of data-parallel training
+    (Call.allreduce): every part adds the arrays in the same order, so all get the same sums."""
+
+    def __init__(self, parts):
+        self.barrier, self.arrays = threading.Barrier(parts), [None] * parts
+
+    def for_part(self, k):
+        def allreduce(array):
+            self.arrays[k] = array.copy()
+            self.barrier.wait()
+            total = sum(self.arrays[1:], self.arrays[0].copy())
+            self.barrier.wait()
+            array[...] = total
+        return allreduce
+
+
+def in_threads(function, reduce):
+    """[function(k) for each part k], each in its own thread; the first error is raised."""
+    parts = len(reduce.arrays)
+    results, errors = [None] * parts, []
+
+    def run(k):
+        try:
+            results[k] = function(k, reduce.for_part(k))
+        except BaseException as error:   # noqa: BLE001 - raised below
+            errors.append(error)
+            reduce.barrier.abort()   # the other parts stop waiting for this one
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(parts)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    if errors:
+        raise errors[0]
+    return results
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("make,shape", [
+    (lambda: mq.BatchNorm2D(3, momentum=None), (7, 3, 4, 2)),
+    (lambda: mq.BatchNorm2D(2, affine=False), (7, 2, 3, 3)),
+    (lambda: mq.BatchNorm1D(5), (7, 5)),
+], ids=["2d", "2d-no-affine", "1d"])
+def test_synchronised_statistics_over_slices_are_those_of_the_whole_batch(make, shape, dtype):
+    """A batch split into slices (one empty) whose sums are reduced over the slices, as in
+    data-parallel training: outputs, running statistics, dx and the summed parameter gradients
+    are those of the whole batch through the fused kernels, to rounding."""
+    rng = np.random.default_rng(4)
+    x, dy = (rng.standard_normal(shape) * 3 + 2).astype(dtype), rng.standard_normal(shape).astype(dtype)
+    bounds = [(0, 3), (3, 3), (3, 7)]
+
+    def layer_of():
+        layer = make()
+        model_of(layer, dtype=dtype)
+        if layer.affine:
+            layer.weight, layer.bias = np.linspace(0.5, 2, layer.num_features), np.linspace(-1, 1, layer.num_features)
+        return layer
+
+    def train(layer, lo, hi, allreduce=None):
+        call = Call(layer, 0, True)
+        call.need_dx, call.allreduce, call.batch_offset = True, allreduce, lo
+        for _ in range(2):   # two steps: the running statistics move twice
+            y = layer.forward(x[lo:hi], call).copy()
+            dx = layer.backward(dy[lo:hi], call).copy()
+        return y, dx, {k: v.copy() for k, v in layer._grads.items()}, {k: v.copy() for k, v in layer._buffers.items()}
+
+    whole = layer_of()
+    y, dx, grads, buffers = train(whole, 0, len(x))
+    parts = in_threads(lambda k, allreduce: train(layer_of(), *bounds[k], allreduce), ThreadSum(len(bounds)))
+    tol = 1e-12 if dtype == "float64" else 1e-5
+    np.testing.assert_allclose(np.concatenate([p[0] for p in parts]), y, rtol=tol, atol=tol)
+    np.testing.assert_allclose(np.concatenate([p[1] for p in parts]), dx, rtol=tol, atol=tol)
+    for name in grads:
+        np.testing.assert_allclose(sum(p[2][name] for p in parts), grads[name], rtol=tol, atol=tol)
+    for _, _, _, theirs in parts:
+        assert theirs["num_batches_tracked"] == buffers["num_batches_tracked"] == 2
+        for name in ("running_mean", "running_var"):
+            np.testing.assert_allclose(theirs[name], buffers[name], rtol=tol, atol=0)
+            np.testing.assert_array_equal(theirs[name], parts[0][3][name])   # every part alike, bit for bit
+
+
+def test_synchronised_statistics_refuse_a_global_batch_of_one_value():
+    layer = mq.BatchNorm1D(3)
+    model_of(layer)
+    call = Call(layer, 0, True)
+    call.allreduce = lambda array: None   # one process of one
+    with pytest.raises(ValueError, match="more than one value per channel"):
+        layer.forward(np.ones((1, 3)), call)
 
 
 def test_refuses_what_pytorch_refuses_and_bad_arguments():

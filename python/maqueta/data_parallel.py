@@ -9,6 +9,12 @@ whose slice is empty (a global batch smaller than the number of ranks) contribut
 rank then takes the same optimizer step on the same numbers, so the replicas stay identical; the
 end of each epoch checks that they are.
 
+Layers whose training forward mixes the samples of a batch or draws per batch (batch norm,
+dropout) get the rank's offset into the global batch and a reduction over the ranks through their
+Call (``Call.batch_offset``, ``Call.allreduce_sum``): batch norm computes the global batch's
+statistics (as PyTorch's SyncBatchNorm), dropout hashes each value's index in the global batch,
+so those layers too give the result of one process (see layers/norm.py, layers/dropout.py).
+
 What one rank alone decides cannot stop the others: they wait for it in the next collective. So
 whatever can be decided together is (bad arguments, divergence, early stopping) and raises on
 every rank; any other exception inside ``fit`` ends the job (see ``distributed.abort``).
@@ -150,6 +156,21 @@ class DataParallel:
         self.allreduce_seconds += time.perf_counter() - started
         return float(self.scalars[0]), int(self.scalars[1])
 
+    @property
+    def layer_allreduce(self):
+        """What the layers of a step reduce with (Call.allreduce): an in-place sum over the ranks,
+        or None in a job of one, where the layers run exactly as without distributed=True."""
+        return self._layer_allreduce if self.size > 1 else None
+
+    def _layer_allreduce(self, array):
+        started = time.perf_counter()
+        with distributed.waiting(self._describe_layer_step, self.comm):
+            self.comm.Allreduce(self.MPI.IN_PLACE, array, op=self.MPI.SUM)
+        self.allreduce_seconds += time.perf_counter() - started
+
+    def _describe_layer_step(self):
+        return f"a layer's reduction (batch statistics) in epoch {self.position[0] + 1}, step {self.position[1] + 1}"
+
     def _describe_step(self):
         return f"the gradient allreduce of epoch {self.position[0] + 1}, step {self.position[1] + 1}"
 
@@ -173,15 +194,17 @@ class DataParallel:
         return {"loss": float(sums[0]) / len(X), "accuracy": float(sums[1]) / len(X)}
 
     def end_epoch(self, model, epoch) -> bool:
-        """Check that every rank still holds the same parameters, and agree whether to stop (a
-        callback on one rank may ask to). Returns whether training stops."""
+        """Check that every rank still holds the same parameters and buffers, and agree whether to
+        stop (a callback on one rank may ask to). Returns whether training stops."""
+        crcs = (_crc(model.state.params), *(_crc(buffer) for buffer in model.state.buffers.values()))
         with distributed.waiting(f"the end of epoch {epoch + 1}", self.comm):
-            reports = self.comm.allgather((_crc(model.state.params), bool(model.stop_training)))
+            reports = self.comm.allgather((crcs, bool(model.stop_training)))
         differing = [r for r, (crc, _) in enumerate(reports) if crc != reports[0][0]]
         if differing:
             raise on_every_rank(DistributedError(
-                f"after epoch {epoch + 1} the parameters of rank(s) {differing} differ from rank 0's; the replicas "
-                f"should stay identical (same allreduce result, same optimizer step): this is a bug, please report it"))
+                f"after epoch {epoch + 1} the parameters or buffers of rank(s) {differing} differ from rank 0's; the "
+                f"replicas should stay identical (same allreduce results, same optimizer step): this is a bug, "
+                f"please report it"))
         model.stop_training = any(stop for _, stop in reports)
         return model.stop_training
 

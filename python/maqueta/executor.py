@@ -127,6 +127,8 @@ class Run:
     def __init__(self, model, plan, n, input_shape, training, allocate=True):
         shapes = model.layer_shapes(input_shape)
         self.n = n
+        self.dtype = model.dtype
+        self.shapes = [tuple(input_shape), *shapes]   # the input of layer i, the output of layer i - 1
         width = lane_width(model, plan, n) if allocate else 0
         self.key = (n, width)
         self.batch = np.empty((n, *input_shape), model.dtype) if training else None
@@ -151,6 +153,14 @@ class Run:
                 call.layer.allocate(call, n, in_shape, shapes[step.last], model.dtype)
         self.backward_calls = [call for call in reversed(self.calls) if call.index >= model.first_trainable]
         self.backward_lanes = self.lanes is not None and bool(self.lanes.backward_calls)
+        self.all_calls = calls
+
+    def share(self, offset=0, allreduce=None):
+        """Data-parallel training: this batch starts at sample ``offset`` of the global batch, and
+        ``allreduce`` sums an array over the processes (None: one process holds the whole batch).
+        Told to every layer's Call; see Call.allreduce_sum."""
+        for call in self.all_calls:
+            call.batch_offset, call.allreduce = offset, allreduce
 
     def forward(self, x):
         if self.lanes is not None:
@@ -167,6 +177,18 @@ class Run:
             d = call.layer.backward(d, call)
         if self.backward_lanes:
             self.lanes.backward(d)
+
+    def take_part_without_samples(self):
+        """Data-parallel training, on a process whose slice of the global batch is empty: the
+        layers that work per batch (``per_batch_in_training``) run forward and back on no samples,
+        in the order of a step, so that this process takes part in their reductions and draws as
+        the others do; the other layers do nothing. Needs a Run made for n = 0."""
+        for call in self.all_calls:
+            if call.layer.per_batch_in_training:
+                call.layer.forward(np.empty((0, *self.shapes[call.index]), self.dtype), call)
+        for call in self.backward_calls:
+            if call.layer.per_batch_in_training:
+                call.layer.backward(np.empty((0, *self.shapes[call.index + 1]), self.dtype), call)
 
 
 class Executor:
@@ -190,11 +212,19 @@ class Executor:
             run = self.training_runs[n] = self.run(n, self.model.input_shape, training=True)
         return run
 
-    def gradients(self, xb, tb, loss_fn):
+    def gradients(self, xb, tb, loss_fn, offset=0, allreduce=None):
         """Forward and backward on one batch, leaving the gradients in the model's buffer; returns
-        (loss, outputs). The outputs live in reused arrays: read them before the next call."""
+        (loss, outputs). The outputs live in reused arrays: read them before the next call.
+        offset, allreduce: xb is a slice of a global batch spread over processes (see Run.share)."""
         run = self.training_run(len(xb))
+        run.share(offset, allreduce)
         outputs = run.forward(xb)
         value, d = loss_fn(outputs, tb)
         run.backward(d)
         return value, outputs
+
+    def take_part_without_samples(self, allreduce):
+        """Data-parallel training with an empty slice: see Run.take_part_without_samples."""
+        run = self.training_run(0)
+        run.share(0, allreduce)
+        run.take_part_without_samples()

@@ -167,10 +167,18 @@ def channel_affine(x, scale, shift, out=None):
     return _core.channel_affine(x, scale, shift, out)
 
 
-def dropout_forward(x, p, seed, channelwise=False, out=None, mask_out=None):
+def dropout_forward(x, p, seed, channelwise=False, out=None, mask_out=None, offset=0):
     """Inverted dropout: y = x * keep / (1 - p); keep per value, or per (n, c) plane when
-    channelwise, a hash of the index and ``seed`` (int in [0, 2**64)). Returns (y, mask uint8)."""
-    return _core.dropout_forward(x, float(p), _seed(seed), bool(channelwise), out, mask_out)
+    channelwise, a hash of the index and ``seed`` (int in [0, 2**64)). ``offset``: the index of
+    x's first sample in the whole batch, when x is a slice of it: the mask is then that slice of
+    the whole batch's mask. Returns (y, mask uint8)."""
+    seed = _seed(seed)
+    if offset:
+        # The kernel hashes seed + (u + 1) * golden for unit u, wrapping modulo 2**64, so unit u of
+        # the slice hashes as unit start + u of the whole batch under seed + start * golden.
+        units_per_sample = int(np.prod(x.shape[1:2] if channelwise else x.shape[1:]))
+        seed = (seed + _offset(offset) * units_per_sample * _GOLDEN) % 2**64
+    return _core.dropout_forward(x, float(p), seed, bool(channelwise), out, mask_out)
 
 
 def dropout_backward(dy, mask, p, out=None):
@@ -204,6 +212,15 @@ def activation_forward(x, kind, alpha=0.01, out=None):
 def activation_backward(dy, x, kind, alpha=0.01, out=None):
     """dy times the activation's derivative at x."""
     return _core.activation_backward(dy, x, kind, float(alpha), out)
+
+
+_GOLDEN = 0x9E3779B97F4A7C15   # the increment of dropout's splitmix64 hash (cpp/kernels/dropout.cpp)
+
+
+def _offset(offset):
+    if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or offset < 0:
+        raise ValueError(f"offset must be an int >= 0, got {offset!r}")
+    return int(offset)
 
 
 def _seed(seed):

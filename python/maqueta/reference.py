@@ -284,12 +284,15 @@ def channel_affine(x, scale, shift, out=None):
     return _into(out, x * scale.reshape(shape) + shift.reshape(shape))
 
 
-def dropout_keep(shape, p, seed):
+def dropout_keep(shape, p, seed, start=0):
     """Which of ``shape``'s elements dropout keeps (bool array): element i (in C order) is kept
-    when u_i >= p, with u_i = splitmix64(seed + (i + 1) * golden) / 2**64 in [0, 1): a hash of the
-    index, so the mask is the same whatever the thread count or the order of computation."""
+    when u_i >= p, with u_i = splitmix64(seed + (start + i + 1) * golden) / 2**64 in [0, 1): a hash
+    of the index, so the mask is the same whatever the thread count or the order of computation.
+    ``start``: the index of the first element in a larger mask of which this is a part (a
+    process's slice of a global batch), so the parts put together are the whole mask."""
     golden = np.uint64(0x9E3779B97F4A7C15)
-    z = np.uint64(seed) + (np.arange(int(np.prod(shape)), dtype=np.uint64) + np.uint64(1)) * golden
+    index = np.arange(int(np.prod(shape)), dtype=np.uint64) + np.uint64(start)
+    z = np.uint64(seed) + (index + np.uint64(1)) * golden
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     z = z ^ (z >> np.uint64(31))
@@ -297,10 +300,14 @@ def dropout_keep(shape, p, seed):
     return (u >= p).reshape(shape)
 
 
-def dropout_forward(x, p, seed, channelwise=False, out=None, mask_out=None):
+def dropout_forward(x, p, seed, channelwise=False, out=None, mask_out=None, offset=0):
     """Inverted dropout: y = x * keep / (1 - p), keep drawn by dropout_keep from seed, per element
-    or (channelwise, for (N, C, H, W)) per (n, c) plane. Returns (y, mask uint8 of keep)."""
-    mask = dropout_keep(x.shape[:2] if channelwise else x.shape, p, seed).astype(np.uint8)
+    or (channelwise, for (N, C, H, W)) per (n, c) plane. ``offset``: the index of x's first sample
+    in the whole batch (x a slice of it): the mask is that slice of the whole batch's mask.
+    Returns (y, mask uint8 of keep)."""
+    shape = x.shape[:2] if channelwise else x.shape
+    units_per_sample = int(np.prod(shape[1:]))
+    mask = dropout_keep(shape, p, seed, offset * units_per_sample).astype(np.uint8)
     full = mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim))
     scale = x.dtype.type(0.0 if p >= 1 else 1.0 / (1.0 - p))
     return _into(out, x * full * scale), _into(mask_out, mask)

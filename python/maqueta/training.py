@@ -105,12 +105,6 @@ def check_fit(model, X, y, epochs, batch_size, optimizer, loss, shuffle, validat
                              f"out of {len(X)}")
         validation = (X[cut:], np.asarray(y)[cut:])
         X, targets = X[:cut], targets[:cut]
-    if distributed:
-        per_batch = [layer.describe() for layer in model.layers if layer.per_batch_in_training]
-        if per_batch:
-            raise ValueError(f"data-parallel training does not support {', '.join(per_batch)} yet: in training mode "
-                             f"they use each rank's slice (batch statistics, dropout masks), so the result would "
-                             f"depend on the number of processes (synchronised batch norm is still to come)")
     if augment is not None:
         if not isinstance(augment, Augmentation):
             raise TypeError(f"augment must be a maqueta.augment transform (Compose, RandomCrop, ...), got {augment!r}")
@@ -294,7 +288,11 @@ def data_parallel_step(model, group, X, targets, order, start, stop, loss_fn, ep
     computes its slice: the loss gradient is scaled by (slice size / global batch size) so that
     the sum over the ranks is the global batch's mean-loss gradient (a rank with an empty slice
     adds zeros). Returns the global batch's (mean loss, correct predictions), the same on every
-    rank, and so are the divergence checks: they read the summed values."""
+    rank, and so are the divergence checks: they read the summed values.
+
+    Layers that work per batch (batch norm, dropout) see the rank's offset into the global batch
+    and reduce their statistics over the ranks (group.layer_allreduce); on a rank with an empty
+    slice they still run, on no samples, to take part in those reductions and draws."""
     lo, hi = group.local_slice(start, stop)
     grads = model.state.grads
     with np.errstate(over="ignore", invalid="ignore"):
@@ -304,10 +302,12 @@ def data_parallel_step(model, group, X, targets, order, start, stop, loss_fn, ep
             else:
                 index = order[lo:hi]
                 xb, tb = np.take(X, index, axis=0, out=model.executor.training_run(hi - lo).batch), targets[index]
-            value, outputs = model.executor.gradients(xb, tb, _scaled_gradient(loss_fn, (hi - lo) / (stop - start)))
+            value, outputs = model.executor.gradients(xb, tb, _scaled_gradient(loss_fn, (hi - lo) / (stop - start)),
+                                                      offset=lo - start, allreduce=group.layer_allreduce)
             loss_sum, hits = value * (hi - lo), int(np.count_nonzero(outputs.argmax(axis=1) == tb))
         else:
             grads.fill(0)
+            model.executor.take_part_without_samples(group.layer_allreduce)
             loss_sum, hits = 0.0, 0
         loss_sum, hits = group.allreduce_gradients(grads, loss_sum, hits)
         value = loss_sum / (stop - start)

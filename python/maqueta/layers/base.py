@@ -45,7 +45,7 @@ class Call:
     """
 
     __slots__ = ("layer", "index", "training", "relu", "relu_input", "need_dx", "absorbed", "grads",
-                 "out", "indices", "dx", "cache", "rng", "scratch")
+                 "out", "indices", "dx", "cache", "rng", "scratch", "batch_offset", "allreduce")
 
     def __init__(self, layer, index, training):
         self.layer = layer
@@ -62,6 +62,24 @@ class Call:
         self.cache = None             # what forward keeps for backward
         self.rng = None               # the model's generator for layers that draw (dropout)
         self.scratch = None           # an array a kernel must write but nobody reads
+        # Data-parallel training (see maqueta.data_parallel), where each process holds a slice of
+        # the global batch; set by the training code, the same on every process but for the offset.
+        self.batch_offset = 0         # the index of this batch's first sample in the global batch
+        self.allreduce = None         # sums a float64 array in place over the processes; None: one process
+
+    @property
+    def synchronised(self) -> bool:
+        """Whether this batch is a slice of a global batch whose other slices are on other
+        processes: a layer whose training forward mixes samples must then reduce its sums with
+        :meth:`allreduce_sum` (every process calls it alike, in the same order)."""
+        return self.allreduce is not None
+
+    def allreduce_sum(self, array):
+        """``array`` (float64, C-contiguous), summed in place over the processes that share the
+        global batch and returned; the identity on one process. Every process gets the same sums."""
+        if self.allreduce is not None:
+            self.allreduce(array)
+        return array
 
 
 class Layer:
@@ -75,7 +93,10 @@ class Layer:
     lane_pool2x2 = False           # a 2x2, stride-2 max-pool: a lane convolution can run it in its kernel
     lane_worth_packing = False     # its lane kernel saves more than packing images into lanes costs
     per_batch_in_training = False  # training mode mixes a batch's samples or draws per batch (statistics,
-                                   # masks): data-parallel ranks, each with a slice, would not agree
+                                   # masks): in data-parallel training such a layer reads call.batch_offset
+                                   # and call.allreduce_sum, and also runs, forward and back, on a process
+                                   # whose slice is empty (x with 0 samples), so that every process takes
+                                   # part in the same reductions and draws
 
     def __init__(self):
         self._params = {}     # name -> view into the owning model's parameter buffer

@@ -13,7 +13,10 @@ class Dropout(Layer):
     """In training mode, zeroes each value with probability p and scales the rest by 1 / (1 - p),
     as ``torch.nn.Dropout``; in evaluation mode passes its input through. The masks come from the
     model's generator (one seed per batch, then a hash of each value's index), so the model's seed
-    fixes a run, the thread count does not change it, and a resumed run draws the same masks."""
+    fixes a run, the thread count does not change it, and a resumed run draws the same masks. In
+    data-parallel training every process draws the same seed and hashes its values' indices in
+    the global batch (``call.batch_offset``), so the processes together draw the masks one process
+    would draw for the global batch."""
 
     channelwise = False
     per_batch_in_training = True
@@ -38,8 +41,12 @@ class Dropout(Layer):
         if not call.training or self.p == 0:
             call.cache = None
             return x
-        seed = int(call.rng.integers(0, 2**63))
-        y, mask = kernels().dropout_forward(x, self.p, seed, self.channelwise, out=call.out, mask_out=call.indices)
+        seed = int(call.rng.integers(0, 2**63))   # drawn even for no samples: the generators stay in step
+        if len(x) == 0:   # a data-parallel process whose slice of the global batch is empty
+            call.cache = None
+            return x
+        y, mask = kernels().dropout_forward(x, self.p, seed, self.channelwise, out=call.out, mask_out=call.indices,
+                                            offset=call.batch_offset)
         call.cache = mask
         return y
 

@@ -18,6 +18,11 @@ class BatchNorm2D(Layer):
     count). Evaluation mode uses the running statistics. affine: learn a per-channel weight and
     bias (initially 1 and 0). state_dict keys: weight, bias, running_mean, running_var,
     num_batches_tracked.
+
+    In data-parallel training (``call.synchronised``) the statistics are those of the global
+    batch, as PyTorch's SyncBatchNorm computes them: the processes sum each channel's values and
+    count, then its squared deviations from the global mean, and in the backward pass the sums of
+    dy and dy * xhat; every process updates its running statistics with the same numbers.
     """
 
     rank = 3   # per-sample input (C, H, W)
@@ -73,27 +78,84 @@ class BatchNorm2D(Layer):
             scale = invstd if weight is None else weight * invstd
             shift = -buffers["running_mean"] * scale + (0 if bias is None else bias)
             return kernels().channel_affine(x, scale.astype(x.dtype), shift.astype(x.dtype), out=call.out)
-        count = x.size // x.shape[1]
-        if count < 2:
-            raise ValueError(f"{self.describe()} needs more than one value per channel in training mode "
-                             f"(input shape {x.shape}), as PyTorch's does")
-        y, mean, var = kernels().batchnorm_forward(x, weight, bias, self.eps, out=call.out)
+        if call.synchronised:
+            y, mean, var, count = self._synchronised_forward(x, weight, bias, call)
+        else:
+            count = x.size // x.shape[1]
+            self._check_count(count, x)
+            y, mean, var = kernels().batchnorm_forward(x, weight, bias, self.eps, out=call.out)
         buffers["num_batches_tracked"] += 1
         momentum = 1.0 / int(buffers["num_batches_tracked"]) if self.momentum is None else self.momentum
         buffers["running_mean"] *= 1 - momentum
         buffers["running_mean"] += momentum * mean
         buffers["running_var"] *= 1 - momentum
         buffers["running_var"] += momentum * var * (count / (count - 1))
-        call.cache = (x, mean, var)
+        call.cache = (x, mean, var, count)
         return y
 
     def backward(self, dy, call):
         if call.cache is None:
             raise RuntimeError(f"{self.describe()}: backward needs a forward pass in training mode")
-        x, mean, var = call.cache
+        x, mean, var, count = call.cache
+        if call.synchronised:
+            return self._synchronised_backward(dy, x, mean, var, count, call)
         dx, _, _ = kernels().batchnorm_backward(dy, x, self._params.get("weight"), mean, var, self.eps,
                                                 dx_out=call.dx, dw_out=call.grads.get("weight"),
                                                 db_out=call.grads.get("bias"))
+        return dx
+
+    def _check_count(self, count, x):
+        if count < 2:
+            raise ValueError(f"{self.describe()} needs more than one value per channel in training mode "
+                             f"(input shape {x.shape}), as PyTorch's does")
+
+    # ---- data-parallel training: statistics of the global batch (NumPy, the kernels' arithmetic:
+    # float64 sums, two passes, the same formulas), reduced over the processes by call.allreduce_sum
+    def _synchronised_forward(self, x, weight, bias, call):
+        """(y, mean, var, count) with the global batch's statistics; x may hold no sample."""
+        axes, shape = _channel_axes(x)
+        channels = x.shape[1]
+        sums = np.empty(channels + 1)
+        x.sum(axis=axes, dtype=np.float64, out=sums[:channels])
+        sums[channels] = x.size // channels
+        call.allreduce_sum(sums)
+        count = int(sums[channels])
+        self._check_count(count, x)
+        mean = sums[:channels] / count
+        centred = x - mean.reshape(shape)   # float64, as the kernel computes
+        var = call.allreduce_sum(np.square(centred).sum(axis=axes)) / count
+        scale = (1.0 if weight is None else weight) / np.sqrt(var + self.eps)
+        centred *= scale.reshape(shape)
+        if bias is not None:
+            centred += bias.reshape(shape)
+        y = np.empty_like(x) if call.out is None else call.out
+        y[...] = centred
+        return y, mean.astype(x.dtype), var.astype(x.dtype), count
+
+    def _synchronised_backward(self, dy, x, mean, var, count, call):
+        """dx through the global batch's statistics; writes this process's own sums of dy and
+        dy * xhat as the bias and weight gradients (the gradient allreduce adds the others')."""
+        axes, shape = _channel_axes(x)
+        channels = x.shape[1]
+        invstd = 1.0 / np.sqrt(var.astype(np.float64) + self.eps)
+        xhat = (x - mean.astype(np.float64).reshape(shape)) * invstd.reshape(shape)
+        sums = np.empty(2 * channels)   # sum of dy, then of dy * xhat
+        dy.sum(axis=axes, dtype=np.float64, out=sums[:channels])
+        np.sum(dy * xhat, axis=axes, out=sums[channels:])
+        if "weight" in call.grads:
+            call.grads["bias"][...] = sums[:channels]
+            call.grads["weight"][...] = sums[channels:]
+        if not call.need_dx:   # the same on every process: none of them reduces
+            return None
+        call.allreduce_sum(sums)
+        weight = self._params.get("weight")
+        scale = invstd if weight is None else weight * invstd
+        xhat *= (sums[channels:] / count).reshape(shape)
+        centred = dy - (sums[:channels] / count).reshape(shape)   # float64, in the kernel's order
+        centred -= xhat
+        centred *= scale.reshape(shape)
+        dx = np.empty_like(x) if call.dx is None else call.dx
+        dx[...] = centred
         return dx
 
 
@@ -110,6 +172,11 @@ class BatchNorm1D(BatchNorm2D):
     """Normalises each feature of (N, C) inputs, as ``torch.nn.BatchNorm1d`` (on dense features)."""
 
     rank = 1
+
+
+def _channel_axes(x):
+    """The axes a channel's statistics run over, and the shape that broadcasts (C,) against x."""
+    return (0,) + tuple(range(2, x.ndim)), (1, -1) + (1,) * (x.ndim - 2)
 
 
 def _real(value, name, positive=False, upper=None):
