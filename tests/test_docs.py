@@ -107,17 +107,8 @@ def test_plain_kernels_stay_plain():
             assert body.count("\n") <= 62, f"{source.name}: {name} has {body.count(chr(10))} lines"
 
 
-# The layers issue's kernels came after the plain tier; their plain twins are still to write (the
-# oracle in reference.py is their readable version meanwhile). A new kernel may not join this list.
-PLAIN_TWIN_PENDING = {"activation.cpp", "avgpool2d.cpp", "dropout.cpp", "normalization.cpp", "rmsprop.cpp"}
-
-
 def test_fast_kernels_name_their_plain_twin():
     for source in sorted((ROOT / "cpp/kernels").glob("*.[ch]*")):
-        if source.name in PLAIN_TWIN_PENDING:
-            assert "python/maqueta/reference.py" in source.read_text() or \
-                "python/maqueta/reference.py" in (ROOT / "cpp/include/maqueta" / (source.stem + ".h")).read_text()
-            continue
         head = "".join(source.read_text().splitlines(keepends=True)[:6])
         twins = re.findall(r"cpp/plain/\w+\.cpp", head)
         assert twins, f"{source.name} does not name its plain twin in its opening comment"
