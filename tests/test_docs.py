@@ -130,6 +130,8 @@ def test_site_builds_without_warnings(tmp_path):
     result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path)],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    text = html.unescape(re.sub(r"<[^>]+>", "", (tmp_path / "convolution.html").read_text()))   # no highlighting
-    assert "const int64_t n = no / O, o = no % O;" in text   # the quoted plain loop is on the page
-    assert "--8<--" not in text
+    for page, line in (("convolution", "const int64_t n = no / O, o = no % O;"),
+                       ("batchnorm", "const double mu = sum / M;")):
+        text = html.unescape(re.sub(r"<[^>]+>", "", (tmp_path / f"{page}.html").read_text()))   # no highlighting
+        assert line in text, page   # the quoted plain loop is on the page
+        assert "--8<--" not in text
