@@ -6,14 +6,16 @@ import numpy as np
 import pytest
 
 import maqueta as mq
-from maqueta import ops
+from maqueta import ops, plain
 from maqueta.layers import Call
 from test_layers import numeric_gradient
 
 
 def backends_for(*kernel_names):
-    """The backends to test a layer on: the oracle always; native once ops has its kernels."""
-    return ["reference"] + (["native"] if all(hasattr(ops, name) for name in kernel_names) else [])
+    """The backends to test a layer on: the oracle, the fast kernels and the plain loops, each of
+    which has every kernel the layer names."""
+    assert all(hasattr(k, name) for k in (ops, plain) for name in kernel_names), kernel_names
+    return ["reference", "native", "plain"]
 
 
 def run_layer(layer, x, training=True):

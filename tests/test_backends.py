@@ -45,6 +45,38 @@ def test_lenet5_trains_on_plain_in_float32():
     assert np.abs(params_plain - params_native).max() <= 1e-3 * np.abs(params_native).max()
 
 
+def all_layers_model(dtype="float64"):
+    """Every layer the plain tier's later kernels run (batch norm, both dropouts, both average
+    poolings, LeakyReLU, ELU, both GELUs) between convolutions, pooling and dense layers."""
+    return mq.Sequential([
+        mq.Conv2D(2, 4, 3, padding=1, bias=False), mq.BatchNorm2D(4), mq.LeakyReLU(0.1),
+        mq.Dropout2D(0.25), mq.AvgPool2D(2),
+        mq.Conv2D(4, 6, 3, padding=1), mq.ELU(), mq.AvgPool2D(3, stride=1, padding=1),
+        mq.GELU(), mq.Dropout(0.2), mq.MaxPool2D(2), mq.GlobalAvgPool2D(),
+        mq.Dense(6, 8, bias=False), mq.BatchNorm1D(8), mq.GELU("tanh"), mq.Dense(8, 3),
+    ], seed=5, dtype=dtype, input_shape=(2, 8, 8))
+
+
+def test_model_with_every_layer_trains_alike_on_plain_and_native():
+    """float64, RMSprop (centered, with momentum): the same losses, weights and evaluation-mode
+    predictions (batch norm's running statistics) on the plain loops as on the fast kernels."""
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((24, 2, 8, 8))
+    y = (X[:, 0].mean(axis=(1, 2)) > 0).astype(np.int64) + (X[:, 1].mean(axis=(1, 2)) > 0)   # learnable
+    runs = {}
+    for backend in ("plain", "native"):
+        model = all_layers_model()
+        with mq.use_backend(backend):
+            loss = model.fit(X, y, epochs=3, batch_size=8, optimizer=mq.RMSprop(1e-2, momentum=0.5, centered=True),
+                             verbose=0).history["loss"]
+            runs[backend] = loss, model.get_flat_parameters().copy(), model.predict_proba(X)   # evaluation mode too
+    (loss, params, proba), (loss_fast, params_fast, proba_fast) = runs["plain"], runs["native"]
+    assert loss[-1] < loss[0]
+    np.testing.assert_allclose(loss, loss_fast, rtol=1e-10)
+    assert np.abs(params - params_fast).max() <= 1e-10 * np.abs(params_fast).max()
+    assert np.abs(proba - proba_fast).max() <= 1e-10
+
+
 def test_backend_selection():
     assert mq.get_backend() == "native"
     with mq.use_backend("reference"):

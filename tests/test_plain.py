@@ -1,6 +1,7 @@
 """The plain C++ tier (cpp/plain/, maqueta.plain), tested three ways on many shapes: plain = the
 NumPy oracle, fast = plain, and plain's gradients = finite differences. Also: the plain kernels
-refuse bad arguments as the fast ones do, and give the same bits at any thread count."""
+refuse bad arguments as the fast ones do, and give the same bits at any thread count. The kernels
+of the later layers (batch norm, dropout, average pooling, activations, RMSprop): test_plain_layers.py."""
 from __future__ import annotations
 
 import numpy as np
@@ -236,8 +237,17 @@ def test_writes_into_given_outputs(rng):
     lambda k: k.softmax_cross_entropy(np.zeros((2, 3)), np.array([0, 3])),
     lambda k: k.adam_update(np.zeros(3), np.zeros(3), np.zeros(3), np.zeros(3), 0),
     lambda k: k.sgd_update(np.zeros(3), np.zeros(3), None, 0.1, momentum=0.9),
+    lambda k: k.rmsprop_update(np.zeros(3), np.zeros(3), np.zeros(3), None, None, 0.1, momentum=0.9),
+    lambda k: k.batchnorm_forward(np.zeros((2, 3)), np.ones(2), np.ones(2)),
+    lambda k: k.batchnorm_backward(np.zeros((2, 3)), np.zeros((2, 3)), None, np.zeros(3), np.zeros(2)),
+    lambda k: k.channel_affine(np.zeros((2, 3, 1, 1)), np.ones(3), np.ones(3, np.float32)),
+    lambda k: k.dropout_forward(np.zeros((2, 3)), 0.5, 1, channelwise=True),
+    lambda k: k.dropout_backward(np.zeros((2, 3)), np.ones(3, np.uint8), 0.5),
+    lambda k: k.avgpool2d_forward(np.zeros((1, 1, 4, 4)), 3, padding=2),
+    lambda k: k.activation_backward(np.zeros(3), np.zeros(3), "swish"),
 ], ids=["conv channels", "conv dtype", "pool kernel", "pool index", "linear dy", "targets", "adam step",
-        "sgd velocity"])
+        "sgd velocity", "rmsprop buffer", "bn weight", "bn var", "affine dtype", "dropout2d rank", "dropout mask",
+        "avgpool padding", "activation kind"])
 def test_refuses_what_the_fast_kernels_refuse(call):
     with pytest.raises((TypeError, ValueError)) as fast:
         call(ops)

@@ -1,9 +1,11 @@
-// Element-wise activation bindings: activation_forward, activation_backward.
+// Element-wise activation bindings: activation_forward, activation_backward, and their plain twins
+// plain_activation_*.
 #include "common.h"
 
 #include <cmath>
 
 #include "maqueta/activation.h"
+#include "../plain/plain.h"
 
 namespace maqueta {
 namespace bind {
@@ -23,6 +25,7 @@ void check_alpha(double alpha) {
     if (!std::isfinite(alpha)) value_error("alpha must be finite, got " + std::to_string(alpha));
 }
 
+template <Tier tier>
 py::array activation_forward_py(const py::handle& x_obj, const std::string& kind_name, double alpha,
                                 const py::handle& out_obj) {
     py::array x = as_ndarray(x_obj, "x");
@@ -38,12 +41,16 @@ py::array activation_forward_py(const py::handle& x_obj, const std::string& kind
         T* yp = y.mutable_data();
         {
             py::gil_scoped_release nogil;
-            activation_forward<T>(yp, xc.data(), n, kind, alpha);
+            if constexpr (tier == Tier::Plain)
+                plain::activation_forward<T>(yp, xc.data(), n, kind, alpha);
+            else
+                activation_forward<T>(yp, xc.data(), n, kind, alpha);
         }
         return std::move(y);
     });
 }
 
+template <Tier tier>
 py::array activation_backward_py(const py::handle& dy_obj, const py::handle& x_obj, const std::string& kind_name,
                                  double alpha, const py::handle& out_obj) {
     py::array dy = as_ndarray(dy_obj, "dy");
@@ -62,7 +69,10 @@ py::array activation_backward_py(const py::handle& dy_obj, const py::handle& x_o
         T* dxp = dx.mutable_data();
         {
             py::gil_scoped_release nogil;
-            activation_backward<T>(dxp, dyc.data(), xc.data(), n, kind, alpha);
+            if constexpr (tier == Tier::Plain)
+                plain::activation_backward<T>(dxp, dyc.data(), xc.data(), n, kind, alpha);
+            else
+                activation_backward<T>(dxp, dyc.data(), xc.data(), n, kind, alpha);
         }
         return std::move(dx);
     });
@@ -72,10 +82,15 @@ py::array activation_backward_py(const py::handle& dy_obj, const py::handle& x_o
 
 MAQUETA_BINDINGS(activation) {
     const py::object none = py::none();
-    m.def("activation_forward", &activation_forward_py, py::arg("x"), py::arg("kind"), py::arg("alpha") = 0.01,
-          py::arg("out") = none);
-    m.def("activation_backward", &activation_backward_py, py::arg("dy"), py::arg("x"), py::arg("kind"),
-          py::arg("alpha") = 0.01, py::arg("out") = none);
+    for (const Tier tier : {Tier::Fast, Tier::Plain}) {
+        const bool fast = tier == Tier::Fast;
+        m.def(fast ? "activation_forward" : "plain_activation_forward",
+              fast ? &activation_forward_py<Tier::Fast> : &activation_forward_py<Tier::Plain>, py::arg("x"),
+              py::arg("kind"), py::arg("alpha") = 0.01, py::arg("out") = none);
+        m.def(fast ? "activation_backward" : "plain_activation_backward",
+              fast ? &activation_backward_py<Tier::Fast> : &activation_backward_py<Tier::Plain>, py::arg("dy"),
+              py::arg("x"), py::arg("kind"), py::arg("alpha") = 0.01, py::arg("out") = none);
+    }
 }
 
 }  // namespace bind

@@ -1,7 +1,8 @@
-// Average-pooling bindings: avgpool2d_forward, avgpool2d_backward.
+// Average-pooling bindings: avgpool2d_forward, avgpool2d_backward, and their plain twins plain_avgpool2d_*.
 #include "common.h"
 
 #include "maqueta/avgpool2d.h"
+#include "../plain/plain.h"
 
 namespace maqueta {
 namespace bind {
@@ -29,6 +30,7 @@ AvgPoolDims pool_dims(int64_t N, int64_t C, int64_t H, int64_t W, int64_t kh, in
                        .OH = (H + 2 * ph - kh) / sh + 1, .OW = (W + 2 * pw - kw) / sw + 1};
 }
 
+template <Tier tier>
 py::array avgpool2d_forward_py(const py::handle& x_obj, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph,
                                int64_t pw, const py::handle& out_obj) {
     py::array x = as_ndarray(x_obj, "x");
@@ -45,12 +47,16 @@ py::array avgpool2d_forward_py(const py::handle& x_obj, int64_t kh, int64_t kw, 
         T* yp = y.mutable_data();
         {
             py::gil_scoped_release nogil;
-            avgpool2d_forward<T>(yp, xc.data(), d);
+            if constexpr (tier == Tier::Plain)
+                plain::avgpool2d_forward<T>(yp, xc.data(), d);
+            else
+                avgpool2d_forward<T>(yp, xc.data(), d);
         }
         return std::move(y);
     });
 }
 
+template <Tier tier>
 py::array avgpool2d_backward_py(const py::handle& dy_obj, const std::vector<int64_t>& x_shape, int64_t kh, int64_t kw,
                                 int64_t sh, int64_t sw, int64_t ph, int64_t pw, const py::handle& out_obj) {
     py::array dy = as_ndarray(dy_obj, "dy");
@@ -70,7 +76,10 @@ py::array avgpool2d_backward_py(const py::handle& dy_obj, const std::vector<int6
         T* dxp = dx.mutable_data();
         {
             py::gil_scoped_release nogil;
-            avgpool2d_backward<T>(dxp, dyc.data(), d);
+            if constexpr (tier == Tier::Plain)
+                plain::avgpool2d_backward<T>(dxp, dyc.data(), d);
+            else
+                avgpool2d_backward<T>(dxp, dyc.data(), d);
         }
         return std::move(dx);
     });
@@ -80,11 +89,17 @@ py::array avgpool2d_backward_py(const py::handle& dy_obj, const std::vector<int6
 
 MAQUETA_BINDINGS(avgpool2d) {
     const py::object none = py::none();
-    m.def("avgpool2d_forward", &avgpool2d_forward_py, py::arg("x"), py::arg("kernel_h"), py::arg("kernel_w"),
-          py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("out") = none);
-    m.def("avgpool2d_backward", &avgpool2d_backward_py, py::arg("dy"), py::arg("x_shape"), py::arg("kernel_h"),
-          py::arg("kernel_w"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"),
-          py::arg("out") = none);
+    for (const Tier tier : {Tier::Fast, Tier::Plain}) {
+        const bool fast = tier == Tier::Fast;
+        m.def(fast ? "avgpool2d_forward" : "plain_avgpool2d_forward",
+              fast ? &avgpool2d_forward_py<Tier::Fast> : &avgpool2d_forward_py<Tier::Plain>, py::arg("x"),
+              py::arg("kernel_h"), py::arg("kernel_w"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"),
+              py::arg("pad_w"), py::arg("out") = none);
+        m.def(fast ? "avgpool2d_backward" : "plain_avgpool2d_backward",
+              fast ? &avgpool2d_backward_py<Tier::Fast> : &avgpool2d_backward_py<Tier::Plain>, py::arg("dy"),
+              py::arg("x_shape"), py::arg("kernel_h"), py::arg("kernel_w"), py::arg("stride_h"), py::arg("stride_w"),
+              py::arg("pad_h"), py::arg("pad_w"), py::arg("out") = none);
+    }
 }
 
 }  // namespace bind

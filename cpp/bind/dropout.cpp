@@ -1,9 +1,10 @@
-// Dropout bindings: dropout_forward, dropout_backward.
+// Dropout bindings: dropout_forward, dropout_backward, and their plain twins plain_dropout_*.
 #include "common.h"
 
 #include <cmath>
 
 #include "maqueta/dropout.h"
+#include "../plain/plain.h"
 
 namespace maqueta {
 namespace bind {
@@ -28,6 +29,7 @@ int64_t product(const py::array& a, int from, int to) {
     return p;
 }
 
+template <Tier tier>
 py::tuple dropout_forward_py(const py::handle& x_obj, double p, uint64_t seed, bool channelwise,
                              const py::handle& out_obj, const py::handle& mask_obj) {
     py::array x = as_ndarray(x_obj, "x");
@@ -62,12 +64,16 @@ py::tuple dropout_forward_py(const py::handle& x_obj, double p, uint64_t seed, b
         uint8_t* mp = mask.mutable_data();
         {
             py::gil_scoped_release nogil;
-            dropout_forward<T>(yp, mp, xc.data(), U, S, p, seed);
+            if constexpr (tier == Tier::Plain)
+                plain::dropout_forward<T>(yp, mp, xc.data(), U, S, p, seed);
+            else
+                dropout_forward<T>(yp, mp, xc.data(), U, S, p, seed);
         }
         return py::make_tuple(y, mask);
     });
 }
 
+template <Tier tier>
 py::array dropout_backward_py(const py::handle& dy_obj, const py::handle& mask_obj, double p, const py::handle& out_obj) {
     py::array dy = as_ndarray(dy_obj, "dy");
     const DType dt = call_dtype(dy, "dy");
@@ -93,7 +99,10 @@ py::array dropout_backward_py(const py::handle& dy_obj, const py::handle& mask_o
         const uint8_t* mp = mask.data();
         {
             py::gil_scoped_release nogil;
-            dropout_backward<T>(dxp, dyc.data(), mp, U, S, p);
+            if constexpr (tier == Tier::Plain)
+                plain::dropout_backward<T>(dxp, dyc.data(), mp, U, S, p);
+            else
+                dropout_backward<T>(dxp, dyc.data(), mp, U, S, p);
         }
         return std::move(dx);
     });
@@ -103,9 +112,15 @@ py::array dropout_backward_py(const py::handle& dy_obj, const py::handle& mask_o
 
 MAQUETA_BINDINGS(dropout) {
     const py::object none = py::none();
-    m.def("dropout_forward", &dropout_forward_py, py::arg("x"), py::arg("p"), py::arg("seed"),
-          py::arg("channelwise") = false, py::arg("out") = none, py::arg("mask_out") = none);
-    m.def("dropout_backward", &dropout_backward_py, py::arg("dy"), py::arg("mask"), py::arg("p"), py::arg("out") = none);
+    for (const Tier tier : {Tier::Fast, Tier::Plain}) {
+        const bool fast = tier == Tier::Fast;
+        m.def(fast ? "dropout_forward" : "plain_dropout_forward",
+              fast ? &dropout_forward_py<Tier::Fast> : &dropout_forward_py<Tier::Plain>, py::arg("x"), py::arg("p"),
+              py::arg("seed"), py::arg("channelwise") = false, py::arg("out") = none, py::arg("mask_out") = none);
+        m.def(fast ? "dropout_backward" : "plain_dropout_backward",
+              fast ? &dropout_backward_py<Tier::Fast> : &dropout_backward_py<Tier::Plain>, py::arg("dy"),
+              py::arg("mask"), py::arg("p"), py::arg("out") = none);
+    }
 }
 
 }  // namespace bind

@@ -1,9 +1,11 @@
-// Batch normalisation bindings: batchnorm_forward, batchnorm_backward, channel_affine.
+// Batch normalisation bindings: batchnorm_forward, batchnorm_backward, channel_affine, and their plain
+// twins plain_batchnorm_*, plain_channel_affine.
 #include "common.h"
 
 #include <cmath>
 
 #include "maqueta/normalization.h"
+#include "../plain/plain.h"
 
 namespace maqueta {
 namespace bind {
@@ -39,6 +41,7 @@ void check_eps(double eps) {
     if (!std::isfinite(eps) || eps <= 0 || eps > 1e30) value_error("eps must be in (0, 1e30], got " + std::to_string(eps));
 }
 
+template <Tier tier>
 py::tuple batchnorm_forward_py(const py::handle& x_obj, const py::handle& w_obj, const py::handle& b_obj, double eps,
                                const py::handle& out_obj) {
     py::array x = as_ndarray(x_obj, "x");
@@ -69,12 +72,16 @@ py::tuple batchnorm_forward_py(const py::handle& x_obj, const py::handle& w_obj,
         const T* bp = affine ? bc.data() : nullptr;
         {
             py::gil_scoped_release nogil;
-            batchnorm_forward<T>(yp, mp, vp, xc.data(), wp, bp, d.N, d.C, d.S, eps);
+            if constexpr (tier == Tier::Plain)
+                plain::batchnorm_forward<T>(yp, mp, vp, xc.data(), wp, bp, d.N, d.C, d.S, eps);
+            else
+                batchnorm_forward<T>(yp, mp, vp, xc.data(), wp, bp, d.N, d.C, d.S, eps);
         }
         return py::make_tuple(y, mean, var);
     });
 }
 
+template <Tier tier>
 py::tuple batchnorm_backward_py(const py::handle& dy_obj, const py::handle& x_obj, const py::handle& w_obj,
                                 const py::handle& mean_obj, const py::handle& var_obj, double eps,
                                 const py::handle& dx_obj, const py::handle& dw_obj, const py::handle& db_obj) {
@@ -111,12 +118,18 @@ py::tuple batchnorm_backward_py(const py::handle& dy_obj, const py::handle& x_ob
         const T* wp = affine ? wc.data() : nullptr;
         {
             py::gil_scoped_release nogil;
-            batchnorm_backward<T>(dxp, dwp, dbp, dyc.data(), xc.data(), wp, mc.data(), vc.data(), d.N, d.C, d.S, eps);
+            if constexpr (tier == Tier::Plain)
+                plain::batchnorm_backward<T>(dxp, dwp, dbp, dyc.data(), xc.data(), wp, mc.data(), vc.data(), d.N, d.C,
+                                             d.S, eps);
+            else
+                batchnorm_backward<T>(dxp, dwp, dbp, dyc.data(), xc.data(), wp, mc.data(), vc.data(), d.N, d.C, d.S,
+                                      eps);
         }
         return py::make_tuple(dx, dw_result, db_result);
     });
 }
 
+template <Tier tier>
 py::array channel_affine_py(const py::handle& x_obj, const py::handle& scale_obj, const py::handle& shift_obj,
                             const py::handle& out_obj) {
     py::array x = as_ndarray(x_obj, "x");
@@ -132,7 +145,10 @@ py::array channel_affine_py(const py::handle& x_obj, const py::handle& scale_obj
         T* yp = y.mutable_data();
         {
             py::gil_scoped_release nogil;
-            channel_affine<T>(yp, xc.data(), sc.data(), hc.data(), d.N, d.C, d.S);
+            if constexpr (tier == Tier::Plain)
+                plain::channel_affine<T>(yp, xc.data(), sc.data(), hc.data(), d.N, d.C, d.S);
+            else
+                channel_affine<T>(yp, xc.data(), sc.data(), hc.data(), d.N, d.C, d.S);
         }
         return std::move(y);
     });
@@ -142,11 +158,19 @@ py::array channel_affine_py(const py::handle& x_obj, const py::handle& scale_obj
 
 MAQUETA_BINDINGS(normalization) {
     const py::object none = py::none();
-    m.def("batchnorm_forward", &batchnorm_forward_py, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("eps"),
-          py::arg("out") = none);
-    m.def("batchnorm_backward", &batchnorm_backward_py, py::arg("dy"), py::arg("x"), py::arg("weight"), py::arg("mean"),
-          py::arg("var"), py::arg("eps"), py::arg("dx_out") = none, py::arg("dw_out") = none, py::arg("db_out") = none);
-    m.def("channel_affine", &channel_affine_py, py::arg("x"), py::arg("scale"), py::arg("shift"), py::arg("out") = none);
+    for (const Tier tier : {Tier::Fast, Tier::Plain}) {
+        const bool fast = tier == Tier::Fast;
+        m.def(fast ? "batchnorm_forward" : "plain_batchnorm_forward",
+              fast ? &batchnorm_forward_py<Tier::Fast> : &batchnorm_forward_py<Tier::Plain>, py::arg("x"),
+              py::arg("weight"), py::arg("bias"), py::arg("eps"), py::arg("out") = none);
+        m.def(fast ? "batchnorm_backward" : "plain_batchnorm_backward",
+              fast ? &batchnorm_backward_py<Tier::Fast> : &batchnorm_backward_py<Tier::Plain>, py::arg("dy"),
+              py::arg("x"), py::arg("weight"), py::arg("mean"), py::arg("var"), py::arg("eps"), py::arg("dx_out") = none,
+              py::arg("dw_out") = none, py::arg("db_out") = none);
+        m.def(fast ? "channel_affine" : "plain_channel_affine",
+              fast ? &channel_affine_py<Tier::Fast> : &channel_affine_py<Tier::Plain>, py::arg("x"), py::arg("scale"),
+              py::arg("shift"), py::arg("out") = none);
+    }
 }
 
 }  // namespace bind

@@ -1,9 +1,10 @@
-// RMSprop binding: rmsprop_update (in place).
+// RMSprop binding: rmsprop_update (in place), and its plain twin plain_rmsprop_update.
 #include "common.h"
 
 #include <cmath>
 
 #include "maqueta/rmsprop.h"
+#include "../plain/plain.h"
 
 namespace maqueta {
 namespace bind {
@@ -24,6 +25,7 @@ bool optional_state(const py::handle& obj, py::array& a, const char* name, DType
     return true;
 }
 
+template <Tier tier>
 void rmsprop_update_py(const py::handle& p_obj, const py::handle& g_obj, const py::handle& sq_obj,
                        const py::handle& avg_obj, const py::handle& buf_obj, double lr, double alpha, double eps,
                        double weight_decay, double momentum) {
@@ -57,7 +59,10 @@ void rmsprop_update_py(const py::handle& p_obj, const py::handle& g_obj, const p
         T* ap = centered ? static_cast<T*>(avg.mutable_data()) : nullptr;
         T* bp = with_buffer && momentum != 0 ? static_cast<T*>(buf.mutable_data()) : nullptr;
         py::gil_scoped_release nogil;
-        rmsprop_update<T>(pp, sp, ap, bp, gc.data(), P, lr, alpha, eps, weight_decay, momentum);
+        if constexpr (tier == Tier::Plain)
+            plain::rmsprop_update<T>(pp, sp, ap, bp, gc.data(), P, lr, alpha, eps, weight_decay, momentum);
+        else
+            rmsprop_update<T>(pp, sp, ap, bp, gc.data(), P, lr, alpha, eps, weight_decay, momentum);
         return 0;
     });
 }
@@ -65,9 +70,13 @@ void rmsprop_update_py(const py::handle& p_obj, const py::handle& g_obj, const p
 }  // namespace
 
 MAQUETA_BINDINGS(rmsprop) {
-    m.def("rmsprop_update", &rmsprop_update_py, py::arg("param"), py::arg("grad"), py::arg("square_avg"),
-          py::arg("grad_avg"), py::arg("momentum_buffer"), py::arg("lr"), py::arg("alpha"), py::arg("eps"),
-          py::arg("weight_decay"), py::arg("momentum"));
+    for (const Tier tier : {Tier::Fast, Tier::Plain}) {
+        const bool fast = tier == Tier::Fast;
+        m.def(fast ? "rmsprop_update" : "plain_rmsprop_update",
+              fast ? &rmsprop_update_py<Tier::Fast> : &rmsprop_update_py<Tier::Plain>, py::arg("param"),
+              py::arg("grad"), py::arg("square_avg"), py::arg("grad_avg"), py::arg("momentum_buffer"), py::arg("lr"),
+              py::arg("alpha"), py::arg("eps"), py::arg("weight_decay"), py::arg("momentum"));
+    }
 }
 
 }  // namespace bind

@@ -1,5 +1,6 @@
 // Element-wise activations forward and backward, computed in the values' own precision as
 // PyTorch's CPU kernels do. Parallel strategy: contiguous ranges of values.
+// The plain twin is cpp/plain/activation.cpp.
 #include <algorithm>
 #include <cmath>
 

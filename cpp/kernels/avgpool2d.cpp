@@ -1,5 +1,6 @@
 // Average pooling forward and backward. Parallel strategy: one plane per iteration; a plane's
 // outputs (forward) and input gradient (backward) belong to it, each sum in one fixed order.
+// The plain twin is cpp/plain/avgpool2d.cpp.
 #include <algorithm>
 
 #include "maqueta/avgpool2d.h"

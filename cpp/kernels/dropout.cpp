@@ -1,5 +1,6 @@
 // Dropout forward and backward: each unit's mask bit is a hash of its index and the call's seed.
 // Parallel strategy: contiguous ranges of units; a unit's mask bit and values belong to it.
+// The plain twin is cpp/plain/dropout.cpp.
 #include <algorithm>
 
 #include "maqueta/dropout.h"

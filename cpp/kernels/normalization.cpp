@@ -1,4 +1,5 @@
 // Batch normalisation forward and backward, and the per-channel multiply-add of evaluation mode.
+// The plain twin is cpp/plain/normalization.cpp.
 //
 // Per channel c, over its M = N * S values: mean = sum x / M, var = sum (x - mean)^2 / M (two
 // passes, summed in double), then y = (x - mean) * weight / sqrt(var + eps) + bias.

@@ -1,5 +1,6 @@
 // RMSprop update, in the order of torch.optim.RMSprop's single-tensor loop, in the parameters'
 // precision. Parallel strategy: contiguous ranges of parameters; each is updated by one thread.
+// The plain twin is cpp/plain/rmsprop.cpp.
 #include <algorithm>
 #include <cmath>
 

@@ -13,8 +13,10 @@
 #pragma once
 #include <cstdint>
 
-#include "maqueta/conv2d.h"     // Conv2dDims: N, C, H, W, O, KH, KW, SH, SW, PH, PW, OH, OW
-#include "maqueta/maxpool2d.h"  // Pool2dDims: N, C, H, W, KH, KW, SH, SW, OH, OW
+#include "maqueta/activation.h"  // Activation: LeakyRelu, Elu, Gelu, GeluTanh
+#include "maqueta/avgpool2d.h"   // AvgPoolDims: P (= N*C), H, W, KH, KW, SH, SW, PH, PW, OH, OW
+#include "maqueta/conv2d.h"      // Conv2dDims: N, C, H, W, O, KH, KW, SH, SW, PH, PW, OH, OW
+#include "maqueta/maxpool2d.h"   // Pool2dDims: N, C, H, W, KH, KW, SH, SW, OH, OW
 
 namespace maqueta {
 namespace plain {
@@ -81,6 +83,70 @@ template <typename T>
 void sgd_update(T* param, T* velocity, // (P,) each, in place; velocity may be nullptr without momentum
                 const T* grad,         // (P,)
                 int64_t P, double lr, double momentum, double weight_decay, bool nesterov);
+
+// rmsprop.cpp: in place over P parameters
+template <typename T>
+void rmsprop_update(T* param, T* square_avg,  // (P,) each, updated in place
+                    T* grad_avg,              // (P,) in place, or nullptr (not centered)
+                    T* momentum_buffer,       // (P,) in place, or nullptr (momentum 0)
+                    const T* grad,            // (P,)
+                    int64_t P, double lr, double alpha, double eps, double weight_decay, double momentum);
+
+// normalization.cpp: x is (N, C, S), S = H*W (1 for dense features)
+template <typename T>
+void batchnorm_forward(T* y,             // (N, C, S)
+                       T* mean, T* var,  // (C,) each: the batch's statistics (var biased)
+                       const T* x,       // (N, C, S)
+                       const T* weight,  // (C,) or nullptr
+                       const T* bias,    // (C,) or nullptr
+                       int64_t N, int64_t C, int64_t S, double eps);
+template <typename T>
+void batchnorm_backward(T* dx,                   // (N, C, S)
+                        T* dweight, T* dbias,    // (C,) each, or nullptr (no weight and bias)
+                        const T* dy,             // (N, C, S)
+                        const T* x,              // (N, C, S)
+                        const T* weight,         // (C,) or nullptr
+                        const T* mean, const T* var,  // (C,) each, from batchnorm_forward
+                        int64_t N, int64_t C, int64_t S, double eps);
+template <typename T>
+void channel_affine(T* y,                    // (N, C, S)
+                    const T* x,              // (N, C, S)
+                    const T* scale,          // (C,)
+                    const T* shift,          // (C,)
+                    int64_t N, int64_t C, int64_t S);
+
+// dropout.cpp: x is (U, S), U units kept or dropped together
+template <typename T>
+void dropout_forward(T* y,             // (U, S)
+                     uint8_t* mask,    // (U,): 1 where the unit is kept
+                     const T* x,       // (U, S)
+                     int64_t U, int64_t S, double p, uint64_t seed);
+template <typename T>
+void dropout_backward(T* dx,               // (U, S)
+                      const T* dy,         // (U, S)
+                      const uint8_t* mask, // (U,)
+                      int64_t U, int64_t S, double p);
+
+// avgpool2d.cpp: P = N*C planes
+template <typename T>
+void avgpool2d_forward(T* y,           // (P, OH, OW)
+                       const T* x,     // (P, H, W)
+                       const AvgPoolDims& d);
+template <typename T>
+void avgpool2d_backward(T* dx,         // (P, H, W)
+                        const T* dy,   // (P, OH, OW)
+                        const AvgPoolDims& d);
+
+// activation.cpp: element-wise over n values
+template <typename T>
+void activation_forward(T* y,          // (n,)
+                        const T* x,    // (n,)
+                        int64_t n, Activation kind, double alpha);
+template <typename T>
+void activation_backward(T* dx,        // (n,)
+                         const T* dy,  // (n,)
+                         const T* x,   // (n,): the forward pass's input
+                         int64_t n, Activation kind, double alpha);
 
 }  // namespace plain
 }  // namespace maqueta

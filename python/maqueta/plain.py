@@ -16,7 +16,7 @@ import numpy as np
 
 from . import _core
 from ._args import pair
-from .ops import _step
+from .ops import _seed, _step
 
 __all__ = [
     "conv2d_forward",
@@ -27,7 +27,17 @@ __all__ = [
     "linear_backward",
     "adam_update",
     "sgd_update",
+    "rmsprop_update",
     "softmax_cross_entropy",
+    "batchnorm_forward",
+    "batchnorm_backward",
+    "channel_affine",
+    "dropout_forward",
+    "dropout_backward",
+    "avgpool2d_forward",
+    "avgpool2d_backward",
+    "activation_forward",
+    "activation_backward",
 ]
 
 
@@ -89,9 +99,60 @@ def softmax_cross_entropy(logits, targets, grad_out=None):
     return _core.plain_softmax_cross_entropy(logits, targets, grad_out)
 
 
-def __getattr__(name):
-    """Kernels the plain tier does not have yet (the layers added after it) fail with a clear error."""
-    if name.startswith("_"):
-        raise AttributeError(name)
-    raise AttributeError(f"the plain backend has no {name} kernel yet; run this model on the native or "
-                         f"reference backend (maqueta.set_backend)")
+def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha=0.99, eps=1e-8, weight_decay=0.0,
+                   momentum=0.0):
+    """One RMSprop step in place, as :func:`maqueta.ops.rmsprop_update`: cpp/plain/rmsprop.cpp."""
+    _core.plain_rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, float(lr), float(alpha),
+                               float(eps), float(weight_decay), float(momentum))
+
+
+def batchnorm_forward(x, weight=None, bias=None, eps=1e-5, out=None):
+    """(y, mean (C,), var (C,)) of x (N, C) or (N, C, H, W) normalised by the batch's statistics:
+    cpp/plain/normalization.cpp."""
+    return _core.plain_batchnorm_forward(x, weight, bias, float(eps), out)
+
+
+def batchnorm_backward(dy, x, weight, mean, var, eps=1e-5, dx_out=None, dw_out=None, db_out=None):
+    """(dx, dweight or None, dbias or None) through the batch statistics: cpp/plain/normalization.cpp."""
+    return _core.plain_batchnorm_backward(dy, x, weight, mean, var, float(eps), dx_out, dw_out, db_out)
+
+
+def channel_affine(x, scale, shift, out=None):
+    """y[:, c] = x[:, c] * scale[c] + shift[c] (batch norm in evaluation): cpp/plain/normalization.cpp."""
+    return _core.plain_channel_affine(x, scale, shift, out)
+
+
+def dropout_forward(x, p, seed, channelwise=False, out=None, mask_out=None):
+    """(y, uint8 mask) of inverted dropout, the mask bit for bit the fast kernel's: cpp/plain/dropout.cpp."""
+    return _core.plain_dropout_forward(x, float(p), _seed(seed), bool(channelwise), out, mask_out)
+
+
+def dropout_backward(dy, mask, p, out=None):
+    """dx = dy * mask / (1 - p): cpp/plain/dropout.cpp."""
+    return _core.plain_dropout_backward(dy, mask, float(p), out)
+
+
+def avgpool2d_forward(x, kernel_size, stride=None, padding=0, out=None):
+    """y (N, C, OH, OW): the mean of each window of the zero-padded x: cpp/plain/avgpool2d.cpp."""
+    kh, kw = pair(kernel_size, "kernel_size", 1)
+    sh, sw = (kh, kw) if stride is None else pair(stride, "stride", 1)
+    ph, pw = pair(padding, "padding", 0)
+    return _core.plain_avgpool2d_forward(x, kh, kw, sh, sw, ph, pw, out)
+
+
+def avgpool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, out=None):
+    """dx (x_shape): each window's dy shared equally among its pixels: cpp/plain/avgpool2d.cpp."""
+    kh, kw = pair(kernel_size, "kernel_size", 1)
+    sh, sw = (kh, kw) if stride is None else pair(stride, "stride", 1)
+    ph, pw = pair(padding, "padding", 0)
+    return _core.plain_avgpool2d_backward(dy, [int(s) for s in x_shape], kh, kw, sh, sw, ph, pw, out)
+
+
+def activation_forward(x, kind, alpha=0.01, out=None):
+    """Element-wise "leaky_relu", "elu", "gelu" or "gelu_tanh": cpp/plain/activation.cpp."""
+    return _core.plain_activation_forward(x, kind, float(alpha), out)
+
+
+def activation_backward(dy, x, kind, alpha=0.01, out=None):
+    """dy times the activation's derivative at x: cpp/plain/activation.cpp."""
+    return _core.plain_activation_backward(dy, x, kind, float(alpha), out)

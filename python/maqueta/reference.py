@@ -240,6 +240,7 @@ def softmax_cross_entropy(logits, targets, grad_out=None):
 # --8<-- [end:softmax_cross_entropy]
 
 
+# --8<-- [start:batchnorm_forward]
 def batchnorm_forward(x, weight=None, bias=None, eps=1e-5, out=None):
     """Batch normalisation with the batch's statistics, per channel c (axis 1) over every other axis:
         mean_c = average of x[:, c]        var_c = average of (x[:, c] - mean_c)^2   (biased)
@@ -254,8 +255,10 @@ def batchnorm_forward(x, weight=None, bias=None, eps=1e-5, out=None):
     if weight is not None:
         y = y * weight.reshape(shape) + bias.reshape(shape)
     return _into(out, y.astype(x.dtype, copy=False)), mean, var
+# --8<-- [end:batchnorm_forward]
 
 
+# --8<-- [start:batchnorm_backward]
 def batchnorm_backward(dy, x, weight, mean, var, eps=1e-5, dx_out=None, dw_out=None, db_out=None):
     """Gradients of batchnorm_forward. With xhat = (x - mean) / sqrt(var + eps) and M values per
     channel, every y of a channel depends on every x of it through mean and var:
@@ -275,13 +278,16 @@ def batchnorm_backward(dy, x, weight, mean, var, eps=1e-5, dx_out=None, dw_out=N
     if weight is None:
         return dx, None, None
     return dx, _into(dw_out, dweight.astype(x.dtype, copy=False)), _into(db_out, dbias.astype(x.dtype, copy=False))
+# --8<-- [end:batchnorm_backward]
 
 
+# --8<-- [start:channel_affine]
 def channel_affine(x, scale, shift, out=None):
     """y[:, c] = x[:, c] * scale_c + shift_c: batch normalisation in evaluation mode, where scale
     and shift fold the running statistics, weight and bias into one multiply-add."""
     shape = (1, -1) + (1,) * (x.ndim - 2)
     return _into(out, x * scale.reshape(shape) + shift.reshape(shape))
+# --8<-- [end:channel_affine]
 
 
 def dropout_keep(shape, p, seed, start=0):

@@ -70,6 +70,7 @@ class BatchNorm2D(Layer):
         if call.need_dx:
             call.dx = np.empty((n, *in_shape), dtype)
 
+    # --8<-- [start:batchnorm_layer_forward]   (quoted by docs/batchnorm.md)
     def forward(self, x, call):
         weight, bias = self._params.get("weight"), self._params.get("bias")
         buffers = self._buffers
@@ -92,6 +93,7 @@ class BatchNorm2D(Layer):
         buffers["running_var"] += momentum * var * (count / (count - 1))
         call.cache = (x, mean, var, count)
         return y
+    # --8<-- [end:batchnorm_layer_forward]
 
     def backward(self, dy, call):
         if call.cache is None:
