@@ -7,7 +7,7 @@ import pytest
 
 import maqueta as mq
 from layer_checks import backends_for, check_gradients, model_of, run_layer
-from maqueta import ops, reference
+from maqueta import ops, plain, reference
 from maqueta.layers.base import Call
 
 BACKENDS = backends_for("dropout_forward", "dropout_backward")
@@ -101,14 +101,15 @@ def test_slices_with_their_offsets_draw_the_whole_batch_mask(make, shape, backen
     assert all(part[2] == whole[2] for part in parts)   # every slice drew the same seed, the empty one too
 
 
+@pytest.mark.parametrize("kernels", [ops, plain], ids=["native", "plain"])
 @pytest.mark.parametrize("channelwise", [False, True])
-def test_kernel_offset_matches_the_reference_and_is_checked(channelwise):
+def test_kernel_offset_matches_the_reference_and_is_checked(channelwise, kernels):
     x = np.random.default_rng(3).standard_normal((5, 4, 3, 2))
     for offset in (0, 1, 4, 10**12):
-        ours, theirs = ops.dropout_forward(x, 0.3, 2**64 - 7, channelwise, offset=offset), \
+        ours, theirs = kernels.dropout_forward(x, 0.3, 2**64 - 7, channelwise, offset=offset), \
             reference.dropout_forward(x, 0.3, 2**64 - 7, channelwise, offset=offset)
         np.testing.assert_array_equal(ours[1], theirs[1])
         np.testing.assert_array_equal(ours[0], theirs[0])
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match="offset must be an int >= 0"):
-            ops.dropout_forward(x, 0.3, 1, channelwise, offset=bad)
+            kernels.dropout_forward(x, 0.3, 1, channelwise, offset=bad)

@@ -172,12 +172,7 @@ def dropout_forward(x, p, seed, channelwise=False, out=None, mask_out=None, offs
     channelwise, a hash of the index and ``seed`` (int in [0, 2**64)). ``offset``: the index of
     x's first sample in the whole batch, when x is a slice of it: the mask is then that slice of
     the whole batch's mask. Returns (y, mask uint8)."""
-    seed = _seed(seed)
-    if offset:
-        # The kernel hashes seed + (u + 1) * golden for unit u, wrapping modulo 2**64, so unit u of
-        # the slice hashes as unit start + u of the whole batch under seed + start * golden.
-        units_per_sample = int(np.prod(x.shape[1:2] if channelwise else x.shape[1:]))
-        seed = (seed + _offset(offset) * units_per_sample * _GOLDEN) % 2**64
+    seed = _slice_seed(seed, offset, x, channelwise)
     return _core.dropout_forward(x, float(p), seed, bool(channelwise), out, mask_out)
 
 
@@ -215,6 +210,18 @@ def activation_backward(dy, x, kind, alpha=0.01, out=None):
 
 
 _GOLDEN = 0x9E3779B97F4A7C15   # the increment of dropout's splitmix64 hash (cpp/kernels/dropout.cpp)
+
+
+def _slice_seed(seed, offset, x, channelwise):
+    """The seed under which the dropout kernels draw, for x's first sample at ``offset`` in the
+    whole batch, the whole batch's mask bits. The kernels hash seed + (u + 1) * golden for unit u,
+    wrapping modulo 2**64, so unit u of the slice hashes as unit offset + u of the whole batch
+    under seed + offset * golden per unit."""
+    seed = _seed(seed)
+    if offset:
+        units_per_sample = int(np.prod(x.shape[1:2] if channelwise else x.shape[1:]))
+        seed = (seed + _offset(offset) * units_per_sample * _GOLDEN) % 2**64
+    return seed
 
 
 def _offset(offset):

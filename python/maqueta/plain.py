@@ -16,7 +16,7 @@ import numpy as np
 
 from . import _core
 from ._args import pair
-from .ops import _seed, _step
+from .ops import _seed, _slice_seed, _step
 
 __all__ = [
     "conv2d_forward",
@@ -122,9 +122,11 @@ def channel_affine(x, scale, shift, out=None):
     return _core.plain_channel_affine(x, scale, shift, out)
 
 
-def dropout_forward(x, p, seed, channelwise=False, out=None, mask_out=None):
-    """(y, uint8 mask) of inverted dropout, the mask bit for bit the fast kernel's: cpp/plain/dropout.cpp."""
-    return _core.plain_dropout_forward(x, float(p), _seed(seed), bool(channelwise), out, mask_out)
+def dropout_forward(x, p, seed, channelwise=False, out=None, mask_out=None, offset=0):
+    """(y, uint8 mask) of inverted dropout, the mask bit for bit the fast kernel's (offset: as
+    :func:`maqueta.ops.dropout_forward`): cpp/plain/dropout.cpp."""
+    return _core.plain_dropout_forward(x, float(p), _slice_seed(seed, offset, x, channelwise), bool(channelwise),
+                                       out, mask_out)
 
 
 def dropout_backward(dy, mask, p, out=None):
