@@ -94,3 +94,33 @@ def test_bench_distributed_quick(tmp_path):
     assert all(r["images_per_s"][0] > 0 for r in runs) and "2 x 1" in table
     two = next(r for r in runs if r["processes"] == 2)
     assert 0 < two["allreduce_share"][0] < 1 and two["allreduce_alone_s"][0] > 0
+
+
+@pytest.mark.skipif(not torch_present(), reason="the zoo compares with PyTorch")
+def test_bench_zoo_quick(tmp_path):
+    """Every zoo network builds the same in both libraries (bench_zoo copies the weights by
+    position, so a mismatch fails the load), and one runs end to end with its memory probe."""
+    sys.path.insert(0, BENCH)
+    try:
+        import numpy as np
+        import torch
+        import zoo
+        for name in zoo.ZOO:
+            model = zoo.maqueta_model(name)
+            net = zoo.torch_model(name, model).eval()
+            x = np.random.default_rng(0).standard_normal((2, *zoo.ZOO[name][0])).astype(np.float32)
+            with torch.no_grad():
+                np.testing.assert_allclose(net(torch.from_numpy(x)).numpy(), model(x), rtol=1e-4, atol=1e-5,
+                                           err_msg=name)
+            forward, step = zoo.flops(name)
+            assert 0 < forward < step < 3 * forward
+    finally:
+        sys.path.remove(BENCH)
+    path = tmp_path / "zoo.json"
+    table = run("bench_zoo.py", "--networks", "strided-mnist", "--batches", "32", "--repeats", "1",
+                "--seconds", "0.05", "--no-compile", "--out", str(path))
+    result = json.loads(path.read_text())
+    cases = result["networks"]["strided-mnist"]["cases"]
+    assert set(cases) == {"train b32", "infer b256", "latency b1"} and "strided-mnist" in table
+    assert result["gemm_peak_gflops"] > 0
+    assert set(result["networks"]["strided-mnist"]["epoch_peak_mb_above_start"]) == {"maqueta", "torch"}

@@ -8,30 +8,34 @@ import pytest
 import maqueta as mq
 
 
-def torch_small_vgg(torch, model):
-    """The same architecture in PyTorch, with maqueta's weights and buffers copied in."""
+def torch_small_vgg(torch, model, widths, dense, size):
+    """The same architecture in PyTorch (dropout off), with maqueta's weights and buffers copied in."""
     nn = torch.nn
     layers, channels = [], 1
-    for width, rate in zip((8, 16), (0.0, 0.0)):
+    for width in widths:
         for _ in range(2):
             layers += [nn.Conv2d(channels, width, 3, padding="same", bias=False), nn.BatchNorm2d(width), nn.ReLU()]
             channels = width
-        layers += [nn.MaxPool2d(2), nn.Dropout(rate)]
-    layers += [nn.Flatten(), nn.Linear(16 * 3 * 3, 32, bias=False), nn.BatchNorm1d(32), nn.ReLU(), nn.Dropout(0.0),
-               nn.Linear(32, 10)]
+        layers += [nn.MaxPool2d(2), nn.Dropout(0.0)]
+        size //= 2
+    layers += [nn.Flatten(), nn.Linear(channels * size * size, dense, bias=False), nn.BatchNorm1d(dense), nn.ReLU(),
+               nn.Dropout(0.0), nn.Linear(dense, 10)]
     net = nn.Sequential(*layers).double()
     net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in model.state_dict().items()})
     return net
 
 
-def test_twenty_steps_agree_with_pytorch_in_float64():
-    """BatchNorm in training mode included; dropout at 0 (PyTorch draws other masks)."""
+@pytest.mark.parametrize("widths, dense, size", [((8, 16), 32, 12), ((32, 64), 128, 28)],
+                         ids=["small", "train_cnn"])
+def test_twenty_steps_agree_with_pytorch_in_float64(widths, dense, size):
+    """BatchNorm in training mode included; dropout at 0 (PyTorch draws other masks). The second
+    case is examples/train_cnn.py's network at full size."""
     torch = pytest.importorskip("torch")
-    model = mq.models.small_vgg(widths=(8, 16), dense=32, input_size=12, dropout=(0.0, 0.0, 0.0), seed=1,
+    model = mq.models.small_vgg(widths=widths, dense=dense, input_size=size, dropout=(0.0, 0.0, 0.0), seed=1,
                                 dtype="float64")
-    net = torch_small_vgg(torch, model)
+    net = torch_small_vgg(torch, model, widths, dense, size)
     rng = np.random.default_rng(0)
-    X = rng.standard_normal((20 * 16, 1, 12, 12))
+    X = rng.standard_normal((20 * 16, 1, size, size))
     y = rng.integers(0, 10, len(X))
     optimizer = mq.AdamW(lr=mq.schedules.OneCycle(0.01, total_steps=20), weight_decay=0.05)
     theirs = torch.optim.AdamW(net.parameters(), lr=0.01, weight_decay=0.05)
@@ -49,7 +53,7 @@ def test_twenty_steps_agree_with_pytorch_in_float64():
         assert ours == pytest.approx(loss.item(), rel=1e-9)
     for key, value in net.state_dict().items():
         np.testing.assert_allclose(model.state_dict()[key], value.numpy(), rtol=1e-9, atol=1e-12, err_msg=key)
-    x = rng.standard_normal((5, 1, 12, 12))
+    x = rng.standard_normal((5, 1, size, size))
     np.testing.assert_allclose(model(x), net.eval()(torch.from_numpy(x)).detach().numpy(), rtol=1e-9, atol=1e-12)
 
 

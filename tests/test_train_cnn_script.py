@@ -91,3 +91,11 @@ def test_bad_arguments_are_refused_before_training(script_module, capsys, argv, 
     with pytest.raises(SystemExit):
         script_module.parse_args(argv)
     assert message in capsys.readouterr().err
+
+
+def test_the_defaults_are_the_readme_recipe(script_module):
+    """The README quotes the accuracy of `python examples/train_cnn.py` with these settings."""
+    args = script_module.parse_args([])
+    assert (args.dataset, args.epochs, args.batch_size, args.widths, args.dense) == ("fashion-mnist", 15, 128, (32, 64), 128)
+    assert (args.max_lr, args.weight_decay, args.label_smoothing, args.crop_padding, args.no_flip, args.seed) == \
+        (3e-3, 0.01, 0.1, 0, False, 0)
