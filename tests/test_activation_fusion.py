@@ -51,6 +51,27 @@ def test_fused_conv_forward_is_conv_then_activation(shape, act, dtype, each_conv
     np.testing.assert_array_equal(out, ops.activation_forward(ops.conv2d_forward(x, wt, None, s, p), *act))
 
 
+@pytest.mark.parametrize("alpha", [1.0, 0.5, 3.0])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 7, 100_003])   # the last one runs in parallel
+def test_elu_gradient_from_its_output(alpha, dtype, n):
+    """kind "elu_from_output": the fused ELU's derivative from its output y, 1 or y + alpha: the
+    same bits on the fast, plain and oracle tiers, and alpha e^x to rounding."""
+    rng = np.random.default_rng(n)
+    x = (rng.standard_normal(n) * 3).astype(dtype)
+    x[:3] = [0.0, -0.0, -40.0][:min(n, 3)]
+    dy = rng.standard_normal(n).astype(dtype)
+    y = ops.activation_forward(x, "elu", alpha)
+    fast = ops.activation_backward(dy, y, "elu_from_output", alpha)
+    np.testing.assert_array_equal(plain.activation_backward(dy, y, "elu_from_output", alpha), fast)
+    np.testing.assert_array_equal(reference.activation_backward(dy, y, "elu_from_output", alpha), fast)
+    from_input = ops.activation_backward(dy, x, "elu", alpha)
+    np.testing.assert_allclose(fast, from_input, rtol=0, atol=4 * np.finfo(dtype).eps * alpha * np.abs(dy).max())
+    for tier in (ops, plain):
+        with pytest.raises(ValueError, match="kind must be"):
+            tier.activation_forward(x, "elu_from_output", alpha)
+
+
 @pytest.mark.parametrize("n,i,o", [(1, 5, 3), (7, 16, 10), (47, 9, 13), (48, 20, 7), (100, 33, 17)])
 @pytest.mark.parametrize("act", ACTIVATIONS, ids=act_id)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

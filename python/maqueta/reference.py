@@ -389,11 +389,14 @@ def activation_forward(x, kind, alpha=0.01, out=None):
 
 def activation_backward(dy, x, kind, alpha=0.01, out=None):
     """dy times the derivative at x: 1 or alpha; 1 or alpha e^x; Phi(x) + x phi(x); and the
-    derivative of the tanh form."""
+    derivative of the tanh form. kind "elu_from_output": x is an ELU's output y, the derivative
+    1 or y + alpha."""
     if kind == "leaky_relu":
         d = np.where(x > 0, 1.0, alpha)
     elif kind == "elu":
         d = np.where(x > 0, 1.0, alpha * np.exp(np.minimum(x, 0)))
+    elif kind == "elu_from_output":   # x is ELU's output y (alpha > 0): alpha e^x = y + alpha
+        d = np.where(x > 0, 1.0, x + alpha)
     elif kind == "gelu":
         d = 0.5 * (1 + _erf(x / np.sqrt(2.0))) + x * np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
     elif kind == "gelu_tanh":
@@ -401,7 +404,7 @@ def activation_backward(dy, x, kind, alpha=0.01, out=None):
         t = np.tanh(k * (x + 0.044715 * x ** 3))
         d = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * 0.044715 * x * x)
     else:
-        raise ValueError(f"kind must be 'leaky_relu', 'elu', 'gelu' or 'gelu_tanh', got {kind!r}")
+        raise ValueError(f"kind must be 'leaky_relu', 'elu', 'gelu' or 'gelu_tanh' (or 'elu_from_output'), got {kind!r}")
     return _into(out, (dy * d).astype(dy.dtype, copy=False))
 
 

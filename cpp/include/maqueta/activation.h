@@ -11,6 +11,8 @@ enum class Activation {
     Elu,        // x > 0 ? x : alpha (e^x - 1)
     Gelu,       // x Phi(x), Phi the standard normal CDF: x / 2 (1 + erf(x / sqrt 2))
     GeluTanh,   // x / 2 (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))), PyTorch's approximate="tanh"
+    EluFromOutput,  // backward only, "x" being ELU's output y (alpha > 0): f' = y > 0 ? 1 : y + alpha,
+                    // for a Conv2D or Dense that fused the ELU and kept only its output
 };
 
 // The activation a Conv2D or Dense kernel applies to its own output as it writes it (fused):
@@ -44,7 +46,7 @@ void activation_forward(T* y,        // [n]
                         const T* x,  // [n]
                         int64_t n, Activation kind, double alpha);
 
-// dx = dy * f'(x).
+// dx = dy * f'(x) (EluFromOutput: x is the output y).
 template <typename T>
 void activation_backward(T* dx,        // [n]
                          const T* dy,  // [n]

@@ -12,22 +12,21 @@ from .base import Layer, format_shape
 __all__ = ["ReLU", "Sigmoid", "Tanh", "Softmax", "LeakyReLU", "ELU", "GELU", "fused_activation_gradient"]
 
 
-def fused_activation_gradient(dy, y, epilogue):
+def fused_activation_gradient(dy, y, epilogue, out=None):
     """dy times the derivative of the activation ``epilogue`` = (kind, alpha) that a layer's kernel
-    fused into its output y, computed from y (the layer keeps no pre-activation):
+    fused into its output y, computed from y (the layer keeps no pre-activation), by the
+    activation kernels:
       leaky_relu, alpha > 0: 1 where y > 0, else alpha. y > 0 exactly where the input was, so this is
         the activation layer's gradient bit for bit.
       elu, alpha > 0: 1 where y > 0, else y + alpha (= alpha e^x, as PyTorch's in-place ELU computes
-        it). The ELU layer computes alpha e^x from x, so the two differ in rounding: by about an ulp
-        of alpha, relatively more only where e^x is below the precision of alpha (x far below 0).
+        it: the kernels' "elu_from_output"). The ELU layer computes alpha e^x from x, so the two
+        differ in rounding: by about an ulp of alpha, relatively more only where e^x is below the
+        precision of alpha (x far below 0).
     """
     kind, alpha = epilogue
-    one, a = dy.dtype.type(1), dy.dtype.type(alpha)
-    if kind == "leaky_relu":
-        return dy * np.where(y > 0, one, a)
-    if kind == "elu":
-        return dy * np.where(y > 0, one, y + a)
-    raise ValueError(f"no gradient from the output for a fused {kind!r}")
+    if kind not in ("leaky_relu", "elu"):
+        raise ValueError(f"no gradient from the output for a fused {kind!r}")
+    return kernels().activation_backward(dy, y, "elu_from_output" if kind == "elu" else kind, alpha, out=out)
 
 
 class ReLU(Layer):

@@ -45,7 +45,8 @@ class Call:
     """
 
     __slots__ = ("layer", "index", "training", "relu", "epilogue", "relu_input", "need_dx", "absorbed", "grads",
-                 "out", "indices", "dx", "cache", "rng", "scratch", "batch_offset", "allreduce")
+                 "out", "indices", "dx", "cache", "rng", "scratch", "epilogue_dy", "batch_offset",
+                 "allreduce")
 
     def __init__(self, layer, index, training):
         self.layer = layer
@@ -65,6 +66,7 @@ class Call:
         self.cache = None             # what forward keeps for backward
         self.rng = None               # the model's generator for layers that draw (dropout)
         self.scratch = None           # an array a kernel must write but nobody reads
+        self.epilogue_dy = None       # the gradient through a fused epilogue activation (its backward writes it)
         # Data-parallel training (see maqueta.data_parallel), where each process holds a slice of
         # the global batch; set by the training code, the same on every process but for the offset.
         self.batch_offset = 0         # the index of this batch's first sample in the global batch

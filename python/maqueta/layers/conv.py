@@ -109,6 +109,8 @@ class Conv2D(Layer):
     # ---- NCHW. The kernels pad symmetrically; an uneven "same" padding is made explicitly.
     def allocate(self, call, n, in_shape, out_shape, dtype):
         call.out = np.empty((n, *out_shape), dtype)
+        if call.epilogue is not None and call.training:
+            call.epilogue_dy = np.empty((n, *out_shape), dtype)
         top, bottom, left, right = self.pads(*in_shape[1:])
         if call.need_dx and top == bottom and left == right:
             call.dx = np.empty((n, *in_shape), dtype)
@@ -130,7 +132,7 @@ class Conv2D(Layer):
     def backward(self, dy, call):
         x, padding, crop, y = call.cache
         if call.epilogue is not None:   # the gradient of the activation this kernel applied
-            dy = fused_activation_gradient(dy, y, call.epilogue)
+            dy = fused_activation_gradient(dy, y, call.epilogue, out=call.epilogue_dy)
         dx, _, _ = kernels().conv2d_backward(dy, x, self._params["weight"], self.stride, padding, call.need_dx,
                                              call.relu_input, dx_out=call.dx, dw_out=call.grads["weight"],
                                              db_out=call.grads.get("bias", call.scratch))

@@ -62,6 +62,8 @@ class Dense(Layer):
 
     def allocate(self, call, n, in_shape, out_shape, dtype):
         call.out = np.empty((n, *out_shape), dtype)
+        if call.epilogue is not None and call.training:
+            call.epilogue_dy = np.empty((n, *out_shape), dtype)
         if call.need_dx:
             call.dx = np.empty((n, *in_shape), dtype)
 
@@ -75,7 +77,7 @@ class Dense(Layer):
     def backward(self, dy, call):
         x, y = call.cache
         if call.epilogue is not None:   # the gradient of the activation this kernel applied
-            dy = fused_activation_gradient(dy, y, call.epilogue)
+            dy = fused_activation_gradient(dy, y, call.epilogue, out=call.epilogue_dy)
         dx, _, _ = kernels().linear_backward(dy, x, self._params["weight"], call.need_dx, call.relu_input,
                                              dx_out=call.dx, dw_out=call.grads["weight"], db_out=call.grads.get("bias"))
         return dx
