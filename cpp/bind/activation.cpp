@@ -11,12 +11,15 @@ namespace maqueta {
 namespace bind {
 namespace {
 
-Activation activation_kind(const std::string& kind) {
+// backward: also "elu_from_output", the ELU's derivative from its output (for a fused ELU).
+Activation activation_kind(const std::string& kind, bool backward) {
     if (kind == "leaky_relu") return Activation::LeakyRelu;
     if (kind == "elu") return Activation::Elu;
     if (kind == "gelu") return Activation::Gelu;
     if (kind == "gelu_tanh") return Activation::GeluTanh;
-    value_error("kind must be 'leaky_relu', 'elu', 'gelu' or 'gelu_tanh', got '" + kind + "'");
+    if (backward && kind == "elu_from_output") return Activation::EluFromOutput;
+    value_error("kind must be 'leaky_relu', 'elu', 'gelu' or 'gelu_tanh'" +
+                std::string(backward ? " (or 'elu_from_output')" : "") + ", got '" + kind + "'");
 }
 
 std::vector<py::ssize_t> shape_of(const py::array& a) { return std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()); }
@@ -30,7 +33,7 @@ py::array activation_forward_py(const py::handle& x_obj, const std::string& kind
                                 const py::handle& out_obj) {
     py::array x = as_ndarray(x_obj, "x");
     const DType dt = call_dtype(x, "x");
-    const Activation kind = activation_kind(kind_name);
+    const Activation kind = activation_kind(kind_name, false);
     check_alpha(alpha);
     const int64_t n = (int64_t)x.size();
     return dispatch(dt, [&](auto tag) -> py::array {
@@ -58,7 +61,7 @@ py::array activation_backward_py(const py::handle& dy_obj, const py::handle& x_o
     py::array x = as_ndarray(x_obj, "x");
     check_dtype(x, "x", dt, "dy");
     check_same_shape(x, "x", dy, "dy");
-    const Activation kind = activation_kind(kind_name);
+    const Activation kind = activation_kind(kind_name, true);
     check_alpha(alpha);
     const int64_t n = (int64_t)x.size();
     return dispatch(dt, [&](auto tag) -> py::array {

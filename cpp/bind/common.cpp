@@ -2,6 +2,7 @@
 #include "common.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace maqueta {
 namespace bind {
@@ -124,6 +125,21 @@ void check_same_shape(const py::array& a, const char* an, const py::array& b, co
     if (!same)
         value_error(std::string(bn) + " must have the shape of " + an + ": " + an + " " + shape_str(a) + ", " + bn + " " +
                     shape_str(b));
+}
+
+OutputActivation output_activation(bool relu, const std::string& activation, double alpha) {
+    OutputActivation act;
+    if (activation == "relu") act.kind = OutputActivation::Relu;
+    else if (activation == "leaky_relu") act.kind = OutputActivation::LeakyRelu;
+    else if (activation == "elu") act.kind = OutputActivation::Elu;
+    else if (activation != "none")
+        value_error("activation must be 'none', 'relu', 'leaky_relu' or 'elu', got '" + activation + "'");
+    if (relu && act.kind != OutputActivation::Relu && act.kind != OutputActivation::None)
+        value_error("relu=True and activation='" + activation + "' ask for two activations");
+    if (relu) act.kind = OutputActivation::Relu;
+    if (!std::isfinite(alpha)) value_error("alpha must be finite, got " + std::to_string(alpha));
+    act.alpha = alpha;
+    return act;
 }
 
 bool optional_bias(const py::handle& obj, py::array& b, DType dt, const char* first_name, const py::array& w) {

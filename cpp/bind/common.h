@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "maqueta/activation.h"
 #include "maqueta/runtime.h"
 
 namespace maqueta {
@@ -67,6 +68,10 @@ void check_no_overlap(const std::vector<std::pair<const py::array*, const char*>
 // The optional bias of a layer whose weights w have one row per output: None, or [w.shape[0]] of
 // dtype dt. Returns whether there is one (in b).
 bool optional_bias(const py::handle& obj, py::array& b, DType dt, const char* first_name, const py::array& w);
+
+// The activation a conv2d or linear forward applies to its output: relu (the older flag) or
+// activation, "none", "relu", "leaky_relu" or "elu" with its finite alpha.
+OutputActivation output_activation(bool relu, const std::string& activation, double alpha);
 
 constexpr int kAligned = py::detail::npy_api::NPY_ARRAY_ALIGNED_;
 

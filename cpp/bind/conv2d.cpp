@@ -56,7 +56,9 @@ Conv2dDims conv_dims(const py::array& x, const py::array& w, int64_t sh, int64_t
 
 template <Tier tier>
 py::object conv2d_forward_py(const py::handle& x_obj, const py::handle& w_obj, const py::handle& b_obj,
-                             int64_t sh, int64_t sw, int64_t ph, int64_t pw, bool relu, const py::handle& out_obj) {
+                             int64_t sh, int64_t sw, int64_t ph, int64_t pw, bool relu, const py::handle& out_obj,
+                             const std::string& activation, double alpha) {
+    const OutputActivation act = output_activation(relu, activation, alpha);
     py::array x = as_ndarray(x_obj, "x");
     const DType dt = call_dtype(x, "x");
     py::array w = as_ndarray(w_obj, "w");
@@ -79,9 +81,9 @@ py::object conv2d_forward_py(const py::handle& x_obj, const py::handle& w_obj, c
         {
             py::gil_scoped_release nogil;
             if constexpr (tier == Tier::Plain)
-                plain::conv2d_forward<T>(yp, xc.data(), wc.data(), bp, d, relu);
+                plain::conv2d_forward<T>(yp, xc.data(), wc.data(), bp, d, act);
             else
-                conv2d_forward<T>(yp, xc.data(), wc.data(), bp, d, relu, isa, algo);
+                conv2d_forward<T>(yp, xc.data(), wc.data(), bp, d, act, isa, algo);
         }
         return std::move(y);
     });
@@ -141,7 +143,8 @@ MAQUETA_BINDINGS(conv2d) {
         m.def(fast ? "conv2d_forward" : "plain_conv2d_forward",
               fast ? &conv2d_forward_py<Tier::Fast> : &conv2d_forward_py<Tier::Plain>, py::arg("x"), py::arg("w"),
               py::arg("b"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"),
-              py::arg("relu") = false, py::arg("out") = none);
+              py::arg("relu") = false, py::arg("out") = none, py::arg("activation") = "none",
+              py::arg("alpha") = 0.0);
         m.def(fast ? "conv2d_backward" : "plain_conv2d_backward",
               fast ? &conv2d_backward_py<Tier::Fast> : &conv2d_backward_py<Tier::Plain>, py::arg("dy"), py::arg("x"),
               py::arg("w"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"),

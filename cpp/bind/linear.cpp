@@ -24,7 +24,8 @@ void linear_dims(const py::array& x, const py::array& w, int64_t& N, int64_t& IN
 
 template <Tier tier>
 py::array linear_forward_py(const py::handle& x_obj, const py::handle& w_obj, const py::handle& b_obj, bool relu,
-                            const py::handle& out_obj) {
+                            const py::handle& out_obj, const std::string& activation, double alpha) {
+    const OutputActivation act = output_activation(relu, activation, alpha);
     py::array x = as_ndarray(x_obj, "x");
     const DType dt = call_dtype(x, "x");
     py::array w = as_ndarray(w_obj, "w");
@@ -47,9 +48,9 @@ py::array linear_forward_py(const py::handle& x_obj, const py::handle& w_obj, co
         {
             py::gil_scoped_release nogil;
             if constexpr (tier == Tier::Plain)
-                plain::linear_forward<T>(yp, xc.data(), wc.data(), bp, N, IN, OUT, relu);
+                plain::linear_forward<T>(yp, xc.data(), wc.data(), bp, N, IN, OUT, act);
             else
-                linear_forward<T>(yp, xc.data(), wc.data(), bp, N, IN, OUT, relu, isa);
+                linear_forward<T>(yp, xc.data(), wc.data(), bp, N, IN, OUT, act, isa);
         }
         return std::move(y);
     });
@@ -107,7 +108,8 @@ MAQUETA_BINDINGS(linear) {
         const bool fast = tier == Tier::Fast;
         m.def(fast ? "linear_forward" : "plain_linear_forward",
               fast ? &linear_forward_py<Tier::Fast> : &linear_forward_py<Tier::Plain>, py::arg("x"), py::arg("w"),
-              py::arg("b"), py::arg("relu") = false, py::arg("out") = none);
+              py::arg("b"), py::arg("relu") = false, py::arg("out") = none, py::arg("activation") = "none",
+              py::arg("alpha") = 0.0);
         m.def(fast ? "linear_backward" : "plain_linear_backward",
               fast ? &linear_backward_py<Tier::Fast> : &linear_backward_py<Tier::Plain>, py::arg("dy"), py::arg("x"),
               py::arg("w"), py::arg("need_dx"), py::arg("relu_input") = false, py::arg("dx_out") = none,

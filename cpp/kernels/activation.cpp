@@ -19,11 +19,12 @@ constexpr double kInvSqrt2Pi = 0.39894228040143267794;  // 1 / sqrt(2 pi)
 template <typename T>
 T forward_one(T x, Activation kind, T alpha) {
     switch (kind) {
-        case Activation::LeakyRelu: return x > 0 ? x : alpha * x;
-        case Activation::Elu: return x > 0 ? x : alpha * std::expm1(x);
+        case Activation::LeakyRelu: return leaky_relu_value(x, alpha);   // as a fused one (activation.h)
+        case Activation::Elu: return elu_value(x, alpha);
         case Activation::Gelu: return T(0.5) * x * (T(1) + std::erf(x * T(kSqrtHalf)));
         case Activation::GeluTanh:
             return T(0.5) * x * (T(1) + std::tanh(T(kSqrt2OverPi) * (x + T(0.044715) * x * x * x)));
+        case Activation::EluFromOutput: break;   // backward only (the bindings refuse it here)
     }
     return x;
 }
@@ -33,6 +34,7 @@ T derivative(T x, Activation kind, T alpha) {
     switch (kind) {
         case Activation::LeakyRelu: return x > 0 ? T(1) : alpha;
         case Activation::Elu: return x > 0 ? T(1) : alpha * std::exp(x);
+        case Activation::EluFromOutput: return x > 0 ? T(1) : x + alpha;   // x is the output here
         case Activation::Gelu:
             return T(0.5) * (T(1) + std::erf(x * T(kSqrtHalf))) + x * std::exp(T(-0.5) * x * x) * T(kInvSqrt2Pi);
         case Activation::GeluTanh: {

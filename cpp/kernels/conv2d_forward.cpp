@@ -1,4 +1,4 @@
-// conv2d forward: y = conv(x, w) + b (then ReLU), by one of three algorithms (conv2d_common.h
+// conv2d forward: y = conv(x, w) + b (then a fused activation), by one of three algorithms (conv2d_common.h
 // explains them and conv::plan picks one): pixel-major, direct, im2col. Dimensions as in
 // maqueta/conv2d.h; Hp, Wp, K, P as in conv2d_common.h.
 // Plain twin, the same math as loops in the order of the formula: cpp/plain/conv2d.cpp (conv2d_forward).
@@ -11,9 +11,10 @@ namespace conv {
 namespace {
 
 // Pixel-major: y^T[p][o] = sum_k xpad[pixel p's window at tap k] * W^T[k][o] (+ b, relu),
-// one image at a time per thread, stored straight into y's [o][p] layout.
+// one image at a time per thread, stored straight into y's [o][p] layout; a leaky ReLU or ELU
+// then passes over the image's output while it is in cache.
 template <typename T>
-void forward_pixel(T* y, const T* x, const T* w, const T* b, const Conv2dDims& d, bool relu,
+void forward_pixel(T* y, const T* x, const T* w, const T* b, const Conv2dDims& d, const OutputActivation& act,
                    const IsaKernels& kern) {
     const int L = kern.lanes<T>();
     const int64_t K = d.C * d.KH * d.KW, P = d.OH * d.OW, OP = round_up(d.O, L);
@@ -48,7 +49,8 @@ void forward_pixel(T* y, const T* x, const T* w, const T* b, const Conv2dDims& d
                 for (int64_t ow = 0; ow < d.OW; ++ow, ++p) rows[p] = src + oh * d.SH * Wp + ow * d.SW;
             kern.bcast(BcastArgs<T>{.M = P, .N = d.O, .K = K, .arows = rows, .aoff = boff, .astride = 0,
                                     .b = wt, .ldb = OP, .b_readable = OP, .c = y + n * d.O * P, .ldc = 1,
-                                    .cstride = P, .bias = b, .relu = relu, .run = d.SW == 1 ? d.OW : 0});
+                                    .cstride = P, .bias = b, .relu = act.relu(), .run = d.SW == 1 ? d.OW : 0});
+            apply_output_activation(y + n * d.O * P, d.O * P, act);
         }
     }
 }
@@ -57,8 +59,9 @@ void forward_pixel(T* y, const T* x, const T* w, const T* b, const Conv2dDims& d
 // outb[O][OH*Wp]; the Wp - OW columns past each output row are dropped on the way to y.
 template <typename T>
 void forward_image_direct(T* yn, T* inb, T* outb, const T* xn, const T* apack, const int64_t* boff, const T* b,
-                          const Conv2dDims& d, bool relu, const IsaKernels& kern) {
+                          const Conv2dDims& d, const OutputActivation& act, const IsaKernels& kern) {
     const int64_t K = d.C * d.KH * d.KW, Wp = d.W + 2 * d.PW, ldc = d.OH * Wp;
+    const bool relu = act.relu();
     pad_image(inb, xn, d, kern.nr<T>());
     kern.rows(RowsArgs<T>{.M = d.O, .N = (d.OH - 1) * Wp + d.OW, .K = K, .a = apack, .b = inb, .boff = boff,
                           .ldb = 0, .padded = true, .c = outb, .ldc = ldc});
@@ -73,13 +76,15 @@ void forward_image_direct(T* yn, T* inb, T* outb, const T* xn, const T* apack, c
                 for (int64_t ow = 0; ow < d.OW; ++ow) dst[ow] = src[ow] + bias;
         }
     }
+    apply_output_activation(yn, d.O * d.OH * d.OW, act);
 }
 
 // im2col, one image (any stride): taps gathered into col = inb[K][P], then y = W col.
 template <typename T>
-void forward_image_im2col(T* yn, T* inb, const T* xn, const T* apack, const T* b, const Conv2dDims& d, bool relu,
-                          const IsaKernels& kern) {
+void forward_image_im2col(T* yn, T* inb, const T* xn, const T* apack, const T* b, const Conv2dDims& d,
+                          const OutputActivation& act, const IsaKernels& kern) {
     const int64_t K = d.C * d.KH * d.KW, P = d.OH * d.OW;
+    const bool relu = act.relu();
     im2col(inb, xn, d, P);
     std::fill(inb + K * P, inb + K * P + kern.nr<T>(), T(0));
     kern.rows(RowsArgs<T>{.M = d.O, .N = P, .K = K, .a = apack, .b = inb, .boff = nullptr, .ldb = P,
@@ -93,11 +98,13 @@ void forward_image_im2col(T* yn, T* inb, const T* xn, const T* apack, const T* b
             else
                 for (int64_t p = 0; p < P; ++p) dst[p] += bias;
         }
+    apply_output_activation(yn, d.O * P, act);
 }
 
 // Direct or im2col: W packed once into panels, then one image per iteration.
 template <typename T>
-void forward_gemm(T* y, const T* x, const T* w, const T* b, const Conv2dDims& d, bool relu, bool direct,
+void forward_gemm(T* y, const T* x, const T* w, const T* b, const Conv2dDims& d, const OutputActivation& act,
+                  bool direct,
                   const IsaKernels& kern) {
     const int MR = kern.mr, NR = kern.nr<T>();
     const int64_t K = d.C * d.KH * d.KW, P = d.OH * d.OW;
@@ -126,8 +133,8 @@ void forward_gemm(T* y, const T* x, const T* w, const T* b, const Conv2dDims& d,
         for (int64_t n = 0; n < d.N; ++n) {
             const T* xn = x + n * d.C * d.H * d.W;
             T* yn = y + n * d.O * P;
-            if (direct) forward_image_direct(yn, inb, outb, xn, apack, boff, b, d, relu, kern);
-            else        forward_image_im2col(yn, inb, xn, apack, b, d, relu, kern);
+            if (direct) forward_image_direct(yn, inb, outb, xn, apack, boff, b, d, act, kern);
+            else        forward_image_im2col(yn, inb, xn, apack, b, d, act, kern);
         }
     }
 }
@@ -136,16 +143,16 @@ void forward_gemm(T* y, const T* x, const T* w, const T* b, const Conv2dDims& d,
 }  // namespace conv
 
 template <typename T>
-void conv2d_forward(T* y, const T* x, const T* w, const T* b, const Conv2dDims& d, bool relu, const IsaKernels& kern,
-                    ConvAlgo algo) {
+void conv2d_forward(T* y, const T* x, const T* w, const T* b, const Conv2dDims& d, const OutputActivation& act,
+                    const IsaKernels& kern, ConvAlgo algo) {
     const conv::Plan plan = conv::plan(d, kern.lanes<T>(), algo);
-    if (plan.pixel) conv::forward_pixel(y, x, w, b, d, relu, kern);
-    else            conv::forward_gemm(y, x, w, b, d, relu, plan.direct, kern);
+    if (plan.pixel) conv::forward_pixel(y, x, w, b, d, act, kern);
+    else            conv::forward_gemm(y, x, w, b, d, act, plan.direct, kern);
 }
 
-template void conv2d_forward<float>(float*, const float*, const float*, const float*, const Conv2dDims&, bool,
-                                    const IsaKernels&, ConvAlgo);
-template void conv2d_forward<double>(double*, const double*, const double*, const double*, const Conv2dDims&, bool,
-                                     const IsaKernels&, ConvAlgo);
+template void conv2d_forward<float>(float*, const float*, const float*, const float*, const Conv2dDims&,
+                                    const OutputActivation&, const IsaKernels&, ConvAlgo);
+template void conv2d_forward<double>(double*, const double*, const double*, const double*, const Conv2dDims&,
+                                     const OutputActivation&, const IsaKernels&, ConvAlgo);
 
 }  // namespace maqueta

@@ -29,8 +29,9 @@ int parts_for(int64_t M, int64_t N, int64_t K) {
 constexpr int64_t kDotRows = 48;
 
 template <typename T>
-void linear_forward(T* y, const T* x, const T* w, const T* b, int64_t N, int64_t IN, int64_t OUT, bool relu,
-                    const IsaKernels& kern) {
+void linear_forward(T* y, const T* x, const T* w, const T* b, int64_t N, int64_t IN, int64_t OUT,
+                    const OutputActivation& act, const IsaKernels& kern) {
+    const bool relu = act.relu();   // in the same pass; a leaky ReLU or ELU passes over each part's output after
     if (N < kDotRows) {
         const int parts = std::max(1, std::min<int>(parts_for(OUT, N, IN), (int)((OUT + 5) / 6)));
 #pragma omp parallel for schedule(static) num_threads(parts)
@@ -43,6 +44,8 @@ void linear_forward(T* y, const T* x, const T* w, const T* b, int64_t N, int64_t
                     const T v = y[n * OUT + o] + (b ? b[o] : T(0));
                     y[n * OUT + o] = relu ? std::max(v, T(0)) : v;
                 }
+            if (act.elementwise())
+                for (int64_t n = 0; n < N; ++n) apply_output_activation(y + n * OUT + c0, c1 - c0, act);
         }
         return;
     }
@@ -65,6 +68,7 @@ void linear_forward(T* y, const T* x, const T* w, const T* b, int64_t N, int64_t
         kern.bcast(BcastArgs<T>{.M = r1 - r0, .N = OUT, .K = IN, .arows = rows + r0, .aoff = nullptr, .astride = 1,
                                 .b = wt, .ldb = OUTP, .b_readable = OUTP, .c = y + r0 * OUT, .ldc = OUT, .cstride = 1,
                                 .bias = b, .relu = relu});
+        apply_output_activation(y + r0 * OUT, (r1 - r0) * OUT, act);
     }
 }
 
@@ -111,8 +115,8 @@ void linear_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, i
 }
 
 #define MAQUETA_INSTANTIATE(T)                                                                                \
-    template void linear_forward<T>(T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, bool,         \
-                                    const IsaKernels&);                                                        \
+    template void linear_forward<T>(T*, const T*, const T*, const T*, int64_t, int64_t, int64_t,               \
+                                    const OutputActivation&, const IsaKernels&);                               \
     template void linear_backward<T>(T*, T*, T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, bool, \
                                      const IsaKernels&);
 MAQUETA_INSTANTIATE(float)

@@ -7,6 +7,8 @@
 //   gelu_tanh:  y = x/2 (1 + t),  t = tanh(sqrt(2/pi) (x + 0.044715 x^3))   (PyTorch's approximate="tanh")
 //               y' = (1 + t)/2 + x/2 (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
 //   backward: dx = dy * y'(x)   (the chain rule, value by value)
+//   elu_from_output (backward only): y' from ELU's output y, alpha > 0: y > 0 ? 1 : y + alpha
+//               (= alpha e^x; for a Conv2D or Dense that fused the ELU and kept only y)
 // Computed in the values' own precision T, as PyTorch's CPU kernels do.
 //
 // Parallel strategy: over the values, from 16k of them up; each value is written by one thread.
@@ -43,6 +45,7 @@ void activation_forward(T* y,          // (n,)
             case Activation::GeluTanh:
                 y[i] = T(0.5) * v * (T(1) + std::tanh(T(kSqrt2OverPi) * (v + T(0.044715) * v * v * v)));
                 break;
+            case Activation::EluFromOutput: break;   // backward only (the bindings refuse it here)
         }
     }
 }
@@ -62,6 +65,7 @@ void activation_backward(T* dx,        // (n,)
         switch (kind) {
             case Activation::LeakyRelu: slope = v > 0 ? T(1) : a; break;
             case Activation::Elu: slope = v > 0 ? T(1) : a * std::exp(v); break;
+            case Activation::EluFromOutput: slope = v > 0 ? T(1) : v + a; break;   // v is ELU's output
             case Activation::Gelu:
                 slope = T(0.5) * (T(1) + std::erf(v * T(kSqrtHalf))) + v * std::exp(T(-0.5) * v * v) * T(kInvSqrt2Pi);
                 break;

@@ -21,7 +21,7 @@ void conv2d_forward(T* y,              // (N, O, OH, OW)
                     const T* x,        // (N, C, H, W)
                     const T* w,        // (O, C, KH, KW)
                     const T* b,        // (O,) or nullptr
-                    const Conv2dDims& d, bool relu) {
+                    const Conv2dDims& d, const OutputActivation& act) {
     const int64_t N = d.N, C = d.C, H = d.H, W = d.W, O = d.O, KH = d.KH, KW = d.KW;
     const int64_t SH = d.SH, SW = d.SW, PH = d.PH, PW = d.PW, OH = d.OH, OW = d.OW;
 #pragma omp parallel for num_threads(team_size(N * O))
@@ -38,7 +38,7 @@ void conv2d_forward(T* y,              // (N, O, OH, OW)
                             sum += w[((o * C + c) * KH + kh) * KW + kw] * x[((n * C + c) * H + h) * W + v];
                         }
                 if (b) sum += b[o];
-                y[((n * O + o) * OH + i) * OW + j] = relu && sum < T(0) ? T(0) : sum;   // NaN passes
+                y[((n * O + o) * OH + i) * OW + j] = output_activation(sum, act);   // none, ReLU, leaky ReLU, ELU
             }
     }
 }
@@ -107,8 +107,10 @@ void conv2d_backward(T* dx,            // (N, C, H, W), or nullptr when not want
 }
 // --8<-- [end:conv2d_backward]
 
-template void conv2d_forward<float>(float*, const float*, const float*, const float*, const Conv2dDims&, bool);
-template void conv2d_forward<double>(double*, const double*, const double*, const double*, const Conv2dDims&, bool);
+template void conv2d_forward<float>(float*, const float*, const float*, const float*, const Conv2dDims&,
+                                    const OutputActivation&);
+template void conv2d_forward<double>(double*, const double*, const double*, const double*, const Conv2dDims&,
+                                     const OutputActivation&);
 template void conv2d_backward<float>(float*, float*, float*, const float*, const float*, const float*,
                                      const Conv2dDims&, bool);
 template void conv2d_backward<double>(double*, double*, double*, const double*, const double*, const double*,

@@ -18,14 +18,14 @@ void linear_forward(T* y,              // (N, OUT)
                     const T* x,        // (N, IN)
                     const T* w,        // (OUT, IN)
                     const T* b,        // (OUT,) or nullptr
-                    int64_t N, int64_t IN, int64_t OUT, bool relu) {
+                    int64_t N, int64_t IN, int64_t OUT, const OutputActivation& act) {
 #pragma omp parallel for num_threads(team_size(N))
     for (int64_t n = 0; n < N; ++n)
         for (int64_t o = 0; o < OUT; ++o) {
             T sum = 0;
             for (int64_t i = 0; i < IN; ++i) sum += x[n * IN + i] * w[o * IN + i];
             if (b) sum += b[o];
-            y[n * OUT + o] = relu && sum < T(0) ? T(0) : sum;   // NaN passes
+            y[n * OUT + o] = output_activation(sum, act);   // none, ReLU, leaky ReLU, ELU
         }
 }
 // --8<-- [end:linear_forward]
@@ -64,9 +64,10 @@ void linear_backward(T* dx,            // (N, IN), or nullptr when not wanted
 }
 // --8<-- [end:linear_backward]
 
-template void linear_forward<float>(float*, const float*, const float*, const float*, int64_t, int64_t, int64_t, bool);
+template void linear_forward<float>(float*, const float*, const float*, const float*, int64_t, int64_t, int64_t,
+                                    const OutputActivation&);
 template void linear_forward<double>(double*, const double*, const double*, const double*, int64_t, int64_t, int64_t,
-                                     bool);
+                                     const OutputActivation&);
 template void linear_backward<float>(float*, float*, float*, const float*, const float*, const float*, int64_t,
                                      int64_t, int64_t, bool);
 template void linear_backward<double>(double*, double*, double*, const double*, const double*, const double*,

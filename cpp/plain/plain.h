@@ -13,7 +13,7 @@
 #pragma once
 #include <cstdint>
 
-#include "maqueta/activation.h"  // Activation: LeakyRelu, Elu, Gelu, GeluTanh
+#include "maqueta/activation.h"  // Activation: LeakyRelu, Elu, Gelu, GeluTanh; OutputActivation
 #include "maqueta/avgpool2d.h"   // AvgPoolDims: P (= N*C), H, W, KH, KW, SH, SW, PH, PW, OH, OW
 #include "maqueta/conv2d.h"      // Conv2dDims: N, C, H, W, O, KH, KW, SH, SW, PH, PW, OH, OW
 #include "maqueta/maxpool2d.h"   // Pool2dDims: N, C, H, W, KH, KW, SH, SW, OH, OW
@@ -21,13 +21,27 @@
 namespace maqueta {
 namespace plain {
 
+// The activation fused into conv2d_forward and linear_forward, on one output value v: ReLU as
+// these kernels always wrote it (NaN passes), leaky ReLU and ELU as activation.cpp's formulas.
+template <typename T>
+inline T output_activation(T v, const OutputActivation& act) {
+    const T a = (T)act.alpha;
+    switch (act.kind) {
+        case OutputActivation::Relu: return v < T(0) ? T(0) : v;
+        case OutputActivation::LeakyRelu: return v > 0 ? v : a * v;
+        case OutputActivation::Elu: return v > 0 ? v : a * std::expm1(v);
+        case OutputActivation::None: break;
+    }
+    return v;
+}
+
 // conv2d.cpp
 template <typename T>
 void conv2d_forward(T* y,              // (N, O, OH, OW)
                     const T* x,        // (N, C, H, W)
                     const T* w,        // (O, C, KH, KW)
                     const T* b,        // (O,) or nullptr
-                    const Conv2dDims& d, bool relu);
+                    const Conv2dDims& d, const OutputActivation& act);
 template <typename T>
 void conv2d_backward(T* dx,            // (N, C, H, W) or nullptr (not wanted)
                      T* dw,            // (O, C, KH, KW)
@@ -56,7 +70,7 @@ void linear_forward(T* y,              // (N, OUT)
                     const T* x,        // (N, IN)
                     const T* w,        // (OUT, IN)
                     const T* b,        // (OUT,) or nullptr
-                    int64_t N, int64_t IN, int64_t OUT, bool relu);
+                    int64_t N, int64_t IN, int64_t OUT, const OutputActivation& act);
 template <typename T>
 void linear_backward(T* dx,            // (N, IN) or nullptr
                      T* dw,            // (OUT, IN)

@@ -5,7 +5,11 @@ Fusion is what the layers declare (see ``maqueta.layers.base``): a layer whose k
 the activation that follows it (a Conv2D or Dense before a ReLU) does so when whoever sends the
 gradient back into that output can apply the ReLU's gradient (a MaxPool2D, Dense or Conv2D,
 possibly through a Flatten). Otherwise the ReLU stays a layer of its own. Either way the
-arithmetic is the same as running every layer separately.
+arithmetic is the same as running every layer separately. An activation whose gradient follows
+from its output (a LeakyReLU with a positive slope, an ELU with a positive alpha: their
+``epilogue``) fuses into such a kernel whatever comes after it: the fused layer applies that
+gradient itself. The leaky ReLU is then exactly the separate layer; the ELU's gradient, taken as
+y + alpha rather than alpha e^x, differs in rounding (see layers.activations.fused_activation_gradient).
 
 With the native kernels, the leading run of layers that have a lane kernel (convolutions with
 stride 1 and no padding, 2x2 max-pools) runs in the batch-lane layout [blocks][C][H][W][V] once a
@@ -34,6 +38,12 @@ class Step:
     relu_input: bool    # the step's input is a fused ReLU's output: its backward applies that gradient
     last: int           # the last layer the step covers (its output is that layer's)
     absorbs: bool = False   # lane layout: this step's kernel also runs the next step
+    epilogue: tuple = None  # (kind, alpha): the layer's kernel applies this other activation after it,
+                            # and its backward that activation's gradient
+
+    def fused_activation(self):
+        """The kind of activation the step's kernel applies after its layer, or None."""
+        return "relu" if self.relu else self.epilogue[0] if self.epilogue else None
 
 
 class Plan:
@@ -48,13 +58,22 @@ class Plan:
                 return False
             return layers[j].applies_relu_gradient or (layers[j].moves_no_values and masks_gradient(j + 1))
 
+        def fusion(i):   # the activation after layer i that its kernel applies: None or (kind, alpha)
+            form = layers[i + 1].epilogue if fuse and i + 1 < n else None
+            if form is None or form[0] not in layers[i].fusable_activations:
+                return None
+            if form[0] == "relu":   # the layer after it applies its gradient, or nobody can
+                return form if masks_gradient(i + 2) else None
+            return form             # layer i applies its gradient, from its own output
+
         self.steps = []
         i = 0
         while i < n:
-            fused = (fuse and i + 1 < n and layers[i + 1].activation is not None
-                     and layers[i + 1].activation in layers[i].fusable_activations and masks_gradient(i + 2))
-            self.steps.append(Step(i, fused, False, i + 1 if fused else i))
-            i += 2 if fused else 1
+            form = fusion(i)
+            relu = form is not None and form[0] == "relu"
+            self.steps.append(Step(i, relu, False, i + 1 if form else i,
+                                   epilogue=None if relu or form is None else tuple(form)))
+            i += 2 if form else 1
         for k, step in enumerate(self.steps):
             if layers[step.index].moves_no_values:
                 continue
@@ -63,8 +82,12 @@ class Plan:
                 j -= 1
             step.relu_input = j >= 0 and self.steps[j].relu
         # the leading steps that can run in the batch-lane layout, worth it if one of them saves work
+        def lane_step(step):
+            layer, kind = layers[step.index], step.fused_activation()
+            return layer.has_lane_kernel() and (kind is None or kind in layer.lane_fusable_activations)
+
         count = 0
-        while lanes and count < len(self.steps) and layers[self.steps[count].index].has_lane_kernel():
+        while lanes and count < len(self.steps) and lane_step(self.steps[count]):
             count += 1
         if not any(layers[s.index].lane_worth_packing for s in self.steps[:count]):
             count = 0
@@ -136,7 +159,7 @@ class Run:
         for step in plan.steps:
             layer = model.layers[step.index]
             call = Call(layer, step.index, training)
-            call.relu, call.relu_input = step.relu, step.relu_input
+            call.relu, call.relu_input, call.epilogue = step.relu, step.relu_input, step.epilogue
             call.need_dx = training and step.index > model.first_trainable
             call.rng = model.state.layer_rng
             calls.append(call)

@@ -43,21 +43,23 @@ __all__ = [
 ]
 
 
-def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, out=None):
+def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, out=None, activation=None, alpha=0.0):
     """2-D cross-correlation with zero padding, as ``torch.nn.functional.conv2d``.
 
     x: ndarray (N, C, H, W); w: ndarray (O, C, KH, KW); b: ndarray (O,) or None.
     stride, padding: int or (height, width) pair. relu: apply max(y, 0) in the same pass.
+    activation: None, "relu", "leaky_relu" (negative slope alpha) or "elu" (alpha), applied in the
+    same pass with the arithmetic of :func:`activation_forward` (relu=True is activation="relu").
     Returns y: ndarray (N, O, OH, OW) with OH = (H + 2*ph - KH) // sh + 1 (OW likewise).
     """
     sh, sw = pair(stride, "stride", 1)
     ph, pw = pair(padding, "padding", 0)
-    return _core.conv2d_forward(x, w, b, sh, sw, ph, pw, bool(relu), out)
+    return _core.conv2d_forward(x, w, b, sh, sw, ph, pw, bool(relu), out, activation or "none", float(alpha))
 
 
 def conv2d_backward(dy, x, w, stride=1, padding=0, need_dx=True, relu_input=False, dx_out=None, dw_out=None,
                     db_out=None):
-    """Gradients of :func:`conv2d_forward` (without relu).
+    """Gradients of :func:`conv2d_forward` (without its activation).
 
     dy: ndarray (N, O, OH, OW); x and w as given to the forward pass.
     relu_input: x is the output of a ReLU; dx is then zero where x <= 0 (that ReLU's gradient, fused).
@@ -93,16 +95,16 @@ def maxpool2d_backward(dy, indices, x_shape, relu_output=None, out=None):
     return _core.maxpool2d_backward(dy, indices, shape, relu_output, out)
 
 
-def linear_forward(x, w, b=None, relu=False, out=None):
+def linear_forward(x, w, b=None, relu=False, out=None, activation=None, alpha=0.0):
     """Dense layer y = x @ w.T + b, as ``torch.nn.functional.linear``.
 
     x: ndarray (N, IN); w: ndarray (OUT, IN); b: ndarray (OUT,) or None. Returns y (N, OUT).
     """
-    return _core.linear_forward(x, w, b, bool(relu), out)
+    return _core.linear_forward(x, w, b, bool(relu), out, activation or "none", float(alpha))
 
 
 def linear_backward(dy, x, w, need_dx=True, relu_input=False, dx_out=None, dw_out=None, db_out=None):
-    """Gradients of :func:`linear_forward` (without relu): (dx (N, IN) or None, dw (OUT, IN), db (OUT,)).
+    """Gradients of :func:`linear_forward` (without its activation): (dx (N, IN) or None, dw (OUT, IN), db (OUT,)).
     relu_input as for :func:`conv2d_backward`."""
     return _core.linear_backward(dy, x, w, bool(need_dx), bool(relu_input), dx_out, dw_out, db_out)
 

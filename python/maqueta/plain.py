@@ -42,11 +42,11 @@ __all__ = [
 
 
 # --8<-- [start:conv2d_forward]   (quoted by docs/index.md)
-def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, out=None):
+def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, out=None, activation=None, alpha=0.0):
     """y (N, O, OH, OW) = conv(x (N, C, H, W), w (O, C, KH, KW)) + b (O,): cpp/plain/conv2d.cpp."""
     sh, sw = pair(stride, "stride", 1)
     ph, pw = pair(padding, "padding", 0)
-    return _core.plain_conv2d_forward(x, w, b, sh, sw, ph, pw, bool(relu), out)
+    return _core.plain_conv2d_forward(x, w, b, sh, sw, ph, pw, bool(relu), out, activation or "none", float(alpha))
 
 
 def conv2d_backward(dy, x, w, stride=1, padding=0, need_dx=True, relu_input=False, dx_out=None, dw_out=None,
@@ -72,9 +72,9 @@ def maxpool2d_backward(dy, indices, x_shape, relu_output=None, out=None):
     return _core.plain_maxpool2d_backward(dy, indices, shape, relu_output, out)
 
 
-def linear_forward(x, w, b=None, relu=False, out=None):
+def linear_forward(x, w, b=None, relu=False, out=None, activation=None, alpha=0.0):
     """y (N, OUT) = x (N, IN) @ w (OUT, IN).T + b (OUT,): cpp/plain/linear.cpp."""
-    return _core.plain_linear_forward(x, w, b, bool(relu), out)
+    return _core.plain_linear_forward(x, w, b, bool(relu), out, activation or "none", float(alpha))
 
 
 def linear_backward(dy, x, w, need_dx=True, relu_input=False, dx_out=None, dw_out=None, db_out=None):

@@ -54,8 +54,22 @@ def _into(out, value):
     return out
 
 
+def _output_activation(y, relu, activation, alpha):
+    """The activation a conv2d or linear forward applies to its output: relu (max(y, 0)), or
+    activation "relu", "leaky_relu" or "elu" with alpha, as activation_forward computes them."""
+    if activation not in (None, "none", "relu", "leaky_relu", "elu"):
+        raise ValueError(f"activation must be 'none', 'relu', 'leaky_relu' or 'elu', got {activation!r}")
+    if relu and activation not in (None, "none", "relu"):
+        raise ValueError(f"relu=True and activation={activation!r} ask for two activations")
+    if relu or activation == "relu":
+        return np.maximum(y, 0)
+    if activation in ("leaky_relu", "elu"):
+        return activation_forward(y, activation, alpha)
+    return y
+
+
 # --8<-- [start:conv2d_forward]
-def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, out=None):
+def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, out=None, activation=None, alpha=0.0):
     """y[n, o, i, j] = b[o] + sum over c, kh, kw of w[o, c, kh, kw] * xpad[n, c, i*sh + kh, j*sw + kw]"""
     sh, sw = pair(stride, "stride", 1)
     ph, pw = pair(padding, "padding", 0)
@@ -70,7 +84,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, out=None):
             y[:, :, i, j] = np.tensordot(window, w, axes=([1, 2, 3], [1, 2, 3]))  # (N, O)
     if b is not None:
         y += b[None, :, None, None]
-    return _into(out, np.maximum(y, 0) if relu else y)
+    return _into(out, _output_activation(y, relu, activation, alpha))
 # --8<-- [end:conv2d_forward]
 
 
@@ -147,12 +161,12 @@ def maxpool2d_backward(dy, indices, x_shape, relu_output=None, out=None):
 
 
 # --8<-- [start:linear_forward]
-def linear_forward(x, w, b=None, relu=False, out=None):
-    """y = x @ w.T + b"""
+def linear_forward(x, w, b=None, relu=False, out=None, activation=None, alpha=0.0):
+    """y = x @ w.T + b, then the activation (as conv2d_forward)"""
     y = x @ w.T
     if b is not None:
         y = y + b
-    return _into(out, np.maximum(y, 0) if relu else y)
+    return _into(out, _output_activation(y, relu, activation, alpha))
 # --8<-- [end:linear_forward]
 
 
@@ -375,11 +389,14 @@ def activation_forward(x, kind, alpha=0.01, out=None):
 
 def activation_backward(dy, x, kind, alpha=0.01, out=None):
     """dy times the derivative at x: 1 or alpha; 1 or alpha e^x; Phi(x) + x phi(x); and the
-    derivative of the tanh form."""
+    derivative of the tanh form. kind "elu_from_output": x is an ELU's output y, the derivative
+    1 or y + alpha."""
     if kind == "leaky_relu":
         d = np.where(x > 0, 1.0, alpha)
     elif kind == "elu":
         d = np.where(x > 0, 1.0, alpha * np.exp(np.minimum(x, 0)))
+    elif kind == "elu_from_output":   # x is ELU's output y (alpha > 0): alpha e^x = y + alpha
+        d = np.where(x > 0, 1.0, x + alpha)
     elif kind == "gelu":
         d = 0.5 * (1 + _erf(x / np.sqrt(2.0))) + x * np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
     elif kind == "gelu_tanh":
@@ -387,7 +404,7 @@ def activation_backward(dy, x, kind, alpha=0.01, out=None):
         t = np.tanh(k * (x + 0.044715 * x ** 3))
         d = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * 0.044715 * x * x)
     else:
-        raise ValueError(f"kind must be 'leaky_relu', 'elu', 'gelu' or 'gelu_tanh', got {kind!r}")
+        raise ValueError(f"kind must be 'leaky_relu', 'elu', 'gelu' or 'gelu_tanh' (or 'elu_from_output'), got {kind!r}")
     return _into(out, (dy * d).astype(dy.dtype, copy=False))
 
 

@@ -9,6 +9,7 @@
 #pragma once
 #include <cstdint>
 
+#include "maqueta/activation.h"
 #include "maqueta/runtime.h"
 
 namespace maqueta {
@@ -21,16 +22,17 @@ struct Conv2dDims {
 // the others force one where it applies, so that tests reach every path.
 enum class ConvAlgo { Auto, Direct, Im2col, Pixel };
 
-// y = conv(x, w) + b, then max(y, 0) when relu is set. Cross-correlation with zero padding,
-// as torch.nn.functional.conv2d.
+// y = conv(x, w) + b, then the fused activation act (none, max(y, 0), leaky ReLU or ELU: see
+// OutputActivation). Cross-correlation with zero padding, as torch.nn.functional.conv2d.
 template <typename T>
 void conv2d_forward(T* y,         // [N, O, OH, OW]
                     const T* x,   // [N, C, H, W]
                     const T* w,   // [O, C, KH, KW]
                     const T* b,   // [O] or nullptr
-                    const Conv2dDims& d, bool relu, const IsaKernels& isa, ConvAlgo algo = ConvAlgo::Auto);
+                    const Conv2dDims& d, const OutputActivation& act, const IsaKernels& isa,
+                    ConvAlgo algo = ConvAlgo::Auto);
 
-// Gradients of conv2d_forward (without relu) given dy. dx may be nullptr: the first layer of a
+// Gradients of conv2d_forward (without its activation) given dy. dx may be nullptr: the first layer of a
 // network needs no input gradient, and skipping it skips its work. With relu_input, x is the
 // output of a ReLU and dx is zeroed where x <= 0 (the gradient through that ReLU, fused).
 template <typename T>

@@ -1,5 +1,6 @@
-"""Element-wise activations and Softmax. A ReLU after a Conv2D or Dense usually runs inside that
-layer's kernel (the executor's plan decides); these classes are what runs when it cannot."""
+"""Element-wise activations and Softmax. A ReLU, LeakyReLU or ELU after a Conv2D or Dense usually
+runs inside that layer's kernel (the executor's plan decides, from each layer's ``epilogue``);
+these classes are what runs when it cannot."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,13 +9,31 @@ from ..backend import kernels
 from ..losses import softmax
 from .base import Layer, format_shape
 
-__all__ = ["ReLU", "Sigmoid", "Tanh", "Softmax", "LeakyReLU", "ELU", "GELU"]
+__all__ = ["ReLU", "Sigmoid", "Tanh", "Softmax", "LeakyReLU", "ELU", "GELU", "fused_activation_gradient"]
+
+
+def fused_activation_gradient(dy, y, epilogue, out=None):
+    """dy times the derivative of the activation ``epilogue`` = (kind, alpha) that a layer's kernel
+    fused into its output y, computed from y (the layer keeps no pre-activation), by the
+    activation kernels:
+      leaky_relu, alpha > 0: 1 where y > 0, else alpha. y > 0 exactly where the input was, so this is
+        the activation layer's gradient bit for bit.
+      elu, alpha > 0: 1 where y > 0, else y + alpha (= alpha e^x, as PyTorch's in-place ELU computes
+        it: the kernels' "elu_from_output"). The ELU layer computes alpha e^x from x, so the two
+        differ in rounding: by about an ulp of alpha, relatively more only where e^x is below the
+        precision of alpha (x far below 0).
+    """
+    kind, alpha = epilogue
+    if kind not in ("leaky_relu", "elu"):
+        raise ValueError(f"no gradient from the output for a fused {kind!r}")
+    return kernels().activation_backward(dy, y, "elu_from_output" if kind == "elu" else kind, alpha, out=out)
 
 
 class ReLU(Layer):
     """max(x, 0); its gradient passes where the output is positive (as PyTorch's)."""
 
     activation = "relu"
+    epilogue = ("relu", 0.0)
 
     def forward(self, x, call):
         y = np.maximum(x, 0)
@@ -125,6 +144,12 @@ class LeakyReLU(_Elementwise):
     def _alpha(self):
         return self.negative_slope
 
+    @property
+    def epilogue(self):
+        """Fusable only with a positive slope: then y > 0 exactly where x > 0, so the gradient
+        follows from the output. With slope <= 0 the output's sign does not give the input's."""
+        return ("leaky_relu", self.negative_slope) if self.negative_slope > 0 else None
+
     def get_config(self):
         return {"negative_slope": self.negative_slope}
 
@@ -144,6 +169,12 @@ class ELU(_Elementwise):
     def _alpha(self):
         return self.alpha
 
+    @property
+    def epilogue(self):
+        """Fusable only with alpha > 0: then y > 0 exactly where x > 0 and the derivative alpha e^x
+        is y + alpha. With alpha <= 0 the output does not give the derivative."""
+        return ("elu", self.alpha) if self.alpha > 0 else None
+
     def get_config(self):
         return {"alpha": self.alpha}
 
@@ -156,6 +187,8 @@ class GELU(_Elementwise):
     ``torch.nn.GELU``."""
 
     activation = "gelu"
+    # epilogue stays None: GELU's derivative needs the pre-activation x, which a kernel that fused
+    # it would not keep (GELU is not monotonic, so its output does not give x back)
 
     def __init__(self, approximate="none"):
         super().__init__()

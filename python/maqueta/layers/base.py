@@ -44,14 +44,18 @@ class Call:
     nothing a forward pass needs ever lives on the layer itself.
     """
 
-    __slots__ = ("layer", "index", "training", "relu", "relu_input", "need_dx", "absorbed", "grads",
-                 "out", "indices", "dx", "cache", "rng", "scratch", "batch_offset", "allreduce")
+    __slots__ = ("layer", "index", "training", "relu", "epilogue", "relu_input", "need_dx", "absorbed", "grads",
+                 "out", "indices", "dx", "cache", "rng", "scratch", "epilogue_dy", "batch_offset",
+                 "allreduce")
 
     def __init__(self, layer, index, training):
         self.layer = layer
         self.index = index            # the layer's position in the model
         self.training = training      # training mode: batch statistics, dropout masks, caches kept
         self.relu = False             # the layer's kernel also applies the ReLU that follows it
+        self.epilogue = None          # (kind, alpha): the layer's kernel also applies this activation that
+                                      # follows it (leaky ReLU, ELU), and its backward that activation's
+                                      # gradient, from the output it keeps
         self.relu_input = False       # the input is a fused ReLU's output: backward applies its gradient
         self.need_dx = False          # backward must produce the input gradient
         self.absorbed = None          # lane layout: the following layer's Call, run inside this kernel
@@ -62,6 +66,7 @@ class Call:
         self.cache = None             # what forward keeps for backward
         self.rng = None               # the model's generator for layers that draw (dropout)
         self.scratch = None           # an array a kernel must write but nobody reads
+        self.epilogue_dy = None       # the gradient through a fused epilogue activation (its backward writes it)
         # Data-parallel training (see maqueta.data_parallel), where each process holds a slice of
         # the global batch; set by the training code, the same on every process but for the offset.
         self.batch_offset = 0         # the index of this batch's first sample in the global batch
@@ -87,7 +92,13 @@ class Layer:
 
     # ---- what may fuse with what (read by the executor's plan; no type checks elsewhere)
     activation = None              # the activation this layer is ("relu"), for fusing into the layer before
+    epilogue = None                # an activation, as configured: (kind, alpha) that a kernel before it may
+                                   # apply to its own output (kind in that layer's fusable_activations), or
+                                   # None when it cannot fuse. A fused "relu" leaves its gradient to the layer
+                                   # after it (applies_relu_gradient); any other kind's gradient must follow
+                                   # from the activation's output alone: the fused layer applies it itself
     fusable_activations = ()       # activations this layer's kernel can apply to its own output
+    lane_fusable_activations = ()  # those its lane kernel can apply too
     applies_relu_gradient = False  # its backward can apply the gradient of a ReLU fused before it
     moves_no_values = False        # a reshape: a fused ReLU's gradient passes through it to the next layer
     lane_pool2x2 = False           # a 2x2, stride-2 max-pool: a lane convolution can run it in its kernel

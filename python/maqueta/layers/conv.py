@@ -8,6 +8,7 @@ import numpy as np
 from .. import _core
 from .._args import pair
 from ..backend import kernels
+from .activations import fused_activation_gradient
 from .base import Layer, format_shape, positive_int
 
 __all__ = ["Conv2D"]
@@ -15,10 +16,12 @@ __all__ = ["Conv2D"]
 
 class Conv2D(Layer):
     """2-D convolution (cross-correlation), as ``torch.nn.Conv2d``: weight (O, I, KH, KW), bias (O,).
-    Its kernel applies a following ReLU itself, and its backward the gradient of a ReLU before it."""
+    Its kernel applies a following ReLU, LeakyReLU or ELU itself (see Layer.epilogue), and its
+    backward the gradient of a ReLU before it."""
 
-    fusable_activations = ("relu",)
+    fusable_activations = ("relu", "leaky_relu", "elu")
     applies_relu_gradient = True
+    lane_fusable_activations = ("relu",)   # the lane kernel applies a ReLU only
     lane_worth_packing = True
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
@@ -106,6 +109,8 @@ class Conv2D(Layer):
     # ---- NCHW. The kernels pad symmetrically; an uneven "same" padding is made explicitly.
     def allocate(self, call, n, in_shape, out_shape, dtype):
         call.out = np.empty((n, *out_shape), dtype)
+        if call.epilogue is not None and call.training:
+            call.epilogue_dy = np.empty((n, *out_shape), dtype)
         top, bottom, left, right = self.pads(*in_shape[1:])
         if call.need_dx and top == bottom and left == right:
             call.dx = np.empty((n, *in_shape), dtype)
@@ -118,12 +123,16 @@ class Conv2D(Layer):
             crop = (top, left, *x.shape[2:])
             x = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
             top = left = 0
-        call.cache = (x, (top, left), crop)
-        return kernels().conv2d_forward(x, self._params["weight"], self._params.get("bias"), self.stride, (top, left),
-                                        relu=call.relu, out=call.out)
+        kind, alpha = call.epilogue or (None, 0.0)
+        y = kernels().conv2d_forward(x, self._params["weight"], self._params.get("bias"), self.stride, (top, left),
+                                     relu=call.relu, out=call.out, activation=kind, alpha=alpha)
+        call.cache = (x, (top, left), crop, y)
+        return y
 
     def backward(self, dy, call):
-        x, padding, crop = call.cache
+        x, padding, crop, y = call.cache
+        if call.epilogue is not None:   # the gradient of the activation this kernel applied
+            dy = fused_activation_gradient(dy, y, call.epilogue, out=call.epilogue_dy)
         dx, _, _ = kernels().conv2d_backward(dy, x, self._params["weight"], self.stride, padding, call.need_dx,
                                              call.relu_input, dx_out=call.dx, dw_out=call.grads["weight"],
                                              db_out=call.grads.get("bias", call.scratch))

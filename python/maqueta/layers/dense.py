@@ -6,6 +6,7 @@ import math
 import numpy as np
 
 from ..backend import kernels
+from .activations import fused_activation_gradient
 from .base import Layer, format_shape, positive_int
 
 __all__ = ["Dense"]
@@ -13,9 +14,10 @@ __all__ = ["Dense"]
 
 class Dense(Layer):
     """Fully connected layer y = x W^T + b, as ``torch.nn.Linear``: weight (out, in), bias (out,).
-    Its kernel applies a following ReLU itself, and its backward the gradient of a ReLU before it."""
+    Its kernel applies a following ReLU, LeakyReLU or ELU itself (see Layer.epilogue), and its
+    backward the gradient of a ReLU before it."""
 
-    fusable_activations = ("relu",)
+    fusable_activations = ("relu", "leaky_relu", "elu")
     applies_relu_gradient = True
 
     def __init__(self, in_features, out_features, bias=True):
@@ -60,15 +62,23 @@ class Dense(Layer):
 
     def allocate(self, call, n, in_shape, out_shape, dtype):
         call.out = np.empty((n, *out_shape), dtype)
+        if call.epilogue is not None and call.training:
+            call.epilogue_dy = np.empty((n, *out_shape), dtype)
         if call.need_dx:
             call.dx = np.empty((n, *in_shape), dtype)
 
     def forward(self, x, call):
-        call.cache = x
-        return kernels().linear_forward(x, self._params["weight"], self._params.get("bias"), relu=call.relu, out=call.out)
+        kind, alpha = call.epilogue or (None, 0.0)
+        y = kernels().linear_forward(x, self._params["weight"], self._params.get("bias"), relu=call.relu, out=call.out,
+                                     activation=kind, alpha=alpha)
+        call.cache = (x, y)
+        return y
 
     def backward(self, dy, call):
-        dx, _, _ = kernels().linear_backward(dy, call.cache, self._params["weight"], call.need_dx, call.relu_input,
+        x, y = call.cache
+        if call.epilogue is not None:   # the gradient of the activation this kernel applied
+            dy = fused_activation_gradient(dy, y, call.epilogue, out=call.epilogue_dy)
+        dx, _, _ = kernels().linear_backward(dy, x, self._params["weight"], call.need_dx, call.relu_input,
                                              dx_out=call.dx, dw_out=call.grads["weight"], db_out=call.grads.get("bias"))
         return dx
 
