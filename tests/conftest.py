@@ -1,5 +1,12 @@
-"""Shared fixtures: thread counts, instruction sets, convolution algorithms, tolerances."""
+"""Shared fixtures: thread counts, instruction sets, convolution algorithms, tolerances; and how
+the example scripts' tests run them."""
 from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -71,3 +78,25 @@ def small_data(n=40, seed=0):
 @pytest.fixture
 def rng():
     return np.random.default_rng(20261127)
+
+
+# ---- the example scripts (examples/*.py), run as a new user would, offline
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def offline_env(tmp_path, **extra):
+    """The environment of a fresh user with no network: an empty HOME, downloads off."""
+    env = dict(os.environ)
+    env.pop("MAQUETA_DATA", None)
+    env.update(HOME=str(tmp_path / "home"), MAQUETA_OFFLINE="1", PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+@contextlib.contextmanager
+def example_module(name):
+    """examples/<name>.py imported as a module (to call its functions directly)."""
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        yield importlib.import_module(name)
+    finally:
+        sys.path.remove(str(EXAMPLES))

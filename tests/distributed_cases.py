@@ -101,6 +101,28 @@ def case_batchnorm_dropout():
             print(f"{what} n={n} over {SIZE}: relative error {err:.2e}", flush=True)
 
 
+def case_augment():
+    """Augmented batches are the global batch's: every rank augments it whole from the shared
+    generator, so N processes end as one, with and without shuffling, uneven slices included."""
+    for batch, n, shuffle in ((10, 192, True), (16, 100, False)):
+        X, y = data(n)
+        augment = mq.augment.Compose([mq.augment.RandomCrop(32, padding=2), mq.augment.RandomHorizontalFlip(),
+                                      mq.augment.RandomTranslate(1)])
+        fit = dict(epochs=2, batch_size=batch, shuffle=shuffle, verbose=0, augment=augment)
+        single = batchnorm_net(1)
+        single.fit(X, y, optimizer=mq.Adam(3e-3), **fit)
+        parallel = batchnorm_net(1 + RANK)
+        parallel.fit(X, y, optimizer=mq.Adam(3e-3), distributed=True, **fit)
+        what = f"augment, B={batch}"
+        err = assert_same_training(single, parallel, 1e-10, what)
+        assert_same_buffers(single, parallel, 1e-10, what)
+        plain = batchnorm_net(1)
+        plain.fit(X, y, optimizer=mq.Adam(3e-3), **{**fit, "augment": None})
+        assert relative_error(plain.get_flat_parameters(), single.get_flat_parameters()) > 1e-6   # it did augment
+        if RANK == 0:
+            print(f"{what} n={n} over {SIZE}: relative error {err:.2e}", flush=True)
+
+
 def case_float32():
     """float32 runs the batch-lane kernels on full slices: close to one process at float32 rounding."""
     X, y = data(256, seed=2, dtype="float32")

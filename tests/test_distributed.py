@@ -69,10 +69,11 @@ def every_rank_passed(text, n, *names):
 @needs_mpi
 @pytest.mark.parametrize("n", [2, 3])
 def test_n_processes_train_as_one(n):
-    """float64, 20 steps with Adam and SGD-momentum, with and without batch norm and dropout: the
+    """float64, 20 steps with Adam and SGD-momentum, with and without batch norm, dropout and
+    augmentation: the
     same weights (and running statistics) as one process with the same global batch, to 1e-10
     relative; refused inputs, divergence and early stopping on every rank."""
-    names = ["exactness", "batchnorm-dropout", "float32", "communicator", "bad-input", "mismatch", "diverge",
+    names = ["exactness", "batchnorm-dropout", "augment", "float32", "communicator", "bad-input", "mismatch", "diverge",
              "one-rank-stops"]
     _, text, _ = mpirun(n, CASES, *names)
     every_rank_passed(text, n, *names)

@@ -3,26 +3,22 @@ exactly, and its PyTorch twin starts from the same weights."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import maqueta as mq
+from conftest import EXAMPLES, example_module, offline_env
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "examples" / "train_cnn.py"
+SCRIPT = EXAMPLES / "train_cnn.py"
 SMALL = ["--dataset", "mnist", "--split", "test", "--limit", "2048", "--widths", "8,16", "--dense", "32",
          "--batch-size", "64", "--max-lr", "0.01", "--threads", "2"]
 
 
 def run_script(tmp_path, *args):
-    env = dict(os.environ, HOME=str(tmp_path / "home"), MAQUETA_OFFLINE="1", PYTHONUNBUFFERED="1")
-    env.pop("MAQUETA_DATA", None)
-    out = subprocess.run([sys.executable, str(SCRIPT), *SMALL, *args], cwd=tmp_path, env=env,
+    out = subprocess.run([sys.executable, str(SCRIPT), *SMALL, *args], cwd=tmp_path, env=offline_env(tmp_path),
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout
@@ -30,12 +26,8 @@ def run_script(tmp_path, *args):
 
 @pytest.fixture(scope="module")
 def script_module():
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        import train_cnn
-        yield train_cnn
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
+    with example_module("train_cnn") as module:
+        yield module
 
 
 def test_trains_offline_and_writes_its_results(tmp_path):

@@ -2,26 +2,17 @@
 smoke runs, the last-resort digits, backends, checkpoints and resume, the plot."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import maqueta as mq
+from conftest import EXAMPLES, example_module, offline_env
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "examples" / "train_lenet5.py"
+SCRIPT = EXAMPLES / "train_lenet5.py"
 pytest.importorskip("sklearn")   # the digits most runs here use: small and fast
-
-
-def offline_env(tmp_path, **extra):
-    env = dict(os.environ)
-    env.pop("MAQUETA_DATA", None)
-    env.update(HOME=str(tmp_path / "home"), MAQUETA_OFFLINE="1", PYTHONUNBUFFERED="1", **extra)
-    return env
 
 
 def run_script(tmp_path, *args, env=None):
@@ -33,12 +24,8 @@ def run_script(tmp_path, *args, env=None):
 
 @pytest.fixture(scope="module")
 def script_module():
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        import train_lenet5
-        yield train_lenet5
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
+    with example_module("train_lenet5") as module:
+        yield module
 
 
 def test_no_arguments_offline_trains_on_the_shipped_real_mnist(tmp_path):

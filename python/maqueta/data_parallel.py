@@ -14,6 +14,8 @@ dropout) get the rank's offset into the global batch and a reduction over the ra
 Call (``Call.batch_offset``, ``Call.allreduce_sum``): batch norm computes the global batch's
 statistics (as PyTorch's SyncBatchNorm), dropout hashes each value's index in the global batch,
 so those layers too give the result of one process (see layers/norm.py, layers/dropout.py).
+With augmentation, every rank augments the whole global batch from the shared generator and
+trains on its slice (training.data_parallel_step).
 
 What one rank alone decides cannot stop the others: they wait for it in the next collective. So
 whatever can be decided together is (bad arguments, divergence, early stopping) and raises on
@@ -94,6 +96,7 @@ class DataParallel:
         self.scalars = np.zeros(2, np.float64)   # a step's loss sum and correct predictions
         self.allreduce_seconds = 0.0
         self.position = None                      # (epoch, steps it has completed), for failure messages
+        self._global_batches = {}                 # size -> the array a global batch is augmented in
 
     # ------------------------------------------------------------------ agreeing before training
     def agree(self, model, check):
@@ -155,6 +158,13 @@ class DataParallel:
             self.comm.Allreduce(self.MPI.IN_PLACE, self.scalars, op=self.MPI.SUM)
         self.allreduce_seconds += time.perf_counter() - started
         return float(self.scalars[0]), int(self.scalars[1])
+
+    def global_batch(self, n, X):
+        """An array for n samples like X's, reused for every global batch of that size."""
+        whole = self._global_batches.get(n)
+        if whole is None or whole.shape[1:] != X.shape[1:] or whole.dtype != X.dtype:
+            whole = self._global_batches[n] = np.empty((n, *X.shape[1:]), X.dtype)
+        return whole
 
     @property
     def layer_allreduce(self):

@@ -108,9 +108,6 @@ def check_fit(model, X, y, epochs, batch_size, optimizer, loss, shuffle, validat
     if augment is not None:
         if not isinstance(augment, Augmentation):
             raise TypeError(f"augment must be a maqueta.augment transform (Compose, RandomCrop, ...), got {augment!r}")
-        if distributed:
-            raise ValueError("augment with distributed training is not supported yet: each rank would draw for its "
-                             "own slice, so the run would depend on the number of processes")
         augment.check(X.shape[1:])
     optimizer = _choose_optimizer(model, optimizer)
     callbacks = list(callbacks or [])
@@ -186,7 +183,7 @@ def _fit(model, X, y, epochs=1, batch_size=32, optimizer=None, loss="cross_entro
                     try:
                         if group is not None:
                             value, hits = data_parallel_step(model, group, X, targets, order, step * batch_size,
-                                                             step * batch_size + size, loss_fn, epoch, step)
+                                                             step * batch_size + size, loss_fn, epoch, step, augment)
                         else:
                             if order is None:
                                 xb = X[step * batch_size:step * batch_size + size]
@@ -283,7 +280,7 @@ def _update(model, grads, epoch, step):
             f"going on, and lower the learning rate.")
 
 
-def data_parallel_step(model, group, X, targets, order, start, stop, loss_fn, epoch, step):
+def data_parallel_step(model, group, X, targets, order, start, stop, loss_fn, epoch, step, augment=None):
     """train_step on the global batch [start, stop) of the epoch's order, of which this rank
     computes its slice: the loss gradient is scaled by (slice size / global batch size) so that
     the sum over the ranks is the global batch's mean-loss gradient (a rank with an empty slice
@@ -292,12 +289,22 @@ def data_parallel_step(model, group, X, targets, order, start, stop, loss_fn, ep
 
     Layers that work per batch (batch norm, dropout) see the rank's offset into the global batch
     and reduce their statistics over the ranks (group.layer_allreduce); on a rank with an empty
-    slice they still run, on no samples, to take part in those reductions and draws."""
+    slice they still run, on no samples, to take part in those reductions and draws.
+
+    With ``augment``, every rank gathers and augments the whole global batch, drawing from the
+    generator all ranks share, as one process would, and trains on its slice of the result: the
+    transforms are cheap next to a step, and this keeps the run independent of the ranks."""
     lo, hi = group.local_slice(start, stop)
     grads = model.state.grads
+    if augment is not None:
+        whole = group.global_batch(stop - start, X)
+        np.take(X, np.arange(start, stop) if order is None else order[start:stop], axis=0, out=whole)
+        augment(whole, model.state.augment_rng)
     with np.errstate(over="ignore", invalid="ignore"):
         if hi > lo:
-            if order is None:
+            if augment is not None:
+                xb, tb = whole[lo - start:hi - start], targets[lo:hi] if order is None else targets[order[lo:hi]]
+            elif order is None:
                 xb, tb = X[lo:hi], targets[lo:hi]
             else:
                 index = order[lo:hi]
