@@ -76,6 +76,25 @@ def test_duplicate_member_names_are_refused(small_file, tmp_path):
         mq.load(twice)
 
 
+@pytest.mark.parametrize("offset, value", [(6, 109), (28, 0xFFFF)], ids=["needs-zip-version-10.9", "name-length"])
+def test_damaged_central_directory_is_a_model_file_error(small_file, tmp_path, offset, value):
+    """zipfile itself raises NotImplementedError for an entry that needs zip version 10.9 (found by
+    test_random_damage_never_loads_a_changed_model): whatever it raises is the file's fault."""
+    path, _ = small_file
+    raw = bytearray(path.read_bytes())
+    entry = raw.index(b"PK\x01\x02")   # the first central directory entry
+    raw[entry + offset:entry + offset + 2] = value.to_bytes(2, "little")
+    damaged = tmp_path / "damaged.maq"
+    damaged.write_bytes(bytes(raw))
+    with pytest.raises(ModelFileError):
+        mq.load(damaged)
+
+
+def test_a_missing_file_is_still_an_os_error(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        mq.load(tmp_path / "missing.maq")
+
+
 def test_header_whose_size_wraps_int64_is_refused(small_file, tmp_path):
     path, _ = small_file
     arrays = members(path)

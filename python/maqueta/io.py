@@ -162,10 +162,15 @@ def _read_member(zf, member, path, shape=None, dtype=None, max_bytes=None, kinds
 
 
 def _open_archive(path):
+    with open(path, "rb"):   # a path that cannot be opened raises its OSError as it is: the path is wrong, not the file
+        pass
     try:
         zf = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as error:
-        raise ModelFileError(f"{path} is not a maqueta model file (not a readable zip archive: {error})") from None
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as error:   # BadZipFile, and what damaged headers provoke in zipfile (NotImplementedError, ...)
+        raise ModelFileError(f"{path} is not a maqueta model file (not a readable zip archive: "
+                             f"{type(error).__name__}: {error})") from None
     infos = zf.infolist()
     names = [info.filename for info in infos]
     if len(infos) > _MAX_MEMBERS or len(set(names)) != len(names):
