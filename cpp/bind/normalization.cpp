@@ -43,7 +43,7 @@ void check_eps(double eps) {
 
 template <Tier tier>
 py::tuple batchnorm_forward_py(const py::handle& x_obj, const py::handle& w_obj, const py::handle& b_obj, double eps,
-                               const py::handle& out_obj) {
+                               const py::handle& out_obj, bool relu) {
     py::array x = as_ndarray(x_obj, "x");
     const DType dt = call_dtype(x, "x");
     const ChannelDims d = channel_dims(x, "x");
@@ -73,9 +73,9 @@ py::tuple batchnorm_forward_py(const py::handle& x_obj, const py::handle& w_obj,
         {
             py::gil_scoped_release nogil;
             if constexpr (tier == Tier::Plain)
-                plain::batchnorm_forward<T>(yp, mp, vp, xc.data(), wp, bp, d.N, d.C, d.S, eps);
+                plain::batchnorm_forward<T>(yp, mp, vp, xc.data(), wp, bp, d.N, d.C, d.S, eps, relu);
             else
-                batchnorm_forward<T>(yp, mp, vp, xc.data(), wp, bp, d.N, d.C, d.S, eps);
+                batchnorm_forward<T>(yp, mp, vp, xc.data(), wp, bp, d.N, d.C, d.S, eps, relu);
         }
         return py::make_tuple(y, mean, var);
     });
@@ -131,7 +131,7 @@ py::tuple batchnorm_backward_py(const py::handle& dy_obj, const py::handle& x_ob
 
 template <Tier tier>
 py::array channel_affine_py(const py::handle& x_obj, const py::handle& scale_obj, const py::handle& shift_obj,
-                            const py::handle& out_obj) {
+                            const py::handle& out_obj, bool relu) {
     py::array x = as_ndarray(x_obj, "x");
     const DType dt = call_dtype(x, "x");
     const ChannelDims d = channel_dims(x, "x");
@@ -146,9 +146,9 @@ py::array channel_affine_py(const py::handle& x_obj, const py::handle& scale_obj
         {
             py::gil_scoped_release nogil;
             if constexpr (tier == Tier::Plain)
-                plain::channel_affine<T>(yp, xc.data(), sc.data(), hc.data(), d.N, d.C, d.S);
+                plain::channel_affine<T>(yp, xc.data(), sc.data(), hc.data(), d.N, d.C, d.S, relu);
             else
-                channel_affine<T>(yp, xc.data(), sc.data(), hc.data(), d.N, d.C, d.S);
+                channel_affine<T>(yp, xc.data(), sc.data(), hc.data(), d.N, d.C, d.S, relu);
         }
         return std::move(y);
     });
@@ -162,14 +162,14 @@ MAQUETA_BINDINGS(normalization) {
         const bool fast = tier == Tier::Fast;
         m.def(fast ? "batchnorm_forward" : "plain_batchnorm_forward",
               fast ? &batchnorm_forward_py<Tier::Fast> : &batchnorm_forward_py<Tier::Plain>, py::arg("x"),
-              py::arg("weight"), py::arg("bias"), py::arg("eps"), py::arg("out") = none);
+              py::arg("weight"), py::arg("bias"), py::arg("eps"), py::arg("out") = none, py::arg("relu") = false);
         m.def(fast ? "batchnorm_backward" : "plain_batchnorm_backward",
               fast ? &batchnorm_backward_py<Tier::Fast> : &batchnorm_backward_py<Tier::Plain>, py::arg("dy"),
               py::arg("x"), py::arg("weight"), py::arg("mean"), py::arg("var"), py::arg("eps"), py::arg("dx_out") = none,
               py::arg("dw_out") = none, py::arg("db_out") = none);
         m.def(fast ? "channel_affine" : "plain_channel_affine",
               fast ? &channel_affine_py<Tier::Fast> : &channel_affine_py<Tier::Plain>, py::arg("x"), py::arg("scale"),
-              py::arg("shift"), py::arg("out") = none);
+              py::arg("shift"), py::arg("out") = none, py::arg("relu") = false);
     }
 }
 

@@ -23,7 +23,7 @@ int threads_for(int64_t values, int64_t pieces) {   // one thread per 32k values
 
 template <typename T>
 void batchnorm_forward(T* y, T* mean, T* var, const T* x, const T* weight, const T* bias, int64_t N, int64_t C,
-                       int64_t S, double eps) {
+                       int64_t S, double eps, bool relu) {
     const double M = (double)(N * S);
 #pragma omp parallel for schedule(static) num_threads(threads_for(N * C * S, C))
     for (int64_t c = 0; c < C; ++c) {
@@ -45,7 +45,8 @@ void batchnorm_forward(T* y, T* mean, T* var, const T* x, const T* weight, const
         for (int64_t n = 0; n < N; ++n)
             for (int64_t s = 0; s < S; ++s) {
                 const int64_t i = (n * C + c) * S + s;
-                y[i] = (T)((x[i] - mu) * scale + shift);
+                const T v = (T)((x[i] - mu) * scale + shift);
+                y[i] = relu ? std::max(v, T(0)) : v;
             }
     }
 }
@@ -80,22 +81,25 @@ void batchnorm_backward(T* dx, T* dweight, T* dbias, const T* dy, const T* x, co
 }
 
 template <typename T>
-void channel_affine(T* y, const T* x, const T* scale, const T* shift, int64_t N, int64_t C, int64_t S) {
+void channel_affine(T* y, const T* x, const T* scale, const T* shift, int64_t N, int64_t C, int64_t S, bool relu) {
 #pragma omp parallel for schedule(static) num_threads(threads_for(N * C * S, N * C))
     for (int64_t plane = 0; plane < N * C; ++plane) {
         const T a = scale[plane % C], b = shift[plane % C];
         const T* in = x + plane * S;
         T* out = y + plane * S;
-        for (int64_t s = 0; s < S; ++s) out[s] = in[s] * a + b;
+        if (relu)
+            for (int64_t s = 0; s < S; ++s) out[s] = std::max(in[s] * a + b, T(0));
+        else
+            for (int64_t s = 0; s < S; ++s) out[s] = in[s] * a + b;
     }
 }
 
 #define MAQUETA_INSTANTIATE(T)                                                                               \
     template void batchnorm_forward<T>(T*, T*, T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, \
-                                       double);                                                             \
+                                       double, bool);                                                       \
     template void batchnorm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, int64_t, \
                                         int64_t, int64_t, double);                                         \
-    template void channel_affine<T>(T*, const T*, const T*, const T*, int64_t, int64_t, int64_t);
+    template void channel_affine<T>(T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, bool);
 MAQUETA_INSTANTIATE(float)
 MAQUETA_INSTANTIATE(double)
 #undef MAQUETA_INSTANTIATE

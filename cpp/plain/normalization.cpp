@@ -30,7 +30,8 @@ void batchnorm_forward(T* y,             // (N, C, S)
                        const T* x,       // (N, C, S)
                        const T* weight,  // (C,) or nullptr
                        const T* bias,    // (C,) or nullptr
-                       int64_t N, int64_t C, int64_t S, double eps) {
+                       int64_t N, int64_t C, int64_t S, double eps,
+                       bool relu) {      // then max(y, 0): a ReLU after the batch norm, fused
     const double M = (double)(N * S);
 #pragma omp parallel for num_threads(team_size(C))
     for (int64_t c = 0; c < C; ++c) {
@@ -52,7 +53,8 @@ void batchnorm_forward(T* y,             // (N, C, S)
             for (int64_t s = 0; s < S; ++s) {
                 const int64_t at = (n * C + c) * S + s;
                 const double xhat = (x[at] - mu) / std::sqrt(sigma2 + eps);
-                y[at] = (T)(gamma * xhat + beta);
+                const T value = (T)(gamma * xhat + beta);
+                y[at] = relu && value < 0 ? T(0) : value;
             }
     }
 }
@@ -104,26 +106,31 @@ void channel_affine(T* y,                    // (N, C, S)
                     const T* x,              // (N, C, S)
                     const T* scale,          // (C,)
                     const T* shift,          // (C,)
-                    int64_t N, int64_t C, int64_t S) {
+                    int64_t N, int64_t C, int64_t S,
+                    bool relu) {             // then max(y, 0)
 #pragma omp parallel for num_threads(team_size(N * C))
     for (int64_t nc = 0; nc < N * C; ++nc) {
         const int64_t c = nc % C;
-        for (int64_t s = 0; s < S; ++s) y[nc * S + s] = x[nc * S + s] * scale[c] + shift[c];
+        for (int64_t s = 0; s < S; ++s) {
+            const T value = x[nc * S + s] * scale[c] + shift[c];
+            y[nc * S + s] = relu && value < 0 ? T(0) : value;
+        }
     }
 }
 // --8<-- [end:channel_affine]
 
 template void batchnorm_forward<float>(float*, float*, float*, const float*, const float*, const float*, int64_t,
-                                       int64_t, int64_t, double);
+                                       int64_t, int64_t, double, bool);
 template void batchnorm_forward<double>(double*, double*, double*, const double*, const double*, const double*,
-                                        int64_t, int64_t, int64_t, double);
+                                        int64_t, int64_t, int64_t, double, bool);
 template void batchnorm_backward<float>(float*, float*, float*, const float*, const float*, const float*,
                                         const float*, const float*, int64_t, int64_t, int64_t, double);
 template void batchnorm_backward<double>(double*, double*, double*, const double*, const double*, const double*,
                                          const double*, const double*, int64_t, int64_t, int64_t, double);
-template void channel_affine<float>(float*, const float*, const float*, const float*, int64_t, int64_t, int64_t);
+template void channel_affine<float>(float*, const float*, const float*, const float*, int64_t, int64_t, int64_t,
+                                    bool);
 template void channel_affine<double>(double*, const double*, const double*, const double*, int64_t, int64_t,
-                                     int64_t);
+                                     int64_t, bool);
 
 }  // namespace plain
 }  // namespace maqueta

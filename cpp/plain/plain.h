@@ -113,7 +113,7 @@ void batchnorm_forward(T* y,             // (N, C, S)
                        const T* x,       // (N, C, S)
                        const T* weight,  // (C,) or nullptr
                        const T* bias,    // (C,) or nullptr
-                       int64_t N, int64_t C, int64_t S, double eps);
+                       int64_t N, int64_t C, int64_t S, double eps, bool relu);
 template <typename T>
 void batchnorm_backward(T* dx,                   // (N, C, S)
                         T* dweight, T* dbias,    // (C,) each, or nullptr (no weight and bias)
@@ -127,7 +127,7 @@ void channel_affine(T* y,                    // (N, C, S)
                     const T* x,              // (N, C, S)
                     const T* scale,          // (C,)
                     const T* shift,          // (C,)
-                    int64_t N, int64_t C, int64_t S);
+                    int64_t N, int64_t C, int64_t S, bool relu);
 
 // dropout.cpp: x is (U, S), U units kept or dropped together
 template <typename T>

@@ -151,11 +151,12 @@ def softmax_cross_entropy(logits, targets, grad_out=None):
     return _core.softmax_cross_entropy(logits, targets, grad_out)
 
 
-def batchnorm_forward(x, weight=None, bias=None, eps=1e-5, out=None):
+def batchnorm_forward(x, weight=None, bias=None, eps=1e-5, out=None, relu=False):
     """Batch normalisation with the batch's statistics, per channel (axis 1) of x (N, C) or
-    (N, C, H, W): y = (x - mean) / sqrt(var + eps) * weight + bias, var biased. weight and bias:
-    (C,) or both None. Returns (y, mean (C,), var (C,)); statistics are summed in float64."""
-    return _core.batchnorm_forward(x, weight, bias, float(eps), out)
+    (N, C, H, W): y = (x - mean) / sqrt(var + eps) * weight + bias, var biased, then max(y, 0)
+    when relu. weight and bias: (C,) or both None. Returns (y, mean (C,), var (C,)); statistics
+    are summed in float64."""
+    return _core.batchnorm_forward(x, weight, bias, float(eps), out, bool(relu))
 
 
 def batchnorm_backward(dy, x, weight, mean, var, eps=1e-5, dx_out=None, dw_out=None, db_out=None):
@@ -164,9 +165,10 @@ def batchnorm_backward(dy, x, weight, mean, var, eps=1e-5, dx_out=None, dw_out=N
     return _core.batchnorm_backward(dy, x, weight, mean, var, float(eps), dx_out, dw_out, db_out)
 
 
-def channel_affine(x, scale, shift, out=None):
-    """y[:, c] = x[:, c] * scale[c] + shift[c]: batch normalisation in evaluation mode."""
-    return _core.channel_affine(x, scale, shift, out)
+def channel_affine(x, scale, shift, out=None, relu=False):
+    """y[:, c] = x[:, c] * scale[c] + shift[c] (then max(y, 0) when relu): batch normalisation in
+    evaluation mode."""
+    return _core.channel_affine(x, scale, shift, out, bool(relu))
 
 
 def dropout_forward(x, p, seed, channelwise=False, out=None, mask_out=None, offset=0):

@@ -106,10 +106,10 @@ def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha
                                float(eps), float(weight_decay), float(momentum))
 
 
-def batchnorm_forward(x, weight=None, bias=None, eps=1e-5, out=None):
-    """(y, mean (C,), var (C,)) of x (N, C) or (N, C, H, W) normalised by the batch's statistics:
-    cpp/plain/normalization.cpp."""
-    return _core.plain_batchnorm_forward(x, weight, bias, float(eps), out)
+def batchnorm_forward(x, weight=None, bias=None, eps=1e-5, out=None, relu=False):
+    """(y, mean (C,), var (C,)) of x (N, C) or (N, C, H, W) normalised by the batch's statistics
+    (then max(y, 0) when relu): cpp/plain/normalization.cpp."""
+    return _core.plain_batchnorm_forward(x, weight, bias, float(eps), out, bool(relu))
 
 
 def batchnorm_backward(dy, x, weight, mean, var, eps=1e-5, dx_out=None, dw_out=None, db_out=None):
@@ -117,9 +117,10 @@ def batchnorm_backward(dy, x, weight, mean, var, eps=1e-5, dx_out=None, dw_out=N
     return _core.plain_batchnorm_backward(dy, x, weight, mean, var, float(eps), dx_out, dw_out, db_out)
 
 
-def channel_affine(x, scale, shift, out=None):
-    """y[:, c] = x[:, c] * scale[c] + shift[c] (batch norm in evaluation): cpp/plain/normalization.cpp."""
-    return _core.plain_channel_affine(x, scale, shift, out)
+def channel_affine(x, scale, shift, out=None, relu=False):
+    """y[:, c] = x[:, c] * scale[c] + shift[c], then max(y, 0) when relu (batch norm in evaluation):
+    cpp/plain/normalization.cpp."""
+    return _core.plain_channel_affine(x, scale, shift, out, bool(relu))
 
 
 def dropout_forward(x, p, seed, channelwise=False, out=None, mask_out=None, offset=0):

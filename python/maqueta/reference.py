@@ -255,12 +255,13 @@ def softmax_cross_entropy(logits, targets, grad_out=None):
 
 
 # --8<-- [start:batchnorm_forward]
-def batchnorm_forward(x, weight=None, bias=None, eps=1e-5, out=None):
+def batchnorm_forward(x, weight=None, bias=None, eps=1e-5, out=None, relu=False):
     """Batch normalisation with the batch's statistics, per channel c (axis 1) over every other axis:
         mean_c = average of x[:, c]        var_c = average of (x[:, c] - mean_c)^2   (biased)
         y[:, c] = (x[:, c] - mean_c) / sqrt(var_c + eps) * weight_c + bias_c
     x: (N, C) or (N, C, H, W). Returns (y, mean (C,), var (C,)) in float64 statistics' precision
-    of x's dtype; without weight and bias the scale is 1 and the shift 0."""
+    of x's dtype; without weight and bias the scale is 1 and the shift 0. relu: then max(y, 0) (a
+    following ReLU, fused)."""
     axes = (0,) + tuple(range(2, x.ndim))
     shape = (1, -1) + (1,) * (x.ndim - 2)
     mean = x.mean(axis=axes)
@@ -268,7 +269,8 @@ def batchnorm_forward(x, weight=None, bias=None, eps=1e-5, out=None):
     y = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps)
     if weight is not None:
         y = y * weight.reshape(shape) + bias.reshape(shape)
-    return _into(out, y.astype(x.dtype, copy=False)), mean, var
+    y = y.astype(x.dtype, copy=False)
+    return _into(out, np.maximum(y, 0) if relu else y), mean, var
 # --8<-- [end:batchnorm_forward]
 
 
@@ -296,11 +298,13 @@ def batchnorm_backward(dy, x, weight, mean, var, eps=1e-5, dx_out=None, dw_out=N
 
 
 # --8<-- [start:channel_affine]
-def channel_affine(x, scale, shift, out=None):
+def channel_affine(x, scale, shift, out=None, relu=False):
     """y[:, c] = x[:, c] * scale_c + shift_c: batch normalisation in evaluation mode, where scale
-    and shift fold the running statistics, weight and bias into one multiply-add."""
+    and shift fold the running statistics, weight and bias into one multiply-add; then max(y, 0)
+    when relu."""
     shape = (1, -1) + (1,) * (x.ndim - 2)
-    return _into(out, x * scale.reshape(shape) + shift.reshape(shape))
+    y = x * scale.reshape(shape) + shift.reshape(shape)
+    return _into(out, np.maximum(y, 0) if relu else y)
 # --8<-- [end:channel_affine]
 
 

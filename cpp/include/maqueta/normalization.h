@@ -7,14 +7,15 @@
 namespace maqueta {
 
 // Training mode: mean and biased variance of each channel, then
-// y = (x - mean) / sqrt(var + eps) * weight + bias (weight 1 and bias 0 when null).
+// y = (x - mean) / sqrt(var + eps) * weight + bias (weight 1 and bias 0 when null), then max(y, 0)
+// when relu (a ReLU after the batch norm, fused: the layer after it applies its gradient).
 template <typename T>
 void batchnorm_forward(T* y,             // [N, C, S]
                        T* mean, T* var,  // [C] each: the batch statistics
                        const T* x,       // [N, C, S]
                        const T* weight,  // [C] or nullptr
                        const T* bias,    // [C] or nullptr
-                       int64_t N, int64_t C, int64_t S, double eps);
+                       int64_t N, int64_t C, int64_t S, double eps, bool relu);
 
 // Gradients of batchnorm_forward, through the batch statistics: with xhat = (x - mean) / sqrt(var + eps),
 // dbias = sum dy, dweight = sum dy * xhat, dx = weight / sqrt(var + eps) * (dy - dbias / M - xhat * dweight / M).
@@ -28,11 +29,11 @@ void batchnorm_backward(T* dx,                    // [N, C, S]
                         int64_t N, int64_t C, int64_t S, double eps);
 
 // Evaluation mode, with the running statistics folded into one multiply-add per value:
-// y = x * scale[c] + shift[c].
+// y = x * scale[c] + shift[c], then max(y, 0) when relu.
 template <typename T>
 void channel_affine(T* y,                          // [N, C, S]
                     const T* x,                    // [N, C, S]
                     const T* scale, const T* shift,  // [C] each
-                    int64_t N, int64_t C, int64_t S);
+                    int64_t N, int64_t C, int64_t S, bool relu);
 
 }  // namespace maqueta

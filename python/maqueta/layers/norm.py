@@ -26,6 +26,7 @@ class BatchNorm2D(Layer):
     """
 
     rank = 3   # per-sample input (C, H, W)
+    fusable_activations = ("relu",)   # its kernels apply a following ReLU; the layer after it, that ReLU's gradient
     per_batch_in_training = True
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True):
@@ -78,13 +79,14 @@ class BatchNorm2D(Layer):
             invstd = 1.0 / np.sqrt(buffers["running_var"] + self.eps)
             scale = invstd if weight is None else weight * invstd
             shift = -buffers["running_mean"] * scale + (0 if bias is None else bias)
-            return kernels().channel_affine(x, scale.astype(x.dtype), shift.astype(x.dtype), out=call.out)
+            return kernels().channel_affine(x, scale.astype(x.dtype), shift.astype(x.dtype), out=call.out,
+                                            relu=call.relu)
         if call.synchronised:
             y, mean, var, count = self._synchronised_forward(x, weight, bias, call)
         else:
             count = x.size // x.shape[1]
             self._check_count(count, x)
-            y, mean, var = kernels().batchnorm_forward(x, weight, bias, self.eps, out=call.out)
+            y, mean, var = kernels().batchnorm_forward(x, weight, bias, self.eps, out=call.out, relu=call.relu)
         buffers["num_batches_tracked"] += 1
         momentum = 1.0 / int(buffers["num_batches_tracked"]) if self.momentum is None else self.momentum
         buffers["running_mean"] *= 1 - momentum
@@ -132,6 +134,8 @@ class BatchNorm2D(Layer):
             centred += bias.reshape(shape)
         y = np.empty_like(x) if call.out is None else call.out
         y[...] = centred
+        if call.relu:
+            np.maximum(y, 0, out=y)
         return y, mean.astype(x.dtype), var.astype(x.dtype), count
 
     def _synchronised_backward(self, dy, x, mean, var, count, call):
