@@ -29,3 +29,11 @@ def pair(value, name: str, minimum: int) -> tuple[int, int]:
             raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
         out.append(number)
     return out[0], out[1]
+
+
+def pool_window(kernel_size, stride=None, padding=0) -> tuple[int, int, int, int, int, int]:
+    """(kh, kw, sh, sw, ph, pw) of a pooling window; the stride defaults to the kernel size."""
+    kh, kw = pair(kernel_size, "kernel_size", 1)
+    sh, sw = (kh, kw) if stride is None else pair(stride, "stride", 1)
+    ph, pw = pair(padding, "padding", 0)
+    return kh, kw, sh, sw, ph, pw

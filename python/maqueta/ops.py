@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
-from ._args import pair
+from ._args import pair, pool_window
 
 __all__ = [
     "conv2d_forward",
@@ -188,17 +188,13 @@ def dropout_backward(dy, mask, p, out=None):
 def avgpool2d_forward(x, kernel_size, stride=None, padding=0, out=None):
     """Average pooling of x (N, C, H, W) over the zero-padded input, as ``torch.nn.AvgPool2d``
     (count_include_pad=True); stride defaults to kernel_size; padding at most half the kernel."""
-    kh, kw = pair(kernel_size, "kernel_size", 1)
-    sh, sw = (kh, kw) if stride is None else pair(stride, "stride", 1)
-    ph, pw = pair(padding, "padding", 0)
+    kh, kw, sh, sw, ph, pw = pool_window(kernel_size, stride, padding)
     return _core.avgpool2d_forward(x, kh, kw, sh, sw, ph, pw, out)
 
 
 def avgpool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, out=None):
     """Gradient of :func:`avgpool2d_forward`: dx (x_shape)."""
-    kh, kw = pair(kernel_size, "kernel_size", 1)
-    sh, sw = (kh, kw) if stride is None else pair(stride, "stride", 1)
-    ph, pw = pair(padding, "padding", 0)
+    kh, kw, sh, sw, ph, pw = pool_window(kernel_size, stride, padding)
     return _core.avgpool2d_backward(dy, [int(s) for s in x_shape], kh, kw, sh, sw, ph, pw, out)
 
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
-from ._args import pair
-from .ops import _seed, _slice_seed, _step
+from ._args import pair, pool_window
+from .ops import _slice_seed, _step
 
 __all__ = [
     "conv2d_forward",
@@ -137,17 +137,13 @@ def dropout_backward(dy, mask, p, out=None):
 
 def avgpool2d_forward(x, kernel_size, stride=None, padding=0, out=None):
     """y (N, C, OH, OW): the mean of each window of the zero-padded x: cpp/plain/avgpool2d.cpp."""
-    kh, kw = pair(kernel_size, "kernel_size", 1)
-    sh, sw = (kh, kw) if stride is None else pair(stride, "stride", 1)
-    ph, pw = pair(padding, "padding", 0)
+    kh, kw, sh, sw, ph, pw = pool_window(kernel_size, stride, padding)
     return _core.plain_avgpool2d_forward(x, kh, kw, sh, sw, ph, pw, out)
 
 
 def avgpool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, out=None):
     """dx (x_shape): each window's dy shared equally among its pixels: cpp/plain/avgpool2d.cpp."""
-    kh, kw = pair(kernel_size, "kernel_size", 1)
-    sh, sw = (kh, kw) if stride is None else pair(stride, "stride", 1)
-    ph, pw = pair(padding, "padding", 0)
+    kh, kw, sh, sw, ph, pw = pool_window(kernel_size, stride, padding)
     return _core.plain_avgpool2d_backward(dy, [int(s) for s in x_shape], kh, kw, sh, sw, ph, pw, out)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._args import pair
+from ._args import pair, pool_window
 
 __all__ = [
     "conv2d_forward",
@@ -347,9 +347,7 @@ def dropout_backward(dy, mask, p, out=None):
 def avgpool2d_forward(x, kernel_size, stride=None, padding=0, out=None):
     """y[n, c, i, j] = the sum of the (KH, KW) window at (i*sh - ph, j*sw - pw) of the zero-padded
     input, divided by KH * KW (PyTorch's count_include_pad=True)."""
-    kh, kw = pair(kernel_size, "kernel_size", 1)
-    sh, sw = (kh, kw) if stride is None else pair(stride, "stride", 1)
-    ph, pw = pair(padding, "padding", 0)
+    kh, kw, sh, sw, ph, pw = pool_window(kernel_size, stride, padding)
     N, C, H, W = x.shape
     OH, OW = _output_size(H, kh, sh, ph), _output_size(W, kw, sw, pw)
     xpad = _pad(x, ph, pw)
@@ -362,9 +360,7 @@ def avgpool2d_forward(x, kernel_size, stride=None, padding=0, out=None):
 
 def avgpool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, out=None):
     """Each output sends dy / (KH * KW) to every position of its window (padding's share is dropped)."""
-    kh, kw = pair(kernel_size, "kernel_size", 1)
-    sh, sw = (kh, kw) if stride is None else pair(stride, "stride", 1)
-    ph, pw = pair(padding, "padding", 0)
+    kh, kw, sh, sw, ph, pw = pool_window(kernel_size, stride, padding)
     N, C, H, W = (int(s) for s in x_shape)
     _, _, OH, OW = dy.shape
     dxpad = np.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=dy.dtype)

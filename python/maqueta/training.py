@@ -298,7 +298,10 @@ def data_parallel_step(model, group, X, targets, order, start, stop, loss_fn, ep
     grads = model.state.grads
     if augment is not None:
         whole = group.global_batch(stop - start, X)
-        np.take(X, np.arange(start, stop) if order is None else order[start:stop], axis=0, out=whole)
+        if order is None:
+            whole[...] = X[start:stop]
+        else:
+            np.take(X, order[start:stop], axis=0, out=whole)
         augment(whole, model.state.augment_rng)
     with np.errstate(over="ignore", invalid="ignore"):
         if hi > lo:
