@@ -27,6 +27,12 @@ SHAPES = [
     (2, 3, 3, 3, 2, 5, 5, 1, 1),          # kernel larger than the image, fits the padding
     (9, 2, 6, 5, 3, 2, 3, 3, 1),          # stride 3, odd batch
     (2, 2, 20, 21, 32, 3, 3, 1, 0),       # two channels: dx's GEMM has two rows, over 128 columns
+    # strided input gradients (by phases under "direct" and "auto", by col2im under "im2col")
+    (11, 16, 14, 14, 32, 3, 3, 2, 1),     # the strided zoo net's conv2; blocks of images, the last short
+    (3, 2, 9, 10, 4, 2, 2, 3, 0),         # stride above the kernel: phases no tap reaches
+    (2, 3, 1, 5, 3, 1, 3, 2, 0),          # one row, stride 2: an empty phase
+    (3, 3, 8, 7, 4, 4, 5, 2, 3),          # padding above half the kernel
+    (2, 2, 13, 11, 3, 3, 3, (4, 3), (1, 0)),  # strides 4 and 3
 ]
 
 
@@ -78,6 +84,7 @@ def test_need_dx_false_skips_dx(rng):
     (2, 2, 6, 5, 3, 3, 2, 1, 0),
     (2, 2, 7, 7, 2, 3, 3, 2, 1),
     (1, 3, 5, 6, 2, 2, 3, (1, 2), (2, 0)),
+    (2, 2, 8, 7, 3, 2, 3, (3, 2), 1),     # stride 3 above kernel height 2
 ], ids=str)
 def test_gradients_match_finite_differences(shape, each_conv_algo, rng):
     """Central differences of L = sum(conv(x, w, b) * r) in float64 give dL/dx, dL/dw, dL/db."""
@@ -100,6 +107,17 @@ def test_gradients_match_finite_differences(shape, each_conv_algo, rng):
             array[i] = saved
             numeric[i] = (up - down) / (2 * h)
         assert_close(grad, numeric, rtol=1e-7, what=f"d{name}")
+
+
+@pytest.mark.parametrize("shape", [s for s in SHAPES if s[7] != 1], ids=str)
+def test_relu_input_masks_strided_dx(shape, each_conv_algo, rng):
+    """With relu_input, dx is the plain dx zeroed where x <= 0, bit for bit, on every algorithm."""
+    x, w, _, stride, padding = make(rng, shape, np.float64)
+    x = np.maximum(x, 0)
+    dy = rng.standard_normal(ops.conv2d_forward(x, w, None, stride, padding).shape)
+    dx, _, _ = ops.conv2d_backward(dy, x, w, stride, padding)
+    masked, _, _ = ops.conv2d_backward(dy, x, w, stride, padding, relu_input=True)
+    np.testing.assert_array_equal(masked, np.where(x > 0, dx, 0))
 
 
 def test_deterministic_between_runs(threads, rng):

@@ -5,11 +5,13 @@
 // Each thread takes a contiguous range of images and walks it in blocks of kBlock: stage() lays
 // the block's images out (padded image, or col; and dy) so that one batched micro-kernel call in
 // add_dw() sums their dw contributions inside each register tile. dx is computed per image by one
-// of three algorithms (conv::plan picks by operation count):
+// of four algorithms (conv::plan picks by operation count):
 //   dx_direct   a direct convolution: dy, padded by KH-1 and KW-1, correlated with the flipped,
 //               transposed filters (stride 1)
 //   dx_wide     dcol = W^T dy on the wide grid, each tap's row added straight onto its run of
 //               the padded dx from the GEMM's registers (stride 1)
+//   dx_phases   the strided case as SH*SW direct convolutions, one per phase of dx (the pixels
+//               ih % SH == a, iw % SW == b) with the taps that reach it, over a block of images
 //   dx_col2im   dcol = W^T dy, then col2im (any stride)
 //
 // Parallel strategy: over images; each thread owns whole planes of dx. dw and db are summed per
@@ -23,6 +25,12 @@ namespace {
 
 constexpr int64_t kBlock = 8;
 
+// One phase of dx (dx_phases): its pixels (i*SH + a, j*SW + b), i < rows, j < cols, and its taps,
+// entries k2 .. k2 + K2 of boff2 and of the packed filters (C panels of K2 columns at a2 + C*k2).
+struct Phase {
+    int64_t a, b, rows, cols, k2, K2;
+};
+
 // One call's sizes and the buffers its threads share (read-only inside the parallel region).
 template <typename T>
 struct Backward {
@@ -31,7 +39,9 @@ struct Backward {
     bool pixel, direct;       // dw pixel-major; dw reads the padded image itself (pixel does too)
     Dx dx;                    // meaningful when dx is wanted
     int64_t K, P, Hp, Wp;
-    int64_t HQ, WQ, K2;       // dy padded for dx_direct, and its taps
+    int64_t HQ, WQ, K2;       // dy padded for dx_direct (or dx_phases), and its taps
+    int64_t PT, PL;           // dx_phases: dy's top and left padding
+    int64_t block;            // images per block
     int64_t OP;               // dy^T rows padded to whole vectors (pixel-major)
     int64_t Qpad;             // dw's dot products run over Q positions, padded to whole vectors
     int64_t img_len, dya_len; // per image: padded image or col; dy as dot rows, or dy^T
@@ -43,6 +53,7 @@ struct Backward {
     const int64_t* doff = nullptr;      // tap k's run in the padded dx (dx_wide)
     const int64_t* poff = nullptr;      // pixel p's window corner in the padded image (pixel-major)
     const T* ones = nullptr;            // [Qpad] ones: db as a dot product
+    const Phase* phases = nullptr;      // [SH*SW] (dx_phases)
 };
 
 // Lays out image n for dw: its padded image (or col) at img and dy (or dy^T) at dya. Pixel-major
@@ -142,6 +153,48 @@ void dx_wide(const Backward<T>& s, T* dxn, T* dxa, T* dxb, const T* dyn) {
                 copy_row(dxn + (c * d.H + h) * d.W, dxb + (c * s.Hp + h + d.PH) * s.Wp + d.PW, d.W);
 }
 
+// dx of the nb images at dxs by phases. dy is laid out [O][block][HQ][WQ] at dxa, each plane
+// padded by PT rows above and PL columns left and zero up to HQ x WQ, so that every phase reads
+// its taps as runs of one wide grid spanning the block's images; each phase's result (at dxb,
+// [C][block][HQ][WQ]) is then copied to its pixels.
+template <typename T>
+void dx_phases(const Backward<T>& s, T* dxs, T* dxa, T* dxb, const T* dys, int64_t nb) {
+    const Conv2dDims& d = s.d;
+    const int64_t img = s.HQ * s.WQ, plane = s.block * img;
+    for (int64_t o = 0; o < d.O; ++o)
+        for (int64_t i = 0; i < nb; ++i) {
+            T* q = dxa + o * plane + i * img;
+            const T* src = dys + (i * d.O + o) * d.OH * d.OW;
+            std::fill(q, q + s.PT * s.WQ, T(0));
+            for (int64_t oh = 0; oh < d.OH; ++oh) {
+                T* row = q + (s.PT + oh) * s.WQ;
+                std::fill(row, row + s.PL, T(0));
+                copy_row(row + s.PL, src + oh * d.OW, d.OW);
+                std::fill(row + s.PL + d.OW, row + s.WQ, T(0));
+            }
+            std::fill(q + (s.PT + d.OH) * s.WQ, q + img, T(0));
+        }
+    const int64_t chw = d.C * d.H * d.W;
+    for (int64_t p = 0; p < d.SH * d.SW; ++p) {
+        const Phase& ph = s.phases[p];
+        if (ph.rows == 0 || ph.cols == 0) continue;
+        if (ph.K2 > 0)
+            s.kern.rows(RowsArgs<T>{.M = d.C, .N = (nb - 1) * img + (ph.rows - 1) * s.WQ + ph.cols, .K = ph.K2,
+                                    .a = s.a2 + d.C * ph.k2, .b = dxa, .boff = s.boff2 + ph.k2, .ldb = 0,
+                                    .padded = true, .c = dxb, .ldc = plane});
+        for (int64_t i = 0; i < nb; ++i)
+            for (int64_t c = 0; c < d.C; ++c)
+                for (int64_t r = 0; r < ph.rows; ++r) {
+                    T* out = dxs + i * chw + (c * d.H + r * d.SH + ph.a) * d.W + ph.b;
+                    const T* in = dxb + c * plane + i * img + r * s.WQ;
+                    if (ph.K2 == 0)   // no tap reaches these pixels (stride > kernel)
+                        for (int64_t j = 0; j < ph.cols; ++j) out[j * d.SW] = T(0);
+                    else
+                        for (int64_t j = 0; j < ph.cols; ++j) out[j * d.SW] = in[j];
+                }
+    }
+}
+
 // dx of one image, any stride: dcol = W^T dy at dxb, then each tap's column adds back onto the
 // pixel it came from.
 template <typename T>
@@ -166,11 +219,31 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
     const bool need_dx = dx != nullptr;
     const int64_t K = d.C * d.KH * d.KW, P = d.OH * d.OW;
     const int64_t Hp = d.H + 2 * d.PH, Wp = d.W + 2 * d.PW;
-    const int64_t HQ = d.H + d.KH - 1, WQ = d.W + d.KW - 1, K2 = d.O * d.KH * d.KW, OP = round_up(d.O, L);
+    const int64_t K2 = d.O * d.KH * d.KW, OP = round_up(d.O, L);
     const bool pixel = plan.pixel, direct = plan.pixel || plan.direct;
     const bool direct_dx = need_dx && plan.dx == Dx::Direct, wide_dx = need_dx && plan.dx == Dx::Wide;
+    const bool phases_dx = need_dx && plan.dx == Dx::Phases;
     const int teams = team_size(d.N);
     const int64_t block = std::min<int64_t>(kBlock, (d.N + teams - 1) / teams);
+    // dy padded for the direct correlations: by KH-1, KW-1 (dx_direct), or so that every phase's
+    // taps read inside the plane (dx_phases)
+    int64_t HQ = d.H + d.KH - 1, WQ = d.W + d.KW - 1, PT = 0, PL = 0;
+    if (phases_dx) {
+        for (int64_t a = 0; a < d.SH; ++a) PT = std::max(PT, phase_axis(a, d.SH, d.PH, d.KH, d.H).taps - 1 -
+                                                              phase_axis(a, d.SH, d.PH, d.KH, d.H).base);
+        for (int64_t b = 0; b < d.SW; ++b) PL = std::max(PL, phase_axis(b, d.SW, d.PW, d.KW, d.W).taps - 1 -
+                                                              phase_axis(b, d.SW, d.PW, d.KW, d.W).base);
+        HQ = PT + d.OH;
+        WQ = PL + d.OW;
+        for (int64_t a = 0; a < d.SH; ++a) {
+            const PhaseAxis r = phase_axis(a, d.SH, d.PH, d.KH, d.H);
+            HQ = std::max(HQ, r.count + r.base + PT);
+        }
+        for (int64_t b = 0; b < d.SW; ++b) {
+            const PhaseAxis c = phase_axis(b, d.SW, d.PW, d.KW, d.W);
+            WQ = std::max(WQ, c.count + c.base + PL);
+        }
+    }
 
     // dw's dot products run over q: the wide output positions (direct) or the P pixels (im2col),
     // zero-padded to whole vectors. The image side may then read up to L past its last row.
@@ -178,20 +251,23 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
     const int64_t Q = direct ? (d.OH - 1) * Wp + d.OW : P;
     const int64_t Qpad = round_up(Q, L), NW = d.OH * Wp;
     Backward<T> s{.d = d, .kern = kern, .pixel = pixel, .direct = direct, .dx = plan.dx, .K = K, .P = P, .Hp = Hp,
-                  .Wp = Wp, .HQ = HQ, .WQ = WQ, .K2 = K2, .OP = OP, .Qpad = Qpad,
+                  .Wp = Wp, .HQ = HQ, .WQ = WQ, .K2 = K2, .PT = PT, .PL = PL, .block = block, .OP = OP,
+                  .Qpad = Qpad,
                   .img_len = direct ? d.C * Hp * Wp + NR : K * Qpad + NR,
                   .dya_len = pixel ? P * OP : d.O * Qpad,
                   .NW = NW,
-                  .dxa_len = !need_dx ? 0 : direct_dx ? d.O * HQ * WQ + NR : wide_dx ? d.O * NW + NR : d.O * P + NR};
+                  .dxa_len = !need_dx ? 0 : direct_dx ? d.O * HQ * WQ + NR : wide_dx ? d.O * NW + NR
+                           : phases_dx ? d.O * block * HQ * WQ + NR : d.O * P + NR};
     const int64_t part_len = pixel ? K * s.OP : d.O * K;   // per-thread dw ([K][OP] if pixel)
-    const int64_t dxb_len = !need_dx ? 0 : direct_dx ? d.C * d.H * s.WQ : wide_dx ? d.C * Hp * Wp : K * P;
-    const int64_t a2_len = !need_dx ? 0 : direct_dx ? d.C * s.K2 : K * d.O;
+    const int64_t dxb_len = !need_dx ? 0 : direct_dx ? d.C * d.H * s.WQ : wide_dx ? d.C * Hp * Wp
+                          : phases_dx ? d.C * block * HQ * WQ : K * P;
+    const int64_t a2_len = !need_dx ? 0 : (direct_dx || phases_dx) ? d.C * s.K2 : K * d.O;
 
     Layout shared, mine;
     const Slot at_a2 = shared.add<T>(a2_len), at_boff = shared.add<int64_t>(K), at_boff2 = shared.add<int64_t>(s.K2),
                at_parts = shared.add<T*>(2 * teams), at_doff = shared.add<int64_t>(K),
                at_ones = shared.add<T>(s.Qpad);
-    const Slot at_poff = shared.add<int64_t>(pixel ? P : 0);
+    const Slot at_poff = shared.add<int64_t>(pixel ? P : 0), at_phases = shared.add<Phase>(phases_dx ? d.SH * d.SW : 0);
     const Slot at_dw = mine.add<T>(part_len), at_db = mine.add<T>(s.OP), at_img = mine.add<T>(block * s.img_len),
                at_trows = mine.add<const T*>(pixel ? K : 0),
                at_dya = mine.add<T>(block * s.dya_len), at_dxa = mine.add<T>(s.dxa_len), at_dxb = mine.add<T>(dxb_len);
@@ -229,6 +305,28 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
         for (int64_t o = 0, k2 = 0; o < d.O; ++o)
             for (int64_t kh = 0; kh < d.KH; ++kh)
                 for (int64_t kw = 0; kw < d.KW; ++kw, ++k2) boff2[k2] = o * s.HQ * s.WQ + kh * s.WQ + kw;
+    } else if (phases_dx) {
+        // phase (a, b) takes the taps kh = r.first + SH*m, kw = c.first + SW*n; its filters
+        // A2[c][(o, m, n)] = w[o][c][kh][kw] read dy[o][i + r.base - m][j + c.base - n]
+        Phase* phases = carve<Phase>(ws, at_phases);
+        const int64_t plane = block * HQ * WQ;
+        for (int64_t a = 0, k2 = 0; a < d.SH; ++a)
+            for (int64_t b = 0; b < d.SW; ++b) {
+                const PhaseAxis r = phase_axis(a, d.SH, d.PH, d.KH, d.H), c = phase_axis(b, d.SW, d.PW, d.KW, d.W);
+                const int64_t taps = r.taps * c.taps;
+                phases[a * d.SW + b] = Phase{.a = a, .b = b, .rows = r.count, .cols = c.count, .k2 = k2,
+                                             .K2 = d.O * taps};
+                pack_panels(a2 + d.C * k2, d.C, d.O * taps, MR, [&](int64_t ch, int64_t k) {
+                    const int64_t o = k / taps, m = k % taps / c.taps, n = k % c.taps;
+                    return w[((o * d.C + ch) * d.KH + r.first + d.SH * m) * d.KW + c.first + d.SW * n];
+                });
+                for (int64_t k = 0; k < d.O * taps; ++k) {
+                    const int64_t o = k / taps, m = k % taps / c.taps, n = k % c.taps;
+                    boff2[k2 + k] = o * plane + (r.base - m + PT) * WQ + c.base - n + PL;
+                }
+                k2 += d.O * taps;
+            }
+        s.phases = phases;
     } else if (need_dx) {
         pack_panels(a2, K, d.O, MR, [&](int64_t k, int64_t o) { return w[o * K + k]; });  // W^T
     }
@@ -263,12 +361,14 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
                       dy + (n0 + i) * d.O * P);
             add_dw(s, dwp, dbp, imgs, dyas, trows, nb);
             if (!need_dx) continue;
+            if (s.dx == Dx::Phases) dx_phases(s, dx + n0 * d.C * d.H * d.W, dxa, dxb, dy + n0 * d.O * P, nb);
             for (int64_t i = 0; i < nb; ++i) {
                 const T* dyn = dy + (n0 + i) * d.O * P;
                 T* dxn = dx + (n0 + i) * d.C * d.H * d.W;
                 switch (s.dx) {
                     case Dx::Direct: dx_direct(s, dxn, dxa, dxb, dyn); break;
                     case Dx::Wide: dx_wide(s, dxn, dxa, dxb, dyn); break;
+                    case Dx::Phases: break;
                     case Dx::Col2im: dx_col2im(s, dxn, dxa, dxb, dyn); break;
                 }
                 if (relu_input) {   // dx through the ReLU that produced x

@@ -19,7 +19,7 @@
 //    c*Hp*Wp + kh*Wp + kw + q, so every tap is one contiguous row of B and nothing is gathered.
 //    The Wp - OW columns past each output row are computed and dropped.
 //  im2col (any stride): taps are gathered into col[K][P] first, then multiplied.
-// The input gradient has three algorithms of its own (conv2d_backward.cpp). plan() below picks
+// The input gradient has four algorithms of its own (conv2d_backward.cpp). plan() below picks
 // them all from the shapes and the vector width.
 #pragma once
 #include <algorithm>
@@ -140,7 +140,7 @@ void col2im(T* dx, const T* dcol, const Conv2dDims& d) {
 // Which algorithms one call runs: a pure function of the shapes and the vector width (lanes of T
 // in the instruction set the call runs on). `forced` (a test switch) overrides the choice where
 // the forced algorithm applies: direct needs stride 1, and pixel-major covers forward and dw only.
-enum class Dx { Direct, Wide, Col2im };   // the three input-gradient algorithms (conv2d_backward.cpp)
+enum class Dx { Direct, Wide, Phases, Col2im };   // the input-gradient algorithms (conv2d_backward.cpp)
 struct Plan {
     bool pixel;    // forward and dw pixel-major, on the broadcast micro-kernel
     bool direct;   // otherwise: forward and dw read the padded image itself (else im2col)
@@ -186,11 +186,49 @@ inline bool use_direct_dx(const Conv2dDims& d, ConvAlgo forced) {
     return direct <= gemm;
 }
 
+// One axis of a strided convolution's input gradient split into phases: the inputs at
+// a, a + S, a + 2S, ... (`count` of them, the i-th at i*S + a) receive dy only through the taps
+// first + S*m (m < taps), from output i + base - m. Each phase is thus a stride-1 correlation of
+// dy with a sub-filter, dx_direct's algorithm (conv2d_backward.cpp, dx_phases).
+struct PhaseAxis {
+    int64_t count, first, taps, base;
+};
+
+inline PhaseAxis phase_axis(int64_t a, int64_t S, int64_t pad, int64_t kernel, int64_t in) {
+    PhaseAxis p;
+    p.count = a < in ? (in - a + S - 1) / S : 0;
+    p.first = (a + pad) % S;
+    p.taps = p.first < kernel ? (kernel - p.first + S - 1) / S : 0;
+    p.base = (a + pad - p.first) / S;
+    return p;
+}
+
+// Strided dx: phases, unless gathering them on their wide grids costs more than twice the GEMM
+// (the col2im scatter, strided and branchy, costs several times its operation count).
+inline bool use_phases_dx(const Conv2dDims& d, ConvAlgo forced) {
+    switch (forced) {
+        case ConvAlgo::Direct: return true;
+        case ConvAlgo::Im2col: return false;
+        default: break;
+    }
+    int64_t WQ = d.OW + d.KW;   // about the wide grid's width (dx_phases pads dy by at most KW)
+    double phases = 0;
+    for (int64_t a = 0; a < d.SH; ++a)
+        for (int64_t b = 0; b < d.SW; ++b) {
+            const PhaseAxis r = phase_axis(a, d.SH, d.PH, d.KH, d.H), c = phase_axis(b, d.SW, d.PW, d.KW, d.W);
+            phases += (double)d.C * d.O * r.taps * c.taps * (r.count * WQ);
+        }
+    const double gemm = (double)d.C * d.KH * d.KW * d.OH * d.OW * d.O;
+    return phases <= 2 * gemm;
+}
+
 inline Plan plan(const Conv2dDims& d, int lanes, ConvAlgo forced) {
     Plan p;
     p.pixel = use_pixel(d, lanes, forced);
     p.direct = use_direct(d, forced);
-    p.dx = use_direct_dx(d, forced) ? Dx::Direct : (d.SH == 1 && d.SW == 1) ? Dx::Wide : Dx::Col2im;
+    const bool stride1 = d.SH == 1 && d.SW == 1;
+    p.dx = use_direct_dx(d, forced) ? Dx::Direct : stride1 ? Dx::Wide
+         : use_phases_dx(d, forced) ? Dx::Phases : Dx::Col2im;
     return p;
 }
 
