@@ -123,4 +123,6 @@ def test_bench_zoo_quick(tmp_path):
     cases = result["networks"]["strided-mnist"]["cases"]
     assert set(cases) == {"train b32", "infer b256", "latency b1"} and "strided-mnist" in table
     assert result["gemm_peak_gflops"] > 0
+    if shutil.which("cc") or shutil.which("gcc"):   # fma_peak.c compiled and ran
+        assert result["fma_peak_gflops"] > 0 and "multiply-add chains" in table
     assert set(result["networks"]["strided-mnist"]["epoch_peak_mb_above_start"]) == {"maqueta", "torch"}
