@@ -148,7 +148,8 @@ struct Plan {
 };
 
 // Pixel-major needs the filters to fill the vectors it computes: O a multiple of the width, or
-// at least two vectors' worth (so at most a third of the lanes idle).
+// at least two vectors' worth (so at most a third of the lanes idle). With few taps (an RGB
+// image's 27) its per-pixel setup outweighs them, and at stride 1 direct does better, its dw most.
 inline bool use_pixel(const Conv2dDims& d, int lanes, ConvAlgo forced) {
     switch (forced) {
         case ConvAlgo::Pixel: return true;
@@ -156,6 +157,7 @@ inline bool use_pixel(const Conv2dDims& d, int lanes, ConvAlgo forced) {
         case ConvAlgo::Im2col: return false;
         default: break;
     }
+    if (d.SH == 1 && d.SW == 1 && d.C * d.KH * d.KW < 128) return false;
     return d.O % lanes == 0 || d.O >= 2 * lanes;
 }
 
@@ -172,7 +174,9 @@ inline bool use_direct(const Conv2dDims& d, ConvAlgo forced) {
     return (Wp - d.OW) * d.O <= 8 * d.OW;
 }
 
-// The direct full correlation for dx, or W^T dy then scattered back, by their operation counts.
+// The direct full correlation for dx, or W^T dy then scattered back, by their operation counts;
+// direct runs its operations faster (wide adds each tile onto overlapping runs), so it may do
+// half as many again.
 inline bool use_direct_dx(const Conv2dDims& d, ConvAlgo forced) {
     if (d.SH != 1 || d.SW != 1) return false;
     switch (forced) {
@@ -183,7 +187,7 @@ inline bool use_direct_dx(const Conv2dDims& d, ConvAlgo forced) {
     const int64_t K = d.C * d.KH * d.KW, P = d.OH * d.OW, WQ = d.W + d.KW - 1;
     const double direct = (double)d.C * d.O * d.KH * d.KW * ((d.H - 1) * WQ + d.W);
     const double gemm = (double)K * P * d.O + 4.0 * K * P;   // the multiply, then scattering dcol back
-    return direct <= gemm;
+    return direct <= 1.5 * gemm;
 }
 
 // One axis of a strided convolution's input gradient split into phases: the inputs at
