@@ -10,7 +10,7 @@ from conftest import assert_close
 pytestmark = pytest.mark.usefixtures("threads")
 
 SHAPES = [(32, 400, 120), (32, 120, 84), (32, 84, 10), (1, 400, 120), (256, 400, 120), (3, 1, 1),
-          (7, 5, 3), (65, 33, 17), (1, 2000, 1)]  # (N, IN, OUT)
+          (7, 5, 3), (65, 33, 17), (1, 2000, 1), (64, 1037, 19)]  # (N, IN, OUT); the last: w^T in 65 tiles
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

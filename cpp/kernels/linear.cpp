@@ -27,6 +27,7 @@ int parts_for(int64_t M, int64_t N, int64_t K) {
 }  // namespace
 
 constexpr int64_t kDotRows = 48;
+constexpr int64_t kTransposeTile = 16;
 
 template <typename T>
 void linear_forward(T* y, const T* x, const T* w, const T* b, int64_t N, int64_t IN, int64_t OUT,
@@ -56,19 +57,28 @@ void linear_forward(T* y, const T* x, const T* w, const T* b, int64_t N, int64_t
     unsigned char* ws = static_cast<unsigned char*>(Workspace::get(Layout::total(shared, 0, shared)));
     T* wt = carve<T>(ws, at_wt);
     const T** rows = carve<const T*>(ws, at_rows);
-    for (int64_t i = 0; i < IN; ++i) {
-        for (int64_t o = 0; o < OUT; ++o) wt[i * OUTP + o] = w[o * IN + i];
-        std::fill(wt + i * OUTP + OUT, wt + (i + 1) * OUTP, T(0));
-    }
     for (int64_t n = 0; n < N; ++n) rows[n] = x + n * IN;
     const int parts = parts_for(N, OUT, IN);
-#pragma omp parallel for schedule(static) num_threads(parts)
-    for (int part = 0; part < parts; ++part) {
-        const int64_t r0 = part * N / parts, r1 = (part + 1) * N / parts;
-        kern.bcast(BcastArgs<T>{.M = r1 - r0, .N = OUT, .K = IN, .arows = rows + r0, .aoff = nullptr, .astride = 1,
-                                .b = wt, .ldb = OUTP, .b_readable = OUTP, .c = y + r0 * OUT, .ldc = OUT, .cstride = 1,
-                                .bias = b, .relu = relu});
-        apply_output_activation(y + r0 * OUT, (r1 - r0) * OUT, act);
+#pragma omp parallel num_threads(parts)
+    {
+        // w^T in blocks of kTransposeTile inputs: a block reads one short run of each row of w
+        // and writes its rows of wt in order (reading w by columns misses the cache on every value
+        // once a row is a few kB)
+#pragma omp for schedule(static)
+        for (int64_t i0 = 0; i0 < IN; i0 += kTransposeTile) {
+            const int64_t i1 = std::min(IN, i0 + kTransposeTile);
+            for (int64_t o = 0; o < OUT; ++o)
+                for (int64_t i = i0; i < i1; ++i) wt[i * OUTP + o] = w[o * IN + i];
+            for (int64_t i = i0; i < i1; ++i) std::fill(wt + i * OUTP + OUT, wt + (i + 1) * OUTP, T(0));
+        }
+#pragma omp for schedule(static)
+        for (int part = 0; part < parts; ++part) {
+            const int64_t r0 = part * N / parts, r1 = (part + 1) * N / parts;
+            kern.bcast(BcastArgs<T>{.M = r1 - r0, .N = OUT, .K = IN, .arows = rows + r0, .aoff = nullptr,
+                                    .astride = 1, .b = wt, .ldb = OUTP, .b_readable = OUTP, .c = y + r0 * OUT,
+                                    .ldc = OUT, .cstride = 1, .bias = b, .relu = relu});
+            apply_output_activation(y + r0 * OUT, (r1 - r0) * OUT, act);
+        }
     }
 }
 
