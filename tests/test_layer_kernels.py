@@ -14,7 +14,7 @@ SHAPES = [(2, 3), (7, 5), (1, 4, 3, 3), (5, 3, 8, 7), (33, 16, 10, 10), (3, 64, 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_batchnorm_matches_the_oracle(shape, dtype, threads, rng):
+def test_batchnorm_matches_the_oracle(shape, dtype, threads, each_isa, rng):
     x = (rng.standard_normal(shape) * 3 + 2).astype(dtype)
     C = shape[1]
     w, b = rng.uniform(0.5, 2, C).astype(dtype), rng.standard_normal(C).astype(dtype)

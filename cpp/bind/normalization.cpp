@@ -44,6 +44,7 @@ void check_eps(double eps) {
 template <Tier tier>
 py::tuple batchnorm_forward_py(const py::handle& x_obj, const py::handle& w_obj, const py::handle& b_obj, double eps,
                                const py::handle& out_obj, bool relu) {
+    const IsaKernels& isa = maqueta::isa();
     py::array x = as_ndarray(x_obj, "x");
     const DType dt = call_dtype(x, "x");
     const ChannelDims d = channel_dims(x, "x");
@@ -75,7 +76,7 @@ py::tuple batchnorm_forward_py(const py::handle& x_obj, const py::handle& w_obj,
             if constexpr (tier == Tier::Plain)
                 plain::batchnorm_forward<T>(yp, mp, vp, xc.data(), wp, bp, d.N, d.C, d.S, eps, relu);
             else
-                batchnorm_forward<T>(yp, mp, vp, xc.data(), wp, bp, d.N, d.C, d.S, eps, relu);
+                batchnorm_forward<T>(yp, mp, vp, xc.data(), wp, bp, d.N, d.C, d.S, eps, relu, isa);
         }
         return py::make_tuple(y, mean, var);
     });
@@ -85,6 +86,7 @@ template <Tier tier>
 py::tuple batchnorm_backward_py(const py::handle& dy_obj, const py::handle& x_obj, const py::handle& w_obj,
                                 const py::handle& mean_obj, const py::handle& var_obj, double eps,
                                 const py::handle& dx_obj, const py::handle& dw_obj, const py::handle& db_obj) {
+    const IsaKernels& isa = maqueta::isa();
     py::array dy = as_ndarray(dy_obj, "dy");
     const DType dt = call_dtype(dy, "dy");
     py::array x = as_ndarray(x_obj, "x");
@@ -123,7 +125,7 @@ py::tuple batchnorm_backward_py(const py::handle& dy_obj, const py::handle& x_ob
                                              d.S, eps);
             else
                 batchnorm_backward<T>(dxp, dwp, dbp, dyc.data(), xc.data(), wp, mc.data(), vc.data(), d.N, d.C, d.S,
-                                      eps);
+                                      eps, isa);
         }
         return py::make_tuple(dx, dw_result, db_result);
     });

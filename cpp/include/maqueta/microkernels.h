@@ -173,6 +173,31 @@ struct SgdArgs {
     bool decay, nesterov;
 };
 
+// Batch normalisation's passes over channel c of x [N, C, S] (see kernels/normalization.cpp),
+// in double. A sum puts value s of each plane on chain s % kBnChains of first (and second):
+// independent chains that run as vector adds, which the caller adds up in order.
+enum class BnPass {
+    Sum,        // first += x
+    Squares,    // first += (x - mu)^2
+    Normalize,  // out = (x - mu) * scale + shift, then max(out, 0) if relu
+    GradSums,   // first += dy; second += dy * (x - mu) * invstd
+    Grad        // out = scale * (dy - mean_dy - (x - mu) * invstd * mean_dy_xhat)
+};
+constexpr int kBnChains = 32;
+
+template <typename T>
+struct BnArgs {
+    BnPass pass;
+    int64_t N, C, S, c;
+    const T* x;
+    const T* dy;     // GradSums, Grad
+    T* out;          // Normalize, Grad
+    double mu, invstd, scale, shift, mean_dy, mean_dy_xhat;
+    bool relu;
+    double* first;   // [kBnChains], added to
+    double* second;  // [kBnChains], added to (GradSums)
+};
+
 // Whether all n values are finite (no NaN, no infinity).
 template <typename T>
 struct FiniteArgs {
@@ -194,6 +219,7 @@ struct FiniteArgs {
     X(adam, AdamArgs, void)                                                                        \
     X(sgd, SgdArgs, void)                                                                          \
     X(finite, FiniteArgs, bool)                                                                    \
+    X(batchnorm, BnArgs, void)                                                                     \
     X(lane_conv, LaneConvArgs, void)                                                               \
     X(lane_dw, LaneDwArgs, void)                                                                   \
     X(lane_dx, LaneDxArgs, void)                                                                   \

@@ -4,6 +4,8 @@
 #pragma once
 #include <cstdint>
 
+#include "maqueta/runtime.h"
+
 namespace maqueta {
 
 // Training mode: mean and biased variance of each channel, then
@@ -15,7 +17,7 @@ void batchnorm_forward(T* y,             // [N, C, S]
                        const T* x,       // [N, C, S]
                        const T* weight,  // [C] or nullptr
                        const T* bias,    // [C] or nullptr
-                       int64_t N, int64_t C, int64_t S, double eps, bool relu);
+                       int64_t N, int64_t C, int64_t S, double eps, bool relu, const IsaKernels& isa);
 
 // Gradients of batchnorm_forward, through the batch statistics: with xhat = (x - mean) / sqrt(var + eps),
 // dbias = sum dy, dweight = sum dy * xhat, dx = weight / sqrt(var + eps) * (dy - dbias / M - xhat * dweight / M).
@@ -26,7 +28,7 @@ void batchnorm_backward(T* dx,                    // [N, C, S]
                         const T* x,               // [N, C, S]
                         const T* weight,          // [C] or nullptr
                         const T* mean, const T* var,  // [C] each, from the forward pass
-                        int64_t N, int64_t C, int64_t S, double eps);
+                        int64_t N, int64_t C, int64_t S, double eps, const IsaKernels& isa);
 
 // Evaluation mode, with the running statistics folded into one multiply-add per value:
 // y = x * scale[c] + shift[c], then max(y, 0) when relu.
