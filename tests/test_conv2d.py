@@ -150,3 +150,21 @@ def test_any_input_layout(layout, rng):
         assert_close(got, want)
     # the inputs were only read
     np.testing.assert_array_equal(xv, x)
+
+
+@pytest.mark.parametrize("need_dx", [True, False])
+def test_a_huge_stride_visits_only_the_phases_that_hold_pixels(need_dx, each_conv_algo, rng):
+    """Stride 2^31 - 1 leaves one output pixel; dx's phases beyond the image are never walked
+    (walking all SH * SW of them once took forever)."""
+    x, w, b, _, _ = make(rng, (2, 3, 5, 6, 4, 2, 3, 1, 0), np.float64)
+    stride = 2**31 - 1
+    y = ops.conv2d_forward(x, w, b, stride, 0)
+    assert y.shape == (2, 4, 1, 1)
+    assert_close(y, reference.conv2d_forward(x, w, b, stride, 0), what="y")
+    dy = rng.standard_normal(y.shape)
+    got = ops.conv2d_backward(dy, x, w, stride, 0, need_dx=need_dx)
+    want = reference.conv2d_backward(dy, x, w, stride, 0)
+    assert (got[0] is None) == (not need_dx)
+    for g, e in zip(got, want):
+        if g is not None:
+            assert_close(g, e, what="gradients")

@@ -25,7 +25,8 @@ namespace {
 
 constexpr int64_t kBlock = 8;
 
-// One phase of dx (dx_phases): its pixels (i*SH + a, j*SW + b), i < rows, j < cols, and its taps,
+// One phase of dx (dx_phases; a < phase_count(SH, H), b likewise): its pixels (i*SH + a, j*SW + b),
+// i < rows, j < cols, and its taps,
 // entries k2 .. k2 + K2 of boff2 and of the packed filters (C panels of K2 columns at a2 + C*k2).
 struct Phase {
     int64_t a, b, rows, cols, k2, K2;
@@ -53,7 +54,7 @@ struct Backward {
     const int64_t* doff = nullptr;      // tap k's run in the padded dx (dx_wide)
     const int64_t* poff = nullptr;      // pixel p's window corner in the padded image (pixel-major)
     const T* ones = nullptr;            // [Qpad] ones: db as a dot product
-    const Phase* phases = nullptr;      // [SH*SW] (dx_phases)
+    const Phase* phases = nullptr;      // dx_phases: phase (a, b) at a * phase_count(SW, W) + b
 };
 
 // Lays out image n for dw: its padded image (or col) at img and dy (or dy^T) at dya. Pixel-major
@@ -175,7 +176,7 @@ void dx_phases(const Backward<T>& s, T* dxs, T* dxa, T* dxb, const T* dys, int64
             std::fill(q + (s.PT + d.OH) * s.WQ, q + img, T(0));
         }
     const int64_t chw = d.C * d.H * d.W;
-    for (int64_t p = 0; p < d.SH * d.SW; ++p) {
+    for (int64_t p = 0; p < phase_count(d.SH, d.H) * phase_count(d.SW, d.W); ++p) {
         const Phase& ph = s.phases[p];
         if (ph.rows == 0 || ph.cols == 0) continue;
         if (ph.K2 > 0)
@@ -229,17 +230,21 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
     // taps read inside the plane (dx_phases)
     int64_t HQ = d.H + d.KH - 1, WQ = d.W + d.KW - 1, PT = 0, PL = 0;
     if (phases_dx) {
-        for (int64_t a = 0; a < d.SH; ++a) PT = std::max(PT, phase_axis(a, d.SH, d.PH, d.KH, d.H).taps - 1 -
-                                                              phase_axis(a, d.SH, d.PH, d.KH, d.H).base);
-        for (int64_t b = 0; b < d.SW; ++b) PL = std::max(PL, phase_axis(b, d.SW, d.PW, d.KW, d.W).taps - 1 -
-                                                              phase_axis(b, d.SW, d.PW, d.KW, d.W).base);
+        for (int64_t a = 0; a < phase_count(d.SH, d.H); ++a) {
+            const PhaseAxis r = phase_axis(a, d.SH, d.PH, d.KH, d.H);
+            PT = std::max(PT, r.taps - 1 - r.base);
+        }
+        for (int64_t b = 0; b < phase_count(d.SW, d.W); ++b) {
+            const PhaseAxis c = phase_axis(b, d.SW, d.PW, d.KW, d.W);
+            PL = std::max(PL, c.taps - 1 - c.base);
+        }
         HQ = PT + d.OH;
         WQ = PL + d.OW;
-        for (int64_t a = 0; a < d.SH; ++a) {
+        for (int64_t a = 0; a < phase_count(d.SH, d.H); ++a) {
             const PhaseAxis r = phase_axis(a, d.SH, d.PH, d.KH, d.H);
             HQ = std::max(HQ, r.count + r.base + PT);
         }
-        for (int64_t b = 0; b < d.SW; ++b) {
+        for (int64_t b = 0; b < phase_count(d.SW, d.W); ++b) {
             const PhaseAxis c = phase_axis(b, d.SW, d.PW, d.KW, d.W);
             WQ = std::max(WQ, c.count + c.base + PL);
         }
@@ -267,7 +272,8 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
     const Slot at_a2 = shared.add<T>(a2_len), at_boff = shared.add<int64_t>(K), at_boff2 = shared.add<int64_t>(s.K2),
                at_parts = shared.add<T*>(2 * teams), at_doff = shared.add<int64_t>(K),
                at_ones = shared.add<T>(s.Qpad);
-    const Slot at_poff = shared.add<int64_t>(pixel ? P : 0), at_phases = shared.add<Phase>(phases_dx ? d.SH * d.SW : 0);
+    const Slot at_poff = shared.add<int64_t>(pixel ? P : 0), at_phases =
+        shared.add<Phase>(phases_dx ? phase_count(d.SH, d.H) * phase_count(d.SW, d.W) : 0);
     const Slot at_dw = mine.add<T>(part_len), at_db = mine.add<T>(s.OP), at_img = mine.add<T>(block * s.img_len),
                at_trows = mine.add<const T*>(pixel ? K : 0),
                at_dya = mine.add<T>(block * s.dya_len), at_dxa = mine.add<T>(s.dxa_len), at_dxb = mine.add<T>(dxb_len);
@@ -310,11 +316,11 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
         // A2[c][(o, m, n)] = w[o][c][kh][kw] read dy[o][i + r.base - m][j + c.base - n]
         Phase* phases = carve<Phase>(ws, at_phases);
         const int64_t plane = block * HQ * WQ;
-        for (int64_t a = 0, k2 = 0; a < d.SH; ++a)
-            for (int64_t b = 0; b < d.SW; ++b) {
+        for (int64_t a = 0, k2 = 0; a < phase_count(d.SH, d.H); ++a)
+            for (int64_t b = 0; b < phase_count(d.SW, d.W); ++b) {
                 const PhaseAxis r = phase_axis(a, d.SH, d.PH, d.KH, d.H), c = phase_axis(b, d.SW, d.PW, d.KW, d.W);
                 const int64_t taps = r.taps * c.taps;
-                phases[a * d.SW + b] = Phase{.a = a, .b = b, .rows = r.count, .cols = c.count, .k2 = k2,
+                phases[a * phase_count(d.SW, d.W) + b] = Phase{.a = a, .b = b, .rows = r.count, .cols = c.count, .k2 = k2,
                                              .K2 = d.O * taps};
                 pack_panels(a2 + d.C * k2, d.C, d.O * taps, MR, [&](int64_t ch, int64_t k) {
                     const int64_t o = k / taps, m = k % taps / c.taps, n = k % c.taps;

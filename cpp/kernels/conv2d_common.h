@@ -198,6 +198,10 @@ struct PhaseAxis {
     int64_t count, first, taps, base;
 };
 
+// Only the first min(S, in) phases of an axis hold pixels: with a stride above the input size the
+// rest are empty, and never visited (a stride may be as large as 2^31).
+inline int64_t phase_count(int64_t S, int64_t in) { return std::min(S, in); }
+
 inline PhaseAxis phase_axis(int64_t a, int64_t S, int64_t pad, int64_t kernel, int64_t in) {
     PhaseAxis p;
     p.count = a < in ? (in - a + S - 1) / S : 0;
@@ -217,8 +221,8 @@ inline bool use_phases_dx(const Conv2dDims& d, ConvAlgo forced) {
     }
     int64_t WQ = d.OW + d.KW;   // about the wide grid's width (dx_phases pads dy by at most KW)
     double phases = 0;
-    for (int64_t a = 0; a < d.SH; ++a)
-        for (int64_t b = 0; b < d.SW; ++b) {
+    for (int64_t a = 0; a < phase_count(d.SH, d.H); ++a)
+        for (int64_t b = 0; b < phase_count(d.SW, d.W); ++b) {
             const PhaseAxis r = phase_axis(a, d.SH, d.PH, d.KH, d.H), c = phase_axis(b, d.SW, d.PW, d.KW, d.W);
             phases += (double)d.C * d.O * r.taps * c.taps * (r.count * WQ);
         }
