@@ -168,3 +168,30 @@ def test_a_huge_stride_visits_only_the_phases_that_hold_pixels(need_dx, each_con
     for g, e in zip(got, want):
         if g is not None:
             assert_close(g, e, what="gradients")
+
+
+@pytest.mark.parametrize("shape", [
+    (1, 3, 32, 32, 32, 3, 3, 1, 1),       # direct (few taps): bands of the wide rows
+    (1, 32, 32, 32, 32, 3, 3, 1, 1),      # pixel-major
+    (1, 32, 17, 15, 64, 3, 3, 2, 1),      # pixel-major, strided, odd sizes
+    (1, 16, 40, 9, 48, 3, 3, 1, 0),       # more bands than threads would need
+], ids=str)
+@pytest.mark.parametrize("activation", [None, "relu", "leaky_relu"])
+def test_one_image_is_cut_into_bands_with_the_same_bits(shape, activation, rng):
+    """Fewer images than threads: each image's output rows are shared out in bands. Every value
+    is still one sum in the same order, so 1, 2 and 3 threads give the same bits."""
+    import maqueta
+    x, w, b, stride, padding = make(rng, shape, np.float32)
+    before = maqueta.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 2, 3):
+            maqueta.set_num_threads(threads)
+            outs.append(ops.conv2d_forward(x, w, b, stride, padding, activation=activation, alpha=0.1))
+    finally:
+        maqueta.set_num_threads(before)
+    for y in outs[1:]:
+        np.testing.assert_array_equal(y, outs[0])
+    want = reference.conv2d_forward(x, w, b, stride, padding)
+    want = {None: want, "relu": np.maximum(want, 0), "leaky_relu": np.where(want > 0, want, 0.1 * want)}[activation]
+    assert_close(outs[0], want, np.float32, what="y")

@@ -3,12 +3,40 @@
 // maqueta/conv2d.h; Hp, Wp, K, P as in conv2d_common.h.
 // Plain twin, the same math as loops in the order of the formula: cpp/plain/conv2d.cpp (conv2d_forward).
 //
-// Parallel strategy: over images; each thread owns whole planes of y.
+// Parallel strategy: over images; each thread owns whole planes of y. With fewer images than
+// threads (one image's latency), each image's output rows are cut into bands, one work item
+// each: every output value is still one sum in the same order, so the bits do not change.
 #include "conv2d_common.h"
 
 namespace maqueta {
 namespace conv {
 namespace {
+
+// Bands of output rows per image: enough for every thread when the batch is smaller than the team,
+// for images worth it (half a million multiply-adds; below that, waking a thread costs more).
+int64_t bands_for(const Conv2dDims& d) {
+    const int64_t threads = num_threads();
+    const double work = (double)d.O * d.C * d.KH * d.KW * d.OH * d.OW;
+    if (d.N >= threads || work < 524288.0) return 1;
+    return std::min<int64_t>(d.OH, (threads + d.N - 1) / d.N);
+}
+
+struct Band {
+    int64_t n, oh0, oh1;   // image n, output rows [oh0, oh1)
+};
+
+inline Band band_of(const Conv2dDims& d, int64_t item, int64_t bands) {
+    const int64_t n = item / bands, band = item % bands;
+    return Band{n, d.OH * band / bands, d.OH * (band + 1) / bands};
+}
+
+// The fused leaky ReLU or ELU over a band of every output plane of image n.
+template <typename T>
+void activate_band(T* yn, const Conv2dDims& d, const Band& r, const OutputActivation& act) {
+    if (!act.elementwise()) return;
+    for (int64_t o = 0; o < d.O; ++o)
+        apply_output_activation(yn + (o * d.OH + r.oh0) * d.OW, (r.oh1 - r.oh0) * d.OW, act);
+}
 
 // Pixel-major: y^T[p][o] = sum_k xpad[pixel p's window at tap k] * W^T[k][o] (+ b, relu),
 // one image at a time per thread, stored straight into y's [o][p] layout; a leaky ReLU or ELU
@@ -19,7 +47,8 @@ void forward_pixel(T* y, const T* x, const T* w, const T* b, const Conv2dDims& d
     const int L = kern.lanes<T>();
     const int64_t K = d.C * d.KH * d.KW, P = d.OH * d.OW, OP = round_up(d.O, L);
     const int64_t Hp = d.H + 2 * d.PH, Wp = d.W + 2 * d.PW;
-    const int teams = team_size(d.N);
+    const int64_t bands = bands_for(d), items = d.N * bands;
+    const int teams = team_size(items);
     Layout shared, mine;
     const Slot at_wt = shared.add<T>(K * OP), at_boff = shared.add<int64_t>(K);
     const bool padded = d.PH > 0 || d.PW > 0;
@@ -40,17 +69,20 @@ void forward_pixel(T* y, const T* x, const T* w, const T* b, const Conv2dDims& d
         T* img = carve<T>(own, at_img);
         const T** rows = carve<const T*>(own, at_rows);
 #pragma omp for schedule(static)
-        for (int64_t n = 0; n < d.N; ++n) {
+        for (int64_t item = 0; item < items; ++item) {
+            const Band r = band_of(d, item, bands);
             // The kernel reads single values inside the image, so an unpadded one is read in place.
-            const T* xn = x + n * d.C * d.H * d.W;
+            const T* xn = x + r.n * d.C * d.H * d.W;
             if (padded) pad_image(img, xn, d, 0);
             const T* src = padded ? img : xn;
-            for (int64_t oh = 0, p = 0; oh < d.OH; ++oh)
+            const int64_t p0 = r.oh0 * d.OW;
+            for (int64_t oh = r.oh0, p = 0; oh < r.oh1; ++oh)
                 for (int64_t ow = 0; ow < d.OW; ++ow, ++p) rows[p] = src + oh * d.SH * Wp + ow * d.SW;
-            kern.bcast(BcastArgs<T>{.M = P, .N = d.O, .K = K, .arows = rows, .aoff = boff, .astride = 0,
-                                    .b = wt, .ldb = OP, .b_readable = OP, .c = y + n * d.O * P, .ldc = 1,
-                                    .cstride = P, .bias = b, .relu = act.relu(), .run = d.SW == 1 ? d.OW : 0});
-            apply_output_activation(y + n * d.O * P, d.O * P, act);
+            kern.bcast(BcastArgs<T>{.M = (r.oh1 - r.oh0) * d.OW, .N = d.O, .K = K, .arows = rows, .aoff = boff,
+                                    .astride = 0, .b = wt, .ldb = OP, .b_readable = OP,
+                                    .c = y + r.n * d.O * P + p0, .ldc = 1, .cstride = P, .bias = b,
+                                    .relu = act.relu(), .run = d.SW == 1 ? d.OW : 0});
+            activate_band(y + r.n * d.O * P, d, r, act);
         }
     }
 }
@@ -59,15 +91,16 @@ void forward_pixel(T* y, const T* x, const T* w, const T* b, const Conv2dDims& d
 // outb[O][OH*Wp]; the Wp - OW columns past each output row are dropped on the way to y.
 template <typename T>
 void forward_image_direct(T* yn, T* inb, T* outb, const T* xn, const T* apack, const int64_t* boff, const T* b,
-                          const Conv2dDims& d, const OutputActivation& act, const IsaKernels& kern) {
+                          const Conv2dDims& d, const Band& r, const OutputActivation& act, const IsaKernels& kern) {
     const int64_t K = d.C * d.KH * d.KW, Wp = d.W + 2 * d.PW, ldc = d.OH * Wp;
     const bool relu = act.relu();
     pad_image(inb, xn, d, kern.nr<T>());
-    kern.rows(RowsArgs<T>{.M = d.O, .N = (d.OH - 1) * Wp + d.OW, .K = K, .a = apack, .b = inb, .boff = boff,
-                          .ldb = 0, .padded = true, .c = outb, .ldc = ldc});
+    kern.rows(RowsArgs<T>{.M = d.O, .N = (r.oh1 - r.oh0 - 1) * Wp + d.OW, .K = K, .a = apack,
+                          .b = inb + r.oh0 * Wp, .boff = boff, .ldb = 0, .padded = true, .c = outb + r.oh0 * Wp,
+                          .ldc = ldc});
     for (int64_t o = 0; o < d.O; ++o) {
         const T bias = b ? b[o] : T(0);
-        for (int64_t oh = 0; oh < d.OH; ++oh) {
+        for (int64_t oh = r.oh0; oh < r.oh1; ++oh) {
             const T* src = outb + o * ldc + oh * Wp;
             T* dst = yn + (o * d.OH + oh) * d.OW;
             if (relu)
@@ -76,7 +109,7 @@ void forward_image_direct(T* yn, T* inb, T* outb, const T* xn, const T* apack, c
                 for (int64_t ow = 0; ow < d.OW; ++ow) dst[ow] = src[ow] + bias;
         }
     }
-    apply_output_activation(yn, d.O * d.OH * d.OW, act);
+    activate_band(yn, d, r, act);
 }
 
 // im2col, one image (any stride): taps gathered into col = inb[K][P], then y = W col.
@@ -109,7 +142,8 @@ void forward_gemm(T* y, const T* x, const T* w, const T* b, const Conv2dDims& d,
     const int MR = kern.mr, NR = kern.nr<T>();
     const int64_t K = d.C * d.KH * d.KW, P = d.OH * d.OW;
     const int64_t Hp = d.H + 2 * d.PH, Wp = d.W + 2 * d.PW;
-    const int teams = team_size(d.N);
+    const int64_t bands = direct ? bands_for(d) : 1, items = d.N * bands;   // im2col gathers whole images
+    const int teams = team_size(items);
     // Per image: the padded image and the wide output (direct), or col (im2col).
     const int64_t in_len = direct ? d.C * Hp * Wp + NR : K * P + NR;
     const int64_t out_len = direct ? d.O * d.OH * Wp : 0;
@@ -130,10 +164,11 @@ void forward_gemm(T* y, const T* x, const T* w, const T* b, const Conv2dDims& d,
         T* inb = carve<T>(own, at_in);
         T* outb = carve<T>(own, at_out);
 #pragma omp for schedule(static)
-        for (int64_t n = 0; n < d.N; ++n) {
-            const T* xn = x + n * d.C * d.H * d.W;
-            T* yn = y + n * d.O * P;
-            if (direct) forward_image_direct(yn, inb, outb, xn, apack, boff, b, d, act, kern);
+        for (int64_t item = 0; item < items; ++item) {
+            const Band r = band_of(d, item, bands);
+            const T* xn = x + r.n * d.C * d.H * d.W;
+            T* yn = y + r.n * d.O * P;
+            if (direct) forward_image_direct(yn, inb, outb, xn, apack, boff, b, d, r, act, kern);
             else        forward_image_im2col(yn, inb, xn, apack, b, d, act, kern);
         }
     }
