@@ -126,3 +126,23 @@ def test_bench_zoo_quick(tmp_path):
     if shutil.which("cc") or shutil.which("gcc"):   # fma_peak.c compiled and ran
         assert result["fma_peak_gflops"] > 0 and "multiply-add chains" in table
     assert set(result["networks"]["strided-mnist"]["epoch_peak_mb_above_start"]) == {"maqueta", "torch"}
+
+
+def test_profile_ops_splits_a_step_by_kernel():
+    table = run("profile_ops.py", "strided-mnist", "8", "1")
+    assert "strided-mnist, batch 8:" in table
+    for kernel in ("conv2d_forward", "conv2d_backward", "linear_forward", "adam_update"):
+        assert kernel in table
+
+
+def test_ab_zoo_compares_two_builds():
+    """The same build as A and B: the table has every case, with ratios near nothing in particular
+    (no timing is asserted), and a bad folder is an error, not a table."""
+    import maqueta
+    site = os.path.dirname(os.path.dirname(os.path.abspath(maqueta.__file__)))
+    table = run("ab_zoo.py", site, site, "strided-mnist", "1")
+    for case in ("strided-mnist train b64", "strided-mnist train b256", "strided-mnist infer b256"):
+        assert case in table
+    bad = subprocess.run([sys.executable, os.path.join(BENCH, "ab_zoo.py"), "/nonexistent", site, "lenet5", "1"],
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0 and "maqueta" in bad.stderr
