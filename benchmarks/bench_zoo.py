@@ -15,16 +15,14 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine, median_spread, save_json, set_threads, table  # noqa: E402
+from common import fma_peak, machine, median_spread, save_json, set_threads, table  # noqa: E402
 from zoo import ZOO, flops, maqueta_model, torch_model  # noqa: E402
 
 import maqueta as mq  # noqa: E402
@@ -51,24 +49,6 @@ def gemm_peak(repeats):
                 times.append(time.perf_counter() - start)
             best = max(best, 2 * n ** 3 / min(times) / 1e9)
     return best
-
-
-def fma_peak(threads):
-    """GFLOP/s of fma_peak.c (independent vector multiply-add chains on every thread), compiled
-    here with -march=native: the ceiling no kernel can pass. None without a C compiler."""
-    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
-    if compiler is None:
-        return None
-    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fma_peak.c")
-    with tempfile.TemporaryDirectory() as scratch:
-        binary = os.path.join(scratch, "fma_peak")
-        built = subprocess.run([compiler, "-O2", "-march=native", "-fopenmp", source, "-o", binary],
-                               capture_output=True, text=True)
-        if built.returncode != 0:
-            print(f"fma_peak.c did not compile: {built.stderr.strip()[:300]}", file=sys.stderr)
-            return None
-        ran = subprocess.run([binary, str(threads), "0.3"], capture_output=True, text=True, timeout=60)
-        return float(ran.stdout.split()[-1]) if ran.returncode == 0 else None
 
 
 def maqueta_train(model, X, y, batch):

@@ -4,8 +4,11 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,6 +38,24 @@ def time_call(fn, repeats=7, min_seconds=0.05, warmup=2):
             fn()
         samples.append((time.perf_counter() - start) / calls)
     return median_spread(samples)
+
+
+def fma_peak(threads):
+    """GFLOP/s of fma_peak.c (independent vector multiply-add chains on every thread), compiled
+    here with -march=native: the ceiling no kernel can pass. None without a C compiler."""
+    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if compiler is None:
+        return None
+    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fma_peak.c")
+    with tempfile.TemporaryDirectory() as scratch:
+        binary = os.path.join(scratch, "fma_peak")
+        built = subprocess.run([compiler, "-O2", "-march=native", "-fopenmp", source, "-o", binary],
+                               capture_output=True, text=True)
+        if built.returncode != 0:
+            print(f"fma_peak.c did not compile: {built.stderr.strip()[:300]}", file=sys.stderr)
+            return None
+        ran = subprocess.run([binary, str(threads), "0.3"], capture_output=True, text=True, timeout=60)
+        return float(ran.stdout.split()[-1]) if ran.returncode == 0 else None
 
 
 def machine():
