@@ -27,8 +27,8 @@ constexpr int64_t kBlock = 8;
 constexpr int64_t kTransposeTile = 16;   // pixels per tile of dy^T: its rows stay in L1
 
 // One phase of dx (dx_phases; a < phase_count(SH, H), b likewise): its pixels (i*SH + a, j*SW + b),
-// i < rows, j < cols, and its taps,
-// entries k2 .. k2 + K2 of boff2 and of the packed filters (C panels of K2 columns at a2 + C*k2).
+// i < rows, j < cols, and its taps, entries k2 .. k2 + K2 of boff2 and of the packed filters
+// (C panels of K2 columns at a2 + C*k2).
 struct Phase {
     int64_t a, b, rows, cols, k2, K2;
 };
@@ -230,28 +230,14 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
     const bool phases_dx = need_dx && plan.dx == Dx::Phases;
     const int teams = team_size(d.N);
     const int64_t block = std::min<int64_t>(kBlock, (d.N + teams - 1) / teams);
-    // dy padded for the direct correlations: by KH-1, KW-1 (dx_direct), or so that every phase's
-    // taps read inside the plane (dx_phases)
+    // dy padded for the direct correlations: by KH-1, KW-1 (dx_direct), or as phase_grid says
     int64_t HQ = d.H + d.KH - 1, WQ = d.W + d.KW - 1, PT = 0, PL = 0;
     if (phases_dx) {
-        for (int64_t a = 0; a < phase_count(d.SH, d.H); ++a) {
-            const PhaseAxis r = phase_axis(a, d.SH, d.PH, d.KH, d.H);
-            PT = std::max(PT, r.taps - 1 - r.base);
-        }
-        for (int64_t b = 0; b < phase_count(d.SW, d.W); ++b) {
-            const PhaseAxis c = phase_axis(b, d.SW, d.PW, d.KW, d.W);
-            PL = std::max(PL, c.taps - 1 - c.base);
-        }
-        HQ = PT + d.OH;
-        WQ = PL + d.OW;
-        for (int64_t a = 0; a < phase_count(d.SH, d.H); ++a) {
-            const PhaseAxis r = phase_axis(a, d.SH, d.PH, d.KH, d.H);
-            HQ = std::max(HQ, r.count + r.base + PT);
-        }
-        for (int64_t b = 0; b < phase_count(d.SW, d.W); ++b) {
-            const PhaseAxis c = phase_axis(b, d.SW, d.PW, d.KW, d.W);
-            WQ = std::max(WQ, c.count + c.base + PL);
-        }
+        const PhaseGrid g = phase_grid(d);
+        PT = g.PT;
+        PL = g.PL;
+        HQ = g.HQ;
+        WQ = g.WQ;
     }
 
     // dw's dot products run over q: the wide output positions (direct) or the P pixels (im2col),
@@ -324,8 +310,8 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
             for (int64_t b = 0; b < phase_count(d.SW, d.W); ++b) {
                 const PhaseAxis r = phase_axis(a, d.SH, d.PH, d.KH, d.H), c = phase_axis(b, d.SW, d.PW, d.KW, d.W);
                 const int64_t taps = r.taps * c.taps;
-                phases[a * phase_count(d.SW, d.W) + b] = Phase{.a = a, .b = b, .rows = r.count, .cols = c.count, .k2 = k2,
-                                             .K2 = d.O * taps};
+                phases[a * phase_count(d.SW, d.W) + b] =
+                    Phase{.a = a, .b = b, .rows = r.count, .cols = c.count, .k2 = k2, .K2 = d.O * taps};
                 pack_panels(a2 + d.C * k2, d.C, d.O * taps, MR, [&](int64_t ch, int64_t k) {
                     const int64_t o = k / taps, m = k % taps / c.taps, n = k % c.taps;
                     return w[((o * d.C + ch) * d.KH + r.first + d.SH * m) * d.KW + c.first + d.SW * n];

@@ -139,7 +139,8 @@ void col2im(T* dx, const T* dcol, const Conv2dDims& d) {
 
 // Which algorithms one call runs: a pure function of the shapes and the vector width (lanes of T
 // in the instruction set the call runs on). `forced` (a test switch) overrides the choice where
-// the forced algorithm applies: direct needs stride 1, and pixel-major covers forward and dw only.
+// the forced algorithm applies: direct needs stride 1 (a strided dx takes phases, its generalisation),
+// and pixel-major covers forward and dw only.
 enum class Dx { Direct, Wide, Phases, Col2im };   // the input-gradient algorithms (conv2d_backward.cpp)
 struct Plan {
     bool pixel;    // forward and dw pixel-major, on the broadcast micro-kernel
@@ -209,6 +210,35 @@ inline PhaseAxis phase_axis(int64_t a, int64_t S, int64_t pad, int64_t kernel, i
     p.taps = p.first < kernel ? (kernel - p.first + S - 1) / S : 0;
     p.base = (a + pad - p.first) / S;
     return p;
+}
+
+// Where dx_phases lays out dy: each plane padded by PT rows above and PL columns to the left, to
+// HQ x WQ, so that every phase's taps read inside it (rows i + base - m + PT of a phase's i < count).
+struct PhaseGrid {
+    int64_t PT, PL, HQ, WQ;
+};
+
+inline PhaseGrid phase_grid(const Conv2dDims& d) {
+    PhaseGrid g{0, 0, 0, 0};
+    for (int64_t a = 0; a < phase_count(d.SH, d.H); ++a) {
+        const PhaseAxis r = phase_axis(a, d.SH, d.PH, d.KH, d.H);
+        g.PT = std::max(g.PT, r.taps - 1 - r.base);
+    }
+    for (int64_t b = 0; b < phase_count(d.SW, d.W); ++b) {
+        const PhaseAxis c = phase_axis(b, d.SW, d.PW, d.KW, d.W);
+        g.PL = std::max(g.PL, c.taps - 1 - c.base);
+    }
+    g.HQ = g.PT + d.OH;
+    g.WQ = g.PL + d.OW;
+    for (int64_t a = 0; a < phase_count(d.SH, d.H); ++a) {
+        const PhaseAxis r = phase_axis(a, d.SH, d.PH, d.KH, d.H);
+        g.HQ = std::max(g.HQ, r.count + r.base + g.PT);
+    }
+    for (int64_t b = 0; b < phase_count(d.SW, d.W); ++b) {
+        const PhaseAxis c = phase_axis(b, d.SW, d.PW, d.KW, d.W);
+        g.WQ = std::max(g.WQ, c.count + c.base + g.PL);
+    }
+    return g;
 }
 
 // Strided dx: phases, unless gathering them on their wide grids costs more than twice the GEMM
