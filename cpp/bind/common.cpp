@@ -142,13 +142,14 @@ OutputActivation output_activation(bool relu, const std::string& activation, dou
     return act;
 }
 
-bool optional_bias(const py::handle& obj, py::array& b, DType dt, const char* first_name, const py::array& w) {
+bool optional_bias(const py::handle& obj, py::array& b, DType dt, const char* first_name, const py::array& w,
+                   const char* name) {
     if (obj.is_none()) return false;
-    b = as_ndarray(obj, "b");
-    check_dtype(b, "b", dt, first_name);
+    b = as_ndarray(obj, name);
+    check_dtype(b, name, dt, first_name);
     if (b.ndim() != 1 || b.shape(0) != w.shape(0))
-        value_error("b must have shape (" + std::to_string(w.shape(0)) + ",) (one per row of w " + shape_str(w) +
-                    "), got " + shape_str(b));
+        value_error(std::string(name) + " must have shape (" + std::to_string(w.shape(0)) + ",) (one per row of w " +
+                    shape_str(w) + "), got " + shape_str(b));
     return true;
 }
 

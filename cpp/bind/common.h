@@ -65,9 +65,10 @@ bool aligned(const py::array& a);
 bool overlaps(const py::array& a, const py::array& b);
 void check_no_overlap(const std::vector<std::pair<const py::array*, const char*>>& arrays);
 
-// The optional bias of a layer whose weights w have one row per output: None, or [w.shape[0]] of
-// dtype dt. Returns whether there is one (in b).
-bool optional_bias(const py::handle& obj, py::array& b, DType dt, const char* first_name, const py::array& w);
+// An optional vector with one value per row of w (a bias, a per-output weight scale), called
+// name: None, or [w.shape[0]] of dtype dt. Returns whether there is one (in b).
+bool optional_bias(const py::handle& obj, py::array& b, DType dt, const char* first_name, const py::array& w,
+                   const char* name = "b");
 
 // The activation a conv2d or linear forward applies to its output: relu (the older flag) or
 // activation, "none", "relu", "leaky_relu" or "elu" with its finite alpha.

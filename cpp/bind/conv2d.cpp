@@ -57,7 +57,7 @@ Conv2dDims conv_dims(const py::array& x, const py::array& w, int64_t sh, int64_t
 template <Tier tier>
 py::object conv2d_forward_py(const py::handle& x_obj, const py::handle& w_obj, const py::handle& b_obj,
                              int64_t sh, int64_t sw, int64_t ph, int64_t pw, bool relu, const py::handle& out_obj,
-                             const std::string& activation, double alpha) {
+                             const std::string& activation, double alpha, const py::handle& scale_obj) {
     const OutputActivation act = output_activation(relu, activation, alpha);
     py::array x = as_ndarray(x_obj, "x");
     const DType dt = call_dtype(x, "x");
@@ -66,24 +66,29 @@ py::object conv2d_forward_py(const py::handle& x_obj, const py::handle& w_obj, c
     const Conv2dDims d = conv_dims(x, w, sh, sw, ph, pw);
     py::array b;
     const bool has_b = optional_bias(b_obj, b, dt, "x", w);
+    py::array scale;
+    const bool has_scale = optional_bias(scale_obj, scale, dt, "x", w, "weight_scale");
     const IsaKernels& isa = maqueta::isa();
     const ConvAlgo algo = forced_algo();
     return dispatch(dt, [&](auto tag) -> py::object {
         using T = decltype(tag);
         Outputs outs;
         py::array_t<T> y = output<T>(out_obj, "out", dims({d.N, d.O, d.OH, d.OW}), dt, "x",
-                                     {{&x, "x"}, {&w, "w"}, {has_b ? &b : nullptr, "b"}}, outs);
+                                     {{&x, "x"}, {&w, "w"}, {has_b ? &b : nullptr, "b"},
+                                      {has_scale ? &scale : nullptr, "weight_scale"}}, outs);
         auto xc = input<T>(x), wc = input<T>(w);
-        py::array_t<T> bc;
+        py::array_t<T> bc, sc;
         if (has_b) bc = input<T>(b);
+        if (has_scale) sc = input<T>(scale);
         T* yp = y.mutable_data();
         const T* bp = has_b ? bc.data() : nullptr;
+        const T* sp = has_scale ? sc.data() : nullptr;
         {
             py::gil_scoped_release nogil;
             if constexpr (tier == Tier::Plain)
-                plain::conv2d_forward<T>(yp, xc.data(), wc.data(), bp, d, act);
+                plain::conv2d_forward<T>(yp, xc.data(), wc.data(), bp, sp, d, act);
             else
-                conv2d_forward<T>(yp, xc.data(), wc.data(), bp, d, act, isa, algo);
+                conv2d_forward<T>(yp, xc.data(), wc.data(), bp, sp, d, act, isa, algo);
         }
         return std::move(y);
     });
@@ -144,7 +149,7 @@ MAQUETA_BINDINGS(conv2d) {
               fast ? &conv2d_forward_py<Tier::Fast> : &conv2d_forward_py<Tier::Plain>, py::arg("x"), py::arg("w"),
               py::arg("b"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"),
               py::arg("relu") = false, py::arg("out") = none, py::arg("activation") = "none",
-              py::arg("alpha") = 0.0);
+              py::arg("alpha") = 0.0, py::arg("weight_scale") = none);
         m.def(fast ? "conv2d_backward" : "plain_conv2d_backward",
               fast ? &conv2d_backward_py<Tier::Fast> : &conv2d_backward_py<Tier::Plain>, py::arg("dy"), py::arg("x"),
               py::arg("w"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"),

@@ -1,6 +1,7 @@
 // conv2d forward: y = conv(x, w) + b (then a fused activation), by one of three algorithms (conv2d_common.h
 // explains them and conv::plan picks one): pixel-major, direct, im2col. Dimensions as in
-// maqueta/conv2d.h; Hp, Wp, K, P as in conv2d_common.h.
+// maqueta/conv2d.h; Hp, Wp, K, P as in conv2d_common.h. A per-filter weight scale (a batch norm
+// folded in) is applied as the weights are packed, so it costs nothing per pixel.
 // Plain twin, the same math as loops in the order of the formula: cpp/plain/conv2d.cpp (conv2d_forward).
 //
 // Parallel strategy: over images; each thread owns whole planes of y. With fewer images than
@@ -38,12 +39,18 @@ void activate_band(T* yn, const Conv2dDims& d, const Band& r, const OutputActiva
         apply_output_activation(yn + (o * d.OH + r.oh0) * d.OW, (r.oh1 - r.oh0) * d.OW, act);
 }
 
+// Weight k of filter o as the kernel uses it: w[o][k], times wscale[o] when a batch norm is folded in.
+template <typename T>
+inline T filter_weight(const T* w, const T* wscale, int64_t K, int64_t o, int64_t k) {
+    return wscale ? w[o * K + k] * wscale[o] : w[o * K + k];
+}
+
 // Pixel-major: y^T[p][o] = sum_k xpad[pixel p's window at tap k] * W^T[k][o] (+ b, relu),
 // one image at a time per thread, stored straight into y's [o][p] layout; a leaky ReLU or ELU
 // then passes over the image's output while it is in cache.
 template <typename T>
-void forward_pixel(T* y, const T* x, const T* w, const T* b, const Conv2dDims& d, const OutputActivation& act,
-                   const IsaKernels& kern) {
+void forward_pixel(T* y, const T* x, const T* w, const T* b, const T* wscale, const Conv2dDims& d,
+                   const OutputActivation& act, const IsaKernels& kern) {
     const int L = kern.lanes<T>();
     const int64_t K = d.C * d.KH * d.KW, P = d.OH * d.OW, OP = round_up(d.O, L);
     const int64_t Hp = d.H + 2 * d.PH, Wp = d.W + 2 * d.PW;
@@ -57,7 +64,7 @@ void forward_pixel(T* y, const T* x, const T* w, const T* b, const Conv2dDims& d
     T* wt = carve<T>(ws, at_wt);
     int64_t* boff = carve<int64_t>(ws, at_boff);
     for (int64_t k = 0; k < K; ++k) {   // W^T, rows padded to whole vectors
-        for (int64_t o = 0; o < d.O; ++o) wt[k * OP + o] = w[o * K + k];
+        for (int64_t o = 0; o < d.O; ++o) wt[k * OP + o] = filter_weight(w, wscale, K, o, k);
         std::fill(wt + k * OP + d.O, wt + (k + 1) * OP, T(0));
     }
     for (int64_t c = 0, k = 0; c < d.C; ++c)
@@ -136,9 +143,8 @@ void forward_image_im2col(T* yn, T* inb, const T* xn, const T* apack, const T* b
 
 // Direct or im2col: W packed once into panels, then one image per iteration.
 template <typename T>
-void forward_gemm(T* y, const T* x, const T* w, const T* b, const Conv2dDims& d, const OutputActivation& act,
-                  bool direct,
-                  const IsaKernels& kern) {
+void forward_gemm(T* y, const T* x, const T* w, const T* b, const T* wscale, const Conv2dDims& d,
+                  const OutputActivation& act, bool direct, const IsaKernels& kern) {
     const int MR = kern.mr, NR = kern.nr<T>();
     const int64_t K = d.C * d.KH * d.KW, P = d.OH * d.OW;
     const int64_t Hp = d.H + 2 * d.PH, Wp = d.W + 2 * d.PW;
@@ -153,7 +159,7 @@ void forward_gemm(T* y, const T* x, const T* w, const T* b, const Conv2dDims& d,
     unsigned char* ws = static_cast<unsigned char*>(Workspace::get(Layout::total(shared, teams, mine)));
     T* apack = carve<T>(ws, at_apack);
     int64_t* boff = carve<int64_t>(ws, at_boff);
-    pack_panels(apack, d.O, K, MR, [&](int64_t o, int64_t k) { return w[o * K + k]; });
+    pack_panels(apack, d.O, K, MR, [&](int64_t o, int64_t k) { return filter_weight(w, wscale, K, o, k); });
     for (int64_t c = 0, k = 0; c < d.C; ++c)
         for (int64_t kh = 0; kh < d.KH; ++kh)
             for (int64_t kw = 0; kw < d.KW; ++kw, ++k) boff[k] = direct ? c * Hp * Wp + kh * Wp + kw : k * P;
@@ -178,16 +184,16 @@ void forward_gemm(T* y, const T* x, const T* w, const T* b, const Conv2dDims& d,
 }  // namespace conv
 
 template <typename T>
-void conv2d_forward(T* y, const T* x, const T* w, const T* b, const Conv2dDims& d, const OutputActivation& act,
-                    const IsaKernels& kern, ConvAlgo algo) {
+void conv2d_forward(T* y, const T* x, const T* w, const T* b, const T* wscale, const Conv2dDims& d,
+                    const OutputActivation& act, const IsaKernels& kern, ConvAlgo algo) {
     const conv::Plan plan = conv::plan(d, kern.lanes<T>(), algo);
-    if (plan.pixel) conv::forward_pixel(y, x, w, b, d, act, kern);
-    else            conv::forward_gemm(y, x, w, b, d, act, plan.direct, kern);
+    if (plan.pixel) conv::forward_pixel(y, x, w, b, wscale, d, act, kern);
+    else            conv::forward_gemm(y, x, w, b, wscale, d, act, plan.direct, kern);
 }
 
-template void conv2d_forward<float>(float*, const float*, const float*, const float*, const Conv2dDims&,
-                                    const OutputActivation&, const IsaKernels&, ConvAlgo);
-template void conv2d_forward<double>(double*, const double*, const double*, const double*, const Conv2dDims&,
-                                     const OutputActivation&, const IsaKernels&, ConvAlgo);
+template void conv2d_forward<float>(float*, const float*, const float*, const float*, const float*,
+                                    const Conv2dDims&, const OutputActivation&, const IsaKernels&, ConvAlgo);
+template void conv2d_forward<double>(double*, const double*, const double*, const double*, const double*,
+                                     const Conv2dDims&, const OutputActivation&, const IsaKernels&, ConvAlgo);
 
 }  // namespace maqueta

@@ -4,6 +4,7 @@
 //   OH = (H + 2*PH - KH) / SH + 1,  OW = (W + 2*PW - KW) / SW + 1
 //   y[n, o, i, j] = b[o] + sum over c, kh, kw of w[o, c, kh, kw] * x[n, c, i*SH + kh - PH, j*SW + kw - PW]
 // where x is zero outside the image (zero padding). Cross-correlation: no flip, as PyTorch.
+// With wscale, every w[o, c, kh, kw] is first multiplied by wscale[o] (a batch norm folded in).
 //
 // Parallel strategy: forward over the N*O output planes, dw and db over O, dx over the N*C input
 // planes; each thread writes only what its index owns, every sum runs in one fixed order.
@@ -21,6 +22,7 @@ void conv2d_forward(T* y,              // (N, O, OH, OW)
                     const T* x,        // (N, C, H, W)
                     const T* w,        // (O, C, KH, KW)
                     const T* b,        // (O,) or nullptr
+                    const T* wscale,   // (O,) or nullptr
                     const Conv2dDims& d, const OutputActivation& act) {
     const int64_t N = d.N, C = d.C, H = d.H, W = d.W, O = d.O, KH = d.KH, KW = d.KW;
     const int64_t SH = d.SH, SW = d.SW, PH = d.PH, PW = d.PW, OH = d.OH, OW = d.OW;
@@ -35,7 +37,9 @@ void conv2d_forward(T* y,              // (N, O, OH, OW)
                         for (int64_t kw = 0; kw < KW; ++kw) {
                             const int64_t h = i * SH + kh - PH, v = j * SW + kw - PW;   // input row, column
                             if (h < 0 || h >= H || v < 0 || v >= W) continue;          // in the zero padding
-                            sum += w[((o * C + c) * KH + kh) * KW + kw] * x[((n * C + c) * H + h) * W + v];
+                            T weight = w[((o * C + c) * KH + kh) * KW + kw];
+                            if (wscale) weight *= wscale[o];
+                            sum += weight * x[((n * C + c) * H + h) * W + v];
                         }
                 if (b) sum += b[o];
                 y[((n * O + o) * OH + i) * OW + j] = output_activation(sum, act);   // none, ReLU, leaky ReLU, ELU
@@ -107,10 +111,10 @@ void conv2d_backward(T* dx,            // (N, C, H, W), or nullptr when not want
 }
 // --8<-- [end:conv2d_backward]
 
-template void conv2d_forward<float>(float*, const float*, const float*, const float*, const Conv2dDims&,
-                                    const OutputActivation&);
-template void conv2d_forward<double>(double*, const double*, const double*, const double*, const Conv2dDims&,
-                                     const OutputActivation&);
+template void conv2d_forward<float>(float*, const float*, const float*, const float*, const float*,
+                                    const Conv2dDims&, const OutputActivation&);
+template void conv2d_forward<double>(double*, const double*, const double*, const double*, const double*,
+                                     const Conv2dDims&, const OutputActivation&);
 template void conv2d_backward<float>(float*, float*, float*, const float*, const float*, const float*,
                                      const Conv2dDims&, bool);
 template void conv2d_backward<double>(double*, double*, double*, const double*, const double*, const double*,

@@ -41,6 +41,7 @@ void conv2d_forward(T* y,              // (N, O, OH, OW)
                     const T* x,        // (N, C, H, W)
                     const T* w,        // (O, C, KH, KW)
                     const T* b,        // (O,) or nullptr
+                    const T* wscale,   // (O,) or nullptr: filter o's weights times wscale[o]
                     const Conv2dDims& d, const OutputActivation& act);
 template <typename T>
 void conv2d_backward(T* dx,            // (N, C, H, W) or nullptr (not wanted)

@@ -16,7 +16,7 @@ Array = np.ndarray
 # conv2d (cpp/bind/conv2d.cpp)
 def conv2d_forward(x: Array, w: Array, b: Optional[Array], stride_h: int, stride_w: int, pad_h: int, pad_w: int,
                    relu: bool = False, out: Optional[Array] = None, activation: str = "none",
-                   alpha: float = 0.0) -> Array: ...
+                   alpha: float = 0.0, weight_scale: Optional[Array] = None) -> Array: ...
 def conv2d_backward(dy: Array, x: Array, w: Array, stride_h: int, stride_w: int, pad_h: int, pad_w: int,
                     need_dx: bool, relu_input: bool = False, dx_out: Optional[Array] = None,
                     dw_out: Optional[Array] = None, db_out: Optional[Array] = None
@@ -79,7 +79,7 @@ def softmax_cross_entropy(logits: Array, targets: Array, grad_out: Optional[Arra
 # the plain tier (cpp/plain/, bound beside their fast twins): same arguments, checks and results to rounding
 def plain_conv2d_forward(x: Array, w: Array, b: Optional[Array], stride_h: int, stride_w: int, pad_h: int,
                          pad_w: int, relu: bool = False, out: Optional[Array] = None, activation: str = "none",
-                         alpha: float = 0.0) -> Array: ...
+                         alpha: float = 0.0, weight_scale: Optional[Array] = None) -> Array: ...
 def plain_conv2d_backward(dy: Array, x: Array, w: Array, stride_h: int, stride_w: int, pad_h: int, pad_w: int,
                           need_dx: bool, relu_input: bool = False, dx_out: Optional[Array] = None,
                           dw_out: Optional[Array] = None, db_out: Optional[Array] = None

@@ -11,6 +11,13 @@ from its output (a LeakyReLU with a positive slope, an ELU with a positive alpha
 gradient itself. The leaky ReLU is then exactly the separate layer; the ELU's gradient, taken as
 y + alpha rather than alpha e^x, differs in rounding (see layers.activations.fused_activation_gradient).
 
+Evaluation mode runs a plan of its own (``Plan(..., inference=True)``): an activation fuses
+whenever the layer before it can apply it, as no gradient will follow, and a layer that
+``folds_into_previous`` (a batch norm, there a per-channel affine) runs inside the convolution
+before it (``absorbs_channel_affine``): the convolution scales each filter's weights as it packs
+them and adds the shift to its bias, so the batch norm's pass over the activations disappears.
+The folded weights round differently from the two layers run apart (within the float tolerance).
+
 With the native kernels, the leading run of layers that have a lane kernel (convolutions with
 stride 1 and no padding, 2x2 max-pools) runs in the batch-lane layout [blocks][C][H][W][V] once a
 batch fills a vector of V images: images sit in the vector lanes, so no multiply-add is wasted
@@ -40,6 +47,7 @@ class Step:
     absorbs: bool = False   # lane layout: this step's kernel also runs the next step
     epilogue: tuple = None  # (kind, alpha): the layer's kernel applies this other activation after it,
                             # and its backward that activation's gradient
+    folds: int = None       # evaluation: the index of the layer after it, folded into its kernel
 
     def fused_activation(self):
         """The kind of activation the step's kernel applies after its layer, or None."""
@@ -47,10 +55,10 @@ class Step:
 
 
 class Plan:
-    """The steps a model's layers run as. fuse, lanes and fuse_pools turn each kind of fusion off
-    (the tests compare every combination)."""
+    """The steps a model's layers run as, in training or (inference) evaluation mode. fuse, lanes,
+    fuse_pools and fold turn each kind of fusion off (the tests compare every combination)."""
 
-    def __init__(self, layers, fuse=True, lanes=True, fuse_pools=True):
+    def __init__(self, layers, fuse=True, lanes=True, fuse_pools=True, fold=True, inference=False):
         n = len(layers)
 
         def masks_gradient(j):   # can what comes after a fused ReLU apply its gradient?
@@ -63,7 +71,7 @@ class Plan:
             if form is None or form[0] not in layers[i].fusable_activations:
                 return None
             if form[0] == "relu":   # the layer after it applies its gradient, or nobody can
-                return form if masks_gradient(i + 2) else None
+                return form if inference or masks_gradient(i + 2) else None
             return form             # layer i applies its gradient, from its own output
 
         self.steps = []
@@ -97,6 +105,27 @@ class Plan:
             step = self.steps[k]
             step.absorbs = layers[step.index].lane_absorbs(layers[self.steps[k + 1].index])
             k += 2 if step.absorbs else 1
+        if inference and fold:
+            self.steps = self.steps[:count] + folded(layers, self.steps[count:])
+
+
+def folded(layers, steps):
+    """steps, with each layer that folds into the previous one merged into that layer's step (and
+    the activation fused after it, which the previous layer's kernel must be able to apply)."""
+    out, k = [], 0
+    while k < len(steps):
+        step, after = steps[k], steps[k + 1] if k + 1 < len(steps) else None
+        layer = layers[step.index]
+        if (after is not None and layer.absorbs_channel_affine and step.last == step.index
+                and layers[after.index].folds_into_previous
+                and after.fused_activation() in (None, *layer.fusable_activations)):
+            out.append(Step(step.index, after.relu, step.relu_input, after.last, epilogue=after.epilogue,
+                            folds=after.index))
+            k += 2
+        else:
+            out.append(step)
+            k += 1
+    return out
 
 
 class LaneSegment:
@@ -160,6 +189,7 @@ class Run:
             layer = model.layers[step.index]
             call = Call(layer, step.index, training)
             call.relu, call.relu_input, call.epilogue = step.relu, step.relu_input, step.epilogue
+            call.folded = None if step.folds is None else model.layers[step.folds]
             call.need_dx = training and step.index > model.first_trainable
             call.rng = model.state.layer_rng
             calls.append(call)
@@ -221,11 +251,12 @@ class Executor:
     def __init__(self, model, **plan_options):
         self.model = model
         self.plan = Plan(model.layers, **plan_options)
+        self.inference_plan = Plan(model.layers, inference=True, **plan_options)
         self.training_runs = {}
 
     def run(self, n, input_shape, training=False, allocate=True):
         """A fresh Run: the caller owns it (inference from several threads gets one each)."""
-        return Run(self.model, self.plan, n, input_shape, training, allocate)
+        return Run(self.model, self.plan if training else self.inference_plan, n, input_shape, training, allocate)
 
     def training_run(self, n):
         run = self.training_runs.get(n)

@@ -43,18 +43,23 @@ __all__ = [
 ]
 
 
-def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, out=None, activation=None, alpha=0.0):
+def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, out=None, activation=None, alpha=0.0,
+                   weight_scale=None):
     """2-D cross-correlation with zero padding, as ``torch.nn.functional.conv2d``.
 
     x: ndarray (N, C, H, W); w: ndarray (O, C, KH, KW); b: ndarray (O,) or None.
     stride, padding: int or (height, width) pair. relu: apply max(y, 0) in the same pass.
     activation: None, "relu", "leaky_relu" (negative slope alpha) or "elu" (alpha), applied in the
     same pass with the arithmetic of :func:`activation_forward` (relu=True is activation="relu").
+    weight_scale: ndarray (O,) or None: filter o's weights are taken as ``w[o] * weight_scale[o]``
+    (rounded to the dtype), which folds an evaluation-mode batch norm into the convolution (its
+    shift goes into b). The scaled weights are formed while the kernel packs w, at no extra cost.
     Returns y: ndarray (N, O, OH, OW) with OH = (H + 2*ph - KH) // sh + 1 (OW likewise).
     """
     sh, sw = pair(stride, "stride", 1)
     ph, pw = pair(padding, "padding", 0)
-    return _core.conv2d_forward(x, w, b, sh, sw, ph, pw, bool(relu), out, activation or "none", float(alpha))
+    return _core.conv2d_forward(x, w, b, sh, sw, ph, pw, bool(relu), out, activation or "none", float(alpha),
+                                weight_scale)
 
 
 def conv2d_backward(dy, x, w, stride=1, padding=0, need_dx=True, relu_input=False, dx_out=None, dw_out=None,

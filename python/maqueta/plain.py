@@ -42,11 +42,14 @@ __all__ = [
 
 
 # --8<-- [start:conv2d_forward]   (quoted by docs/index.md)
-def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, out=None, activation=None, alpha=0.0):
-    """y (N, O, OH, OW) = conv(x (N, C, H, W), w (O, C, KH, KW)) + b (O,): cpp/plain/conv2d.cpp."""
+def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, out=None, activation=None, alpha=0.0,
+                   weight_scale=None):
+    """y (N, O, OH, OW) = conv(x (N, C, H, W), w (O, C, KH, KW)) + b (O,): cpp/plain/conv2d.cpp.
+    weight_scale (O,): filter o's weights times weight_scale[o]."""
     sh, sw = pair(stride, "stride", 1)
     ph, pw = pair(padding, "padding", 0)
-    return _core.plain_conv2d_forward(x, w, b, sh, sw, ph, pw, bool(relu), out, activation or "none", float(alpha))
+    return _core.plain_conv2d_forward(x, w, b, sh, sw, ph, pw, bool(relu), out, activation or "none", float(alpha),
+                                      weight_scale)
 
 
 def conv2d_backward(dy, x, w, stride=1, padding=0, need_dx=True, relu_input=False, dx_out=None, dw_out=None,

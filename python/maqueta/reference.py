@@ -69,10 +69,14 @@ def _output_activation(y, relu, activation, alpha):
 
 
 # --8<-- [start:conv2d_forward]
-def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, out=None, activation=None, alpha=0.0):
-    """y[n, o, i, j] = b[o] + sum over c, kh, kw of w[o, c, kh, kw] * xpad[n, c, i*sh + kh, j*sw + kw]"""
+def conv2d_forward(x, w, b=None, stride=1, padding=0, relu=False, out=None, activation=None, alpha=0.0,
+                   weight_scale=None):
+    """y[n, o, i, j] = b[o] + sum over c, kh, kw of w[o, c, kh, kw] * xpad[n, c, i*sh + kh, j*sw + kw]
+    With weight_scale, each w[o] is first multiplied by weight_scale[o] (a batch norm folded in)."""
     sh, sw = pair(stride, "stride", 1)
     ph, pw = pair(padding, "padding", 0)
+    if weight_scale is not None:
+        w = w * weight_scale[:, None, None, None]
     N, C, H, W = x.shape
     O, _, KH, KW = w.shape
     OH, OW = _output_size(H, KH, sh, ph), _output_size(W, KW, sw, pw)

@@ -24,11 +24,14 @@ enum class ConvAlgo { Auto, Direct, Im2col, Pixel };
 
 // y = conv(x, w) + b, then the fused activation act (none, max(y, 0), leaky ReLU or ELU: see
 // OutputActivation). Cross-correlation with zero padding, as torch.nn.functional.conv2d.
+// With wscale, filter o's weights are w[o] * wscale[o] (each product rounded to T): a batch norm
+// in evaluation mode folded into the convolution, whose shift the caller has added to b.
 template <typename T>
-void conv2d_forward(T* y,         // [N, O, OH, OW]
-                    const T* x,   // [N, C, H, W]
-                    const T* w,   // [O, C, KH, KW]
-                    const T* b,   // [O] or nullptr
+void conv2d_forward(T* y,              // [N, O, OH, OW]
+                    const T* x,        // [N, C, H, W]
+                    const T* w,        // [O, C, KH, KW]
+                    const T* b,        // [O] or nullptr
+                    const T* wscale,   // [O] or nullptr
                     const Conv2dDims& d, const OutputActivation& act, const IsaKernels& isa,
                     ConvAlgo algo = ConvAlgo::Auto);
 

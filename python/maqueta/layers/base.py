@@ -44,8 +44,8 @@ class Call:
     nothing a forward pass needs ever lives on the layer itself.
     """
 
-    __slots__ = ("layer", "index", "training", "relu", "epilogue", "relu_input", "need_dx", "absorbed", "grads",
-                 "out", "indices", "dx", "cache", "rng", "scratch", "epilogue_dy", "batch_offset",
+    __slots__ = ("layer", "index", "training", "relu", "epilogue", "relu_input", "need_dx", "absorbed", "folded",
+                 "grads", "out", "indices", "dx", "cache", "rng", "scratch", "epilogue_dy", "batch_offset",
                  "allreduce")
 
     def __init__(self, layer, index, training):
@@ -59,6 +59,8 @@ class Call:
         self.relu_input = False       # the input is a fused ReLU's output: backward applies its gradient
         self.need_dx = False          # backward must produce the input gradient
         self.absorbed = None          # lane layout: the following layer's Call, run inside this kernel
+        self.folded = None            # evaluation: the following layer (a per-channel affine, such as a
+                                      # batch norm), folded into this layer's kernel: see absorbs_channel_affine
         self.grads = layer._grads     # {name: view into the model's gradient buffer}
         self.out = None               # preallocated output (None: the kernel allocates)
         self.indices = None           # preallocated argmax indices or lane codes of a pool
@@ -103,6 +105,11 @@ class Layer:
     moves_no_values = False        # a reshape: a fused ReLU's gradient passes through it to the next layer
     lane_pool2x2 = False           # a 2x2, stride-2 max-pool: a lane convolution can run it in its kernel
     lane_worth_packing = False     # its lane kernel saves more than packing images into lanes costs
+    absorbs_channel_affine = False # in evaluation mode, its kernel can fold in the per-channel affine of the
+                                   # layer after it (scaling each output channel's weights, shifting its bias)
+    folds_into_previous = False    # in evaluation mode it is y = x * scale + shift per channel (axis 1), with
+                                   # (scale, shift) from inference_affine(): a layer before it that
+                                   # absorbs_channel_affine runs it inside its own kernel
     per_batch_in_training = False  # training mode mixes a batch's samples or draws per batch (statistics,
                                    # masks): in data-parallel training such a layer reads call.batch_offset
                                    # and call.allreduce_sum, and also runs, forward and back, on a process
@@ -171,6 +178,11 @@ class Layer:
         from ..state import checked_values   # state imports nothing of layers; this keeps it so
         target = self._params[name]
         target[...] = checked_values(value, target, f"{name} of {self.describe()}", "it must have shape")
+
+    def inference_affine(self):
+        """(scale, shift), arrays of one value per channel in the model's dtype, when
+        ``folds_into_previous``: what evaluation mode computes, x * scale + shift."""
+        raise NotImplementedError(f"{type(self).__name__} is not a per-channel affine")
 
     # ---- computation (NCHW)
     def allocate(self, call, n, in_shape, out_shape, dtype):

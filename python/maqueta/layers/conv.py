@@ -23,6 +23,7 @@ class Conv2D(Layer):
     applies_relu_gradient = True
     lane_fusable_activations = ("relu",)   # the lane kernel applies a ReLU only
     lane_worth_packing = True
+    absorbs_channel_affine = True          # evaluation: a batch norm after it folds into its weights and bias
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
         super().__init__()
@@ -124,8 +125,12 @@ class Conv2D(Layer):
             x = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
             top = left = 0
         kind, alpha = call.epilogue or (None, 0.0)
-        y = kernels().conv2d_forward(x, self._params["weight"], self._params.get("bias"), self.stride, (top, left),
-                                     relu=call.relu, out=call.out, activation=kind, alpha=alpha)
+        bias, weight_scale = self._params.get("bias"), None
+        if call.folded is not None:   # evaluation: the layer after it runs here, as w * scale and b * scale + shift
+            weight_scale, shift = call.folded.inference_affine()
+            bias = shift if bias is None else bias * weight_scale + shift
+        y = kernels().conv2d_forward(x, self._params["weight"], bias, self.stride, (top, left), relu=call.relu,
+                                     out=call.out, activation=kind, alpha=alpha, weight_scale=weight_scale)
         call.cache = (x, (top, left), crop, y)
         return y
 

@@ -27,6 +27,7 @@ class BatchNorm2D(Layer):
 
     rank = 3   # per-sample input (C, H, W)
     fusable_activations = ("relu",)   # its kernels apply a following ReLU; the layer after it, that ReLU's gradient
+    folds_into_previous = True        # evaluation mode: a convolution before it runs it (inference_affine)
     per_batch_in_training = True
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True):
@@ -71,16 +72,23 @@ class BatchNorm2D(Layer):
         if call.need_dx:
             call.dx = np.empty((n, *in_shape), dtype)
 
-    # --8<-- [start:batchnorm_layer_forward]   (quoted by docs/batchnorm.md)
-    def forward(self, x, call):
+    def inference_affine(self):
+        """Evaluation mode's (scale, shift): y = x * scale + shift per channel, from the running statistics."""
         weight, bias = self._params.get("weight"), self._params.get("bias")
         buffers = self._buffers
-        if not call.training:
-            invstd = 1.0 / np.sqrt(buffers["running_var"] + self.eps)
-            scale = invstd if weight is None else weight * invstd
-            shift = -buffers["running_mean"] * scale + (0 if bias is None else bias)
-            return kernels().channel_affine(x, scale.astype(x.dtype), shift.astype(x.dtype), out=call.out,
-                                            relu=call.relu)
+        invstd = 1.0 / np.sqrt(buffers["running_var"] + self.eps)
+        scale = invstd if weight is None else weight * invstd
+        shift = -buffers["running_mean"] * scale + (0 if bias is None else bias)
+        dtype = buffers["running_var"].dtype
+        return scale.astype(dtype, copy=False), shift.astype(dtype, copy=False)
+
+    # --8<-- [start:batchnorm_layer_forward]   (quoted by docs/batchnorm.md)
+    def forward(self, x, call):
+        if not call.training:   # (a convolution before it may run this instead, folded: see inference_affine)
+            scale, shift = self.inference_affine()
+            return kernels().channel_affine(x, scale, shift, out=call.out, relu=call.relu)
+        weight, bias = self._params.get("weight"), self._params.get("bias")
+        buffers = self._buffers
         if call.synchronised:
             y, mean, var, count = self._synchronised_forward(x, weight, bias, call)
         else:
