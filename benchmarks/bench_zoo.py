@@ -6,6 +6,8 @@ training step reaches and its share of the machine's peak measured in the same r
 multiply-add ceiling, fma_peak.c; the best BLAS GEMM is reported beside it), PyTorch's
 compiled mode (torch.compile; compile time excluded and reported) as a second column, and the peak
 memory of a training epoch. Runs alternate between the libraries; each figure is a median.
+The script restarts itself with glibc told to keep freed memory (common.KEEP_FREED_MEMORY): with
+the defaults PyTorch's speed here depends on page faults and on the process's history.
 
     python benchmarks/bench_zoo.py                              # every network, 2 threads
     python benchmarks/bench_zoo.py --networks cifar-vgg --no-compile --no-memory
@@ -22,7 +24,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import fma_peak, machine, median_spread, save_json, set_threads, table  # noqa: E402
+from common import fma_peak, keep_freed_memory, machine, median_spread, save_json, set_threads, table  # noqa: E402
 from zoo import ZOO, flops, maqueta_model, torch_model  # noqa: E402
 
 import maqueta as mq  # noqa: E402
@@ -223,6 +225,8 @@ def main():
     parser.add_argument("--compile-train", default="64",
                         help="batch sizes at which compiled training is timed too (each compiles anew)")
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--os-malloc", action="store_true",
+                        help="keep glibc's default allocation thresholds (PyTorch then pays page faults)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                                       "bench_zoo.json"))
     args = parser.parse_args()
@@ -230,13 +234,14 @@ def main():
     unknown = [n for n in names if n not in ZOO]
     if unknown:
         parser.error(f"unknown networks {unknown}; the zoo has {list(ZOO)}")
+    allocator = "the C library's defaults" if args.os_malloc else keep_freed_memory()
     import torch
     set_threads(args.threads)
     gemm, fma = gemm_peak(args.repeats), fma_peak(args.threads)
     print(f"{args.threads} threads: best GEMM (float32, n = 1024, 2048) {gemm:.1f} GFLOP/s, multiply-add peak "
           f"{fma} GFLOP/s", file=sys.stderr, flush=True)
     results = {"machine": machine(), "threads": args.threads, "gemm_peak_gflops": gemm, "fma_peak_gflops": fma,
-               "repeats": args.repeats, "networks": {}}
+               "repeats": args.repeats, "allocator": allocator, "networks": {}}
     rows = []
     for name in names:
         forward, step_flops = flops(name)
@@ -270,7 +275,7 @@ def main():
     info = results["machine"]
     print(f"\nThe zoo, float32, {args.threads} threads, medians of {args.repeats} alternating runs; {info['cpu']}; "
           f"maqueta {info['maqueta_isa']}, torch {info['torch']}; peak {peak:.0f} GFLOP/s "
-          f"({'multiply-add chains' if fma else 'best GEMM'}; best GEMM {gemm:.0f})")
+          f"({'multiply-add chains' if fma else 'best GEMM'}; best GEMM {gemm:.0f}); malloc: {allocator}")
     print(table(rows, ["network", "case", "maqueta img/s", "PyTorch img/s", "maqueta/PyTorch", "compiled img/s",
                        "maqueta/compiled", "compile s", "maqueta GFLOP/s (% peak)",
                        "PyTorch GFLOP/s (% peak)"]))

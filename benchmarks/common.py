@@ -76,6 +76,27 @@ def machine():
     return info
 
 
+# glibc returns a freed block of more than its mmap threshold (128 KiB at first, raised up to 32 MiB
+# as such blocks are freed) to the system, and the next allocation faults its pages in again.
+# PyTorch allocates every activation afresh, so in a fresh process on this VM its training and
+# inference ran at half or a third of the speed they reach once the thresholds have risen, and
+# which one a run got depended on what the process had done before. These settings keep freed
+# memory in the heap from the start: every library is measured at its best, reproducibly.
+KEEP_FREED_MEMORY = "glibc.malloc.mmap_threshold=4294967295:glibc.malloc.trim_threshold=4294967295"
+
+
+def keep_freed_memory():
+    """Run this script again under KEEP_FREED_MEMORY (glibc reads it at start) unless it already
+    is, or the C library is not glibc; returns the setting in effect."""
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if "malloc.mmap_threshold" in tunables or platform.libc_ver()[0] != "glibc":
+        return tunables or "the C library's defaults"
+    env = dict(os.environ, GLIBC_TUNABLES=":".join(filter(None, [tunables, KEEP_FREED_MEMORY])))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
 def set_threads(n):
     import maqueta as mq
     mq.set_num_threads(n)
