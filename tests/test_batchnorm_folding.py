@@ -17,7 +17,8 @@ TIERS = [ops, plain]
 TIER_IDS = ["native", "plain"]
 SHAPES = [  # N, C, O, H, W, kernel, stride, padding
     (2, 3, 5, 9, 9, 3, 1, 1), (3, 4, 17, 8, 11, 3, 2, 1), (1, 16, 32, 14, 14, 3, 2, 1),
-    (4, 1, 6, 28, 28, 5, 1, 2), (2, 8, 33, 7, 7, 1, 1, 0), (5, 32, 16, 6, 5, 3, 1, 0), (1, 2, 3, 1, 1, 1, 1, 0)]
+    (4, 1, 6, 28, 28, 5, 1, 2), (2, 8, 33, 7, 7, 1, 1, 0), (5, 32, 16, 6, 5, 3, 1, 0), (1, 2, 3, 1, 1, 1, 1, 0),
+    (1, 32, 64, 16, 16, 3, 1, 1)]   # one image, work enough for bands of rows: a team packs the weights
 
 
 def case(shape, dtype, seed=0):

@@ -39,10 +39,22 @@ void activate_band(T* yn, const Conv2dDims& d, const Band& r, const OutputActiva
         apply_output_activation(yn + (o * d.OH + r.oh0) * d.OW, (r.oh1 - r.oh0) * d.OW, act);
 }
 
+constexpr int64_t kPackTile = 16;   // taps per tile of W^T
+
 // Weight k of filter o as the kernel uses it: w[o][k], times wscale[o] when a batch norm is folded in.
 template <typename T>
 inline T filter_weight(const T* w, const T* wscale, int64_t K, int64_t o, int64_t k) {
     return wscale ? w[o * K + k] * wscale[o] : w[o * K + k];
+}
+
+// Rows [k0, k1) of W^T (wt[k][o] = weight k of filter o), each padded with zeros to OP values.
+template <typename T>
+void transpose_filters(T* wt, const T* w, const T* wscale, int64_t K, int64_t O, int64_t OP, int64_t k0,
+                       int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k) {
+        for (int64_t o = 0; o < O; ++o) wt[k * OP + o] = filter_weight(w, wscale, K, o, k);
+        std::fill(wt + k * OP + O, wt + (k + 1) * OP, T(0));
+    }
 }
 
 // Pixel-major: y^T[p][o] = sum_k xpad[pixel p's window at tap k] * W^T[k][o] (+ b, relu),
@@ -63,15 +75,19 @@ void forward_pixel(T* y, const T* x, const T* w, const T* b, const T* wscale, co
     unsigned char* ws = static_cast<unsigned char*>(Workspace::get(Layout::total(shared, teams, mine)));
     T* wt = carve<T>(ws, at_wt);
     int64_t* boff = carve<int64_t>(ws, at_boff);
-    for (int64_t k = 0; k < K; ++k) {   // W^T, rows padded to whole vectors
-        for (int64_t o = 0; o < d.O; ++o) wt[k * OP + o] = filter_weight(w, wscale, K, o, k);
-        std::fill(wt + k * OP + d.O, wt + (k + 1) * OP, T(0));
-    }
     for (int64_t c = 0, k = 0; c < d.C; ++c)
         for (int64_t kh = 0; kh < d.KH; ++kh)
             for (int64_t kw = 0; kw < d.KW; ++kw, ++k) boff[k] = c * Hp * Wp + kh * Wp + kw;
+    // W^T, rows padded to whole vectors; with a team, in tiles of kPackTile taps shared out (alone,
+    // the tiles cost more than they save)
+    if (teams == 1) transpose_filters(wt, w, wscale, K, d.O, OP, 0, K);
 #pragma omp parallel num_threads(teams)
     {
+        if (teams > 1) {
+#pragma omp for schedule(static)
+            for (int64_t k0 = 0; k0 < K; k0 += kPackTile)
+                transpose_filters(wt, w, wscale, K, d.O, OP, k0, std::min(K, k0 + kPackTile));
+        }
         unsigned char* own = ws + shared.size() + thread_index() * mine.size();
         T* img = carve<T>(own, at_img);
         const T** rows = carve<const T*>(own, at_rows);
