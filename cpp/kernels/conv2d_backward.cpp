@@ -166,7 +166,12 @@ template <typename T>
 void dx_phases(const Backward<T>& s, T* dxs, T* dxa, T* dxb, const T* dys, int64_t nb) {
     const Conv2dDims& d = s.d;
     const int64_t img = s.HQ * s.WQ, plane = s.block * img;
-    for (int64_t o = 0; o < d.O; ++o)
+    const int NR = s.kern.template nr<T>();
+    for (int64_t o = 0; o < d.O; ++o) {
+        // the padded kernel reads up to NR values past a plane's nb images (into the columns it
+        // drops): zeros there, not what an earlier block or call left (the next plane's are
+        // written after this)
+        std::fill(dxa + o * plane + nb * img, dxa + o * plane + nb * img + NR, T(0));
         for (int64_t i = 0; i < nb; ++i) {
             T* q = dxa + o * plane + i * img;
             const T* src = dys + (i * d.O + o) * d.OH * d.OW;
@@ -179,6 +184,7 @@ void dx_phases(const Backward<T>& s, T* dxs, T* dxa, T* dxb, const T* dys, int64
             }
             std::fill(q + (s.PT + d.OH) * s.WQ, q + img, T(0));
         }
+    }
     const int64_t chw = d.C * d.H * d.W;
     for (int64_t p = 0; p < phase_count(d.SH, d.H) * phase_count(d.SW, d.W); ++p) {
         const Phase& ph = s.phases[p];
