@@ -231,6 +231,7 @@ def main():
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (slow to compile on 2 cores)")
     parser.add_argument("--compile-train", default="64",
                         help="batch sizes at which compiled training is timed too (each compiles anew)")
+    parser.add_argument("--infer-images", type=int, default=4096, help="images per timed inference run")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--os-malloc", action="store_true",
                         help="keep glibc's default allocation thresholds (PyTorch then pays page faults)")
@@ -264,7 +265,7 @@ def main():
             entry["cases"][f"train b{batch}"] = {"images": images, **rates, "compile_seconds": compile_seconds}
             rows.append(row(name, f"train b{batch}", rates, step_flops, compile_seconds))
             print(" ".join(map(str, rows[-1][:8])), file=sys.stderr, flush=True)
-        rates, compile_seconds = inference(name, 4096, args.repeats, not args.no_compile)
+        rates, compile_seconds = inference(name, max(256, args.infer_images), args.repeats, not args.no_compile)
         entry["cases"]["infer b256"] = {**rates, "compile_seconds": compile_seconds}
         rows.append(row(name, "infer b256", rates, forward, compile_seconds))
         times = latency(name, 200)

@@ -131,6 +131,19 @@ def test_bench_zoo_quick(tmp_path):
     assert set(result["networks"]["strided-mnist"]["epoch_peak_mb_above_start"]) == {"maqueta", "torch"}
 
 
+@pytest.mark.skipif(not torch_present(), reason="the scaling table compares with PyTorch")
+def test_scaling_gathers_the_zoo_per_thread_count(tmp_path):
+    path = tmp_path / "scaling.json"
+    cores = os.cpu_count()
+    table = run("scaling.py", "--threads", f"1,{cores + 1}", "--networks", "strided-mnist", "--batches", "32",
+                "--seconds", "0.05", "--repeats", "1", "--infer-images", "256", "--no-lenet5", "--out", str(path))
+    result = json.loads(path.read_text())
+    assert result["threads"] == [1] and not result["errors"]   # more threads than cores: skipped
+    cases = result["zoo"]["1"]["networks"]["strided-mnist"]["cases"]
+    assert set(cases) == {"train b32", "infer b256", "latency b1"}
+    assert "| strided-mnist | train b32" in table and "x)" in table
+
+
 def test_profile_ops_splits_a_step_by_kernel():
     table = run("profile_ops.py", "strided-mnist", "8", "1")
     assert "strided-mnist, batch 8:" in table
