@@ -2,6 +2,8 @@
 """End-to-end LeNet-5: training images/s (Adam, cross-entropy, batch 32, 64, 256), inference
 images/s (batch 256) and single-image latency, maqueta against PyTorch in the same process with
 the same thread count, runs alternating; plus the peak memory of a Fashion-MNIST training epoch.
+Like bench_zoo.py it restarts itself with glibc keeping freed memory (common.KEEP_FREED_MEMORY),
+so that PyTorch pays no page faults; --os-malloc keeps the defaults.
 
     python benchmarks/bench_lenet5.py                       # 2 threads, the table and results/bench_lenet5.json
     python benchmarks/bench_lenet5.py --threads 1,2,4,8,16  # a scaling table
@@ -18,7 +20,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine, median_spread, mnist_like, save_json, set_threads, table, torch_lenet5  # noqa: E402
+from common import (default_malloc_env, keep_freed_memory, machine, median_spread, mnist_like,  # noqa: E402
+                    save_json, set_threads, table, torch_lenet5)
 
 import maqueta as mq  # noqa: E402
 
@@ -153,9 +156,8 @@ def peak_memory(threads, with_torch):
     """Peak resident memory of one Fashion-MNIST epoch (batch 64), in a fresh process each."""
     out = {}
     for which in (["maqueta", "torch"] if with_torch else ["maqueta"]):
-        env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.abspath(__file__)))
         result = subprocess.run([sys.executable, "-c", PEAK_SNIPPET, which, str(threads)], capture_output=True,
-                                text=True, env=env)
+                                text=True, env=default_malloc_env())
         if result.returncode != 0:
             return {"error": result.stderr.strip().splitlines()[-1] if result.stderr else "failed"}
         dataset, before, peak, seconds = result.stdout.split()
@@ -173,9 +175,12 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--os-malloc", action="store_true",
+                        help="keep glibc's default allocation thresholds (PyTorch then pays page faults)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                                       "bench_lenet5.json"))
     args = parser.parse_args()
+    allocator = "the C library's defaults" if args.os_malloc else keep_freed_memory()
     with_torch = not args.no_torch
     if with_torch:
         try:
@@ -185,7 +190,7 @@ def main():
             with_torch = False
     X, y, source = mnist_like(args.images)
     results = {"machine": machine(), "data": source, "images_per_run": args.images, "repeats": args.repeats,
-               "runs": []}
+               "allocator": allocator, "runs": []}
     rows = []
     for threads in [int(t) for t in args.threads.split(",")]:
         set_threads(threads)
@@ -216,7 +221,8 @@ def main():
     if not with_torch:
         headers = headers[:4]
     print(f"\nLeNet-5, float32, {source}; medians of {args.repeats} runs of {args.images} images; "
-          f"{results['machine']['cpu']}; maqueta {results['machine']['maqueta_isa']}, torch {results['machine']['torch']}")
+          f"{results['machine']['cpu']}; maqueta {results['machine']['maqueta_isa']}, torch {results['machine']['torch']}; "
+          f"malloc: {allocator}")
     print(table(rows, headers))
     if not args.no_memory:
         threads = int(args.threads.split(",")[-1])

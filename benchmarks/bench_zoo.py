@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (KEEP_FREED_MEMORY, fma_peak, keep_freed_memory, machine, median_spread,  # noqa: E402
+from common import (default_malloc_env, fma_peak, keep_freed_memory, machine, median_spread,  # noqa: E402
                     save_json, set_threads, table)
 from zoo import ZOO, flops, maqueta_model, torch_model  # noqa: E402
 
@@ -203,15 +203,8 @@ def peak_memory(name, threads, images):
     """MB the peak resident size of a training epoch (batch 64) rises above the size before it,
     in a fresh process per library."""
     out = {}
-    # glibc's own thresholds here: kept freed memory (KEEP_FREED_MEMORY) would hide the epoch's
-    # growth in pages the data's float64 draw left resident
-    tunables = os.environ.get("GLIBC_TUNABLES", "").replace(KEEP_FREED_MEMORY, "").strip(":")
+    env = default_malloc_env()   # kept memory would hide the epoch's growth in the data draw's freed pages
     for which in ("maqueta", "torch"):
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.abspath(__file__)),
-                                                            os.environ.get("PYTHONPATH", "")]))
-        env.pop("GLIBC_TUNABLES", None)
-        if tunables:
-            env["GLIBC_TUNABLES"] = tunables
         result = subprocess.run([sys.executable, "-c", MEMORY_SNIPPET, which, name, str(threads), str(images)],
                                 capture_output=True, text=True, env=env)
         if result.returncode != 0:

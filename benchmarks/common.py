@@ -97,6 +97,19 @@ def keep_freed_memory():
     os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 
+def default_malloc_env(**extra):
+    """os.environ (with extra) for a subprocess that measures memory: glibc's own thresholds, since
+    kept freed memory would hide growth in pages freed before the measurement; the benchmarks
+    folder ahead of PYTHONPATH."""
+    env = dict(os.environ, **extra)
+    tunables = env.pop("GLIBC_TUNABLES", "").replace(KEEP_FREED_MEMORY, "").strip(":")
+    if tunables:
+        env["GLIBC_TUNABLES"] = tunables
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(os.path.abspath(__file__)),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    return env
+
+
 def set_threads(n):
     import maqueta as mq
     mq.set_num_threads(n)
