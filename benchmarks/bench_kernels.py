@@ -4,7 +4,9 @@ backward, and the Adam update over LeNet-5's 61,706 parameters, at LeNet-5's sha
 and 256 and one larger convolution; maqueta against PyTorch's kernels (same threads) and against
 maqueta's NumPy reference, in the same run. Every native result is checked against the reference
 before it is timed. GFLOP/s are read against the machine's float32 multiply-add peak (fma_peak.c;
-the best large torch.mm without a C compiler).
+the best large torch.mm without a C compiler). Both libraries' kernels allocate their outputs; the
+script restarts itself with glibc keeping freed memory (common.KEEP_FREED_MEMORY), so that no
+fresh output faults its pages in; --os-malloc keeps the defaults.
 
     python benchmarks/bench_kernels.py                 # 2 threads, table and results/bench_kernels.json
 """
@@ -17,7 +19,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import fma_peak, machine, save_json, set_threads, table, time_call  # noqa: E402
+from common import fma_peak, keep_freed_memory, machine, save_json, set_threads, table, time_call  # noqa: E402
 
 import maqueta as mq  # noqa: E402
 from maqueta import ops, reference  # noqa: E402
@@ -62,9 +64,12 @@ def main():
     parser.add_argument("--no-reference", action="store_true", help="skip timing the (slow) NumPy reference")
     parser.add_argument("--out", help="JSON file (default results/bench_kernels.json; --quick writes none "
                                       "unless asked, so it never replaces real results)")
+    parser.add_argument("--os-malloc", action="store_true",
+                        help="keep glibc's default allocation thresholds (fresh outputs then fault their pages in)")
     parser.add_argument("--quick", action="store_true",
                         help="one timing per kernel and a small GEMM: checks the script runs, measures nothing")
     args = parser.parse_args()
+    allocator = "the C library's defaults" if args.os_malloc else keep_freed_memory()
     if args.quick:
         args.repeats, args.no_reference = 1, True
     elif args.out is None:
@@ -263,12 +268,13 @@ def main():
     print(f"\nfloat32, {args.threads} thread(s); median of {args.repeats} timings; "
           f"{machine()['cpu']}, maqueta {mq.build_info()['isa']}"
           + (f"; multiply-add peak (fma_peak.c) {fma:.1f} GFLOP/s" if fma else "")
-          + (f"; best torch.mm (n = 1024..3072, before and after) {peak:.1f} GFLOP/s" if peak else ""))
+          + (f"; best torch.mm (n = 1024..3072, before and after) {peak:.1f} GFLOP/s" if peak else "")
+          + f"; malloc: {allocator}")
     print(table(rows, ["kernel", "maqueta us", "spread", "GFLOP/s", "of peak", "PyTorch us", "PyTorch/maqueta",
                        "reference/maqueta"]))
     if args.out:
         save_json(args.out, {"machine": machine(), "threads": args.threads, "gemm_peak_gflops": peak,
-                             "fma_peak_gflops": fma,
+                             "fma_peak_gflops": fma, "allocator": allocator,
                              "kernels": records})
 
 
