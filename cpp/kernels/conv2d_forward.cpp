@@ -39,7 +39,8 @@ void activate_band(T* yn, const Conv2dDims& d, const Band& r, const OutputActiva
         apply_output_activation(yn + (o * d.OH + r.oh0) * d.OW, (r.oh1 - r.oh0) * d.OW, act);
 }
 
-constexpr int64_t kPackTile = 16;   // taps per tile of W^T
+constexpr int64_t kPackTile = 16;      // taps per tile of W^T
+constexpr int64_t kStagePixels = 64;   // pixels per staged part of an image (its O planes stay in L1)
 
 // Weight k of filter o as the kernel uses it: w[o][k], times wscale[o] when a batch norm is folded in.
 template <typename T>
@@ -71,7 +72,12 @@ void forward_pixel(T* y, const T* x, const T* w, const T* b, const T* wscale, co
     Layout shared, mine;
     const Slot at_wt = shared.add<T>(K * OP), at_boff = shared.add<int64_t>(K);
     const bool padded = d.PH > 0 || d.PW > 0;
+    // Output planes a multiple of 4 kB apart put a tile's stores to all O planes in one L1 set:
+    // such images are computed a few rows at a time into planes of stage_len values, then copied.
+    const bool staged = P * (int64_t)sizeof(T) % 4096 == 0;
+    const int64_t stage_rows = std::max<int64_t>(1, kStagePixels / d.OW), stage_len = stage_rows * d.OW + L;
     const Slot at_img = mine.add<T>(padded ? d.C * Hp * Wp : 0), at_rows = mine.add<const T*>(P);
+    const Slot at_stage = mine.add<T>(staged ? d.O * stage_len : 0);
     unsigned char* ws = static_cast<unsigned char*>(Workspace::get(Layout::total(shared, teams, mine)));
     T* wt = carve<T>(ws, at_wt);
     int64_t* boff = carve<int64_t>(ws, at_boff);
@@ -91,6 +97,7 @@ void forward_pixel(T* y, const T* x, const T* w, const T* b, const T* wscale, co
         unsigned char* own = ws + shared.size() + thread_index() * mine.size();
         T* img = carve<T>(own, at_img);
         const T** rows = carve<const T*>(own, at_rows);
+        T* stage = carve<T>(own, at_stage);
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < items; ++item) {
             const Band r = band_of(d, item, bands);
@@ -101,10 +108,22 @@ void forward_pixel(T* y, const T* x, const T* w, const T* b, const T* wscale, co
             const int64_t p0 = r.oh0 * d.OW;
             for (int64_t oh = r.oh0, p = 0; oh < r.oh1; ++oh)
                 for (int64_t ow = 0; ow < d.OW; ++ow, ++p) rows[p] = src + oh * d.SH * Wp + ow * d.SW;
-            kern.bcast(BcastArgs<T>{.M = (r.oh1 - r.oh0) * d.OW, .N = d.O, .K = K, .arows = rows, .aoff = boff,
-                                    .astride = 0, .b = wt, .ldb = OP, .b_readable = OP,
-                                    .c = y + r.n * d.O * P + p0, .ldc = 1, .cstride = P, .bias = b,
-                                    .relu = act.relu(), .run = d.SW == 1 ? d.OW : 0});
+            BcastArgs<T> rows_to_y{.M = (r.oh1 - r.oh0) * d.OW, .N = d.O, .K = K, .arows = rows, .aoff = boff,
+                                   .astride = 0, .b = wt, .ldb = OP, .b_readable = OP,
+                                   .c = y + r.n * d.O * P + p0, .ldc = 1, .cstride = P, .bias = b,
+                                   .relu = act.relu(), .run = d.SW == 1 ? d.OW : 0};
+            if (!staged) kern.bcast(rows_to_y);
+            for (int64_t oh = r.oh0; staged && oh < r.oh1; oh += stage_rows) {
+                const int64_t m = (std::min(r.oh1, oh + stage_rows) - oh) * d.OW;
+                BcastArgs<T> part = rows_to_y;
+                part.M = m;
+                part.arows = rows + (oh - r.oh0) * d.OW;
+                part.c = stage;
+                part.cstride = stage_len;
+                kern.bcast(part);
+                for (int64_t o = 0; o < d.O; ++o)
+                    std::copy(stage + o * stage_len, stage + o * stage_len + m, y + (r.n * d.O + o) * P + oh * d.OW);
+            }
             activate_band(y + r.n * d.O * P, d, r, act);
         }
     }
