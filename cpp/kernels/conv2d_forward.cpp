@@ -112,17 +112,21 @@ void forward_pixel(T* y, const T* x, const T* w, const T* b, const T* wscale, co
                                    .astride = 0, .b = wt, .ldb = OP, .b_readable = OP,
                                    .c = y + r.n * d.O * P + p0, .ldc = 1, .cstride = P, .bias = b,
                                    .relu = act.relu(), .run = d.SW == 1 ? d.OW : 0};
-            if (!staged) kern.bcast(rows_to_y);
-            for (int64_t oh = r.oh0; staged && oh < r.oh1; oh += stage_rows) {
-                const int64_t m = (std::min(r.oh1, oh + stage_rows) - oh) * d.OW;
-                BcastArgs<T> part = rows_to_y;
-                part.M = m;
-                part.arows = rows + (oh - r.oh0) * d.OW;
-                part.c = stage;
-                part.cstride = stage_len;
-                kern.bcast(part);
-                for (int64_t o = 0; o < d.O; ++o)
-                    std::copy(stage + o * stage_len, stage + o * stage_len + m, y + (r.n * d.O + o) * P + oh * d.OW);
+            if (!staged) {
+                kern.bcast(rows_to_y);
+            } else {
+                for (int64_t oh = r.oh0; oh < r.oh1; oh += stage_rows) {   // stage_rows rows at a time
+                    const int64_t m = (std::min(r.oh1, oh + stage_rows) - oh) * d.OW;
+                    BcastArgs<T> part = rows_to_y;
+                    part.M = m;
+                    part.arows = rows + (oh - r.oh0) * d.OW;
+                    part.c = stage;
+                    part.cstride = stage_len;
+                    kern.bcast(part);
+                    for (int64_t o = 0; o < d.O; ++o)
+                        std::copy(stage + o * stage_len, stage + o * stage_len + m,
+                                  y + (r.n * d.O + o) * P + oh * d.OW);
+                }
             }
             activate_band(y + r.n * d.O * P, d, r, act);
         }
