@@ -8,6 +8,10 @@ the machine's cores are skipped and said so. PyTorch runs with freed memory kept
 
     python benchmarks/scaling.py                        # 1,2,4,8,16 threads, every zoo network
     python benchmarks/scaling.py --threads 1,2 --networks lenet5,cifar-gap --seconds 0.2
+    python benchmarks/scaling.py --table results/scaling.json   # the tables again, from a saved run
+
+The JSON is rewritten after every step and the benchmarks' own tables go to a .log beside it, so a
+run cut short (a device lease running out) still leaves what it measured.
 """
 from __future__ import annotations
 
@@ -16,7 +20,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -58,7 +61,14 @@ def main():
     parser.add_argument("--infer-images", type=int, default=1024)
     parser.add_argument("--no-lenet5", action="store_true", help="skip bench_lenet5.py")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "scaling.json"))
+    parser.add_argument("--table", metavar="JSON", help="print the tables of a saved run and stop")
     args = parser.parse_args()
+    if args.table:
+        with open(args.table) as f:
+            results = json.load(f)
+        results["zoo"] = {int(t): zoo for t, zoo in results["zoo"].items()}  # JSON keys are strings
+        report(results)
+        return 1 if results["errors"] else 0
     cores = os.cpu_count() or 1
     wanted = [int(t) for t in args.threads.split(",")]
     counts = [t for t in wanted if 1 <= t <= cores]
@@ -67,10 +77,13 @@ def main():
     if not counts:
         parser.error(f"no thread count fits this machine's {cores} cores")
     env = dict(os.environ, GLIBC_TUNABLES=KEEP_FREED_MEMORY)
-    results = {"machine": machine(), "cores": cores, "threads": counts, "zoo": {}, "lenet5": None, "errors": {}}
-    with tempfile.TemporaryDirectory() as tmp, open(os.path.join(tmp, "log"), "w") as log:
+    results = {"machine": machine(), "cores": cores, "threads": counts, "networks": args.networks.split(","),
+               "batches": args.batches.split(","), "repeats": args.repeats, "zoo": {}, "lenet5": None, "errors": {}}
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    parts = os.path.splitext(args.out)[0]
+    with open(parts + ".log", "w") as log:
         for t in counts:
-            path = os.path.join(tmp, f"zoo{t}.json")
+            path = f"{parts}.zoo{t}.json"
             error = run("bench_zoo.py", ["--threads", str(t), "--networks", args.networks, "--batches", args.batches,
                                          "--seconds", str(args.seconds), "--repeats", str(args.repeats),
                                          "--infer-images", str(args.infer_images), "--no-compile", "--no-memory",
@@ -80,8 +93,10 @@ def main():
             else:
                 with open(path) as f:
                     results["zoo"][t] = json.load(f)
+                os.remove(path)
+            save_json(args.out, results)
         if not args.no_lenet5:
-            path = os.path.join(tmp, "lenet5.json")
+            path = parts + ".lenet5.json"
             error = run("bench_lenet5.py", ["--threads", ",".join(map(str, counts)), "--batches", args.batches,
                                             "--repeats", str(args.repeats), "--images", "4096", "--no-memory",
                                             "--out", path], env, log)
@@ -90,9 +105,20 @@ def main():
             else:
                 with open(path) as f:
                     results["lenet5"] = json.load(f)
+                os.remove(path)
+            save_json(args.out, results)
+    report(results)
+    return 1 if results["errors"] else 0
+
+
+def report(results):
+    """Print the scaling tables of a run (finished or cut short)."""
+    counts = sorted(results["zoo"]) or results["threads"]
+    networks, batches, repeats = results["networks"], results["batches"], results["repeats"]
+    cores = results["cores"]
     rows = []
-    for name in args.networks.split(","):
-        cases = next((r["networks"][name]["cases"] for r in results["zoo"].values()), {})
+    for name in networks:
+        cases = next((r["networks"][name]["cases"] for r in results["zoo"].values() if name in r["networks"]), {})
         for case in cases:
             row = [name, case]
             for t in counts:
@@ -106,12 +132,12 @@ def main():
                     row.append("")
             rows.append(row)
     print(f"\nThe zoo at 1-{max(counts)} threads ({results['machine']['cpu']}, {cores} cores): maqueta img/s "
-          f"(maqueta/PyTorch); latency in us (how many times faster). Medians of {args.repeats} alternating runs.")
+          f"(maqueta/PyTorch); latency in us (how many times faster). Medians of {repeats} alternating runs.")
     print(table(rows, ["network", "case", *map(threads_label, counts)]))
     if len(counts) > 1 and counts[0] == 1:
-        last = f"train b{args.batches.split(',')[-1]}"
+        last = f"train b{batches[-1]}"
         scale = []
-        for name in args.networks.split(","):
+        for name in networks:
             got = [results["zoo"].get(t, {}).get("networks", {}).get(name, {}).get("cases", {}).get(last)
                    for t in counts]
             if all(got):
@@ -135,8 +161,6 @@ def main():
         print(table(rows, ["threads", "case", "maqueta img/s", "PyTorch img/s", "ratio"]))
     for what, error in results["errors"].items():
         print(f"\n{what} failed: {error}")
-    save_json(args.out, results)
-    return 1 if results["errors"] else 0
 
 
 if __name__ == "__main__":
