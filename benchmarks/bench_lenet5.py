@@ -215,7 +215,7 @@ def main():
         row = [threads, "latency b1 (us)", f"{m:.0f}", ""]
         if theirs:
             t = median_spread(theirs)[0] * 1e6
-            row += [f"{t:.0f}", "", f"{m / t:.2f}x"]
+            row += [f"{t:.0f}", "", f"{t / m:.2f}x faster"]
         rows.append(row)
     headers = ["threads", "case", "maqueta img/s", "spread", "PyTorch img/s", "spread", "ratio"]
     if not with_torch:
