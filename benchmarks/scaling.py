@@ -148,7 +148,7 @@ def report(results):
         print(table(scale, ["network", *map(threads_label, counts)]))
     if results["lenet5"]:
         rows = []
-        for entry in results["lenet5"]["runs"]:
+        for entry in sorted(results["lenet5"]["runs"], key=lambda e: e["threads"]):
             if entry["case"] == "latency b1":
                 ours, theirs = rates(entry, "maqueta_seconds"), rates(entry, "torch_seconds")
                 rows.append([entry["threads"], "latency b1 (us)", f"{ours * 1e6:.0f}",
