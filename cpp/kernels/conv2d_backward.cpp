@@ -64,8 +64,8 @@ template <typename T>
 void stage(const Backward<T>& s, T* img, T* dya, T* dbp, const T* xn, const T* dyn) {
     const Conv2dDims& d = s.d;
     const int NR = s.kern.template nr<T>();
-    if (s.pixel) {   // the padded image, and dy^T (whose rows also sum into db)
-        pad_image(img, xn, d, NR);
+    if (s.pixel) {   // the padded image (margins zeroed once per thread), and dy^T (whose rows also sum into db)
+        copy_interior(img, xn, d);
         if (s.OP != d.O) std::fill(dya, dya + s.dya_len, T(0));
         for (int64_t p0 = 0; p0 < s.P; p0 += kTransposeTile) {   // dy^T a tile of pixels at a time
             const int64_t p1 = std::min(s.P, p0 + kTransposeTile);
@@ -83,7 +83,7 @@ void stage(const Backward<T>& s, T* img, T* dya, T* dbp, const T* xn, const T* d
     }
     std::fill(dya, dya + s.dya_len, T(0));
     if (s.direct) {  // dy on the wide grid, zero in the dropped columns
-        pad_image(img, xn, d, NR);
+        copy_interior(img, xn, d);
         for (int64_t o = 0; o < d.O; ++o)
             for (int64_t oh = 0; oh < d.OH; ++oh)
                 copy_row(dya + o * s.Qpad + oh * s.Wp, dyn + (o * d.OH + oh) * d.OW, d.OW);
@@ -354,6 +354,8 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
             for (int64_t k = 0; k < K; ++k) trows[k] = imgs + boff[k];
         std::fill(dwp, dwp + part_len, T(0));
         std::fill(dbp, dbp + s.OP, T(0));
+        if (pixel || direct)   // once: stage() then fills only the inside of each image
+            for (int64_t i = 0; i < block; ++i) zero_margins(imgs + i * s.img_len, d, NR);
         const int ran = team_threads();   // may be fewer than asked: split among those that run
         const Range mine_n = range_of(d.N, ran, t);   // static split: deterministic per thread count
         for (int64_t n0 = mine_n.begin; n0 < mine_n.end; n0 += block) {

@@ -32,12 +32,19 @@ namespace maqueta {
 namespace conv {
 
 // dst[0 .. n) = src[0 .. n) for the short rows copied per image (hundreds of a few dozen values):
-// a call to memcpy each cost more than the copy (16% of conv1's backward). The conv2d files are
-// built with -fno-tree-loop-distribute-patterns (CMakeLists.txt), or GCC would turn the loop back into
-// that call.
+// a call to memcpy each cost more than the copy (16% of conv1's backward). Rows of at least 16
+// bytes go in 16-byte pieces, the last one overlapping the one before (a 7-float row is two
+// pieces, not one and three single values). The conv2d files are built with
+// -fno-tree-loop-distribute-patterns (CMakeLists.txt), or GCC would turn the loops into that call.
 template <typename T>
 inline void copy_row(T* __restrict dst, const T* __restrict src, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
+    constexpr int64_t V = 16 / sizeof(T);
+    if (n < V) {
+        for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
+        return;
+    }
+    for (int64_t i = 0; i + V < n; i += V) __builtin_memcpy(dst + i, src + i, 16);
+    __builtin_memcpy(dst + n - V, src + n - V, 16);
 }
 
 // Pack A (M x K, element a(i, k)) into MR-row panels laid out [K][mr] (see RowsArgs).
@@ -51,26 +58,44 @@ void pack_panels(T* dst, int64_t M, int64_t K, int MR, F a) {
     }
 }
 
-// xp[C][Hp][Wp] = x zero-padded, followed by `slack` zeros.
+// The zeros of a padded image xp[C][Hp][Wp] (its margins) and the `slack` zeros after it. A
+// buffer that takes one image after another keeps them: only copy_interior is then needed per image.
 template <typename T>
-void pad_image(T* xp, const T* x, const Conv2dDims& d, int64_t slack) {
+void zero_margins(T* xp, const Conv2dDims& d, int64_t slack) {
     const int64_t Hp = d.H + 2 * d.PH, Wp = d.W + 2 * d.PW;
-    if (d.PH == 0 && d.PW == 0) {
-        std::memcpy(xp, x, sizeof(T) * d.C * d.H * d.W);
-    } else {
+    if (d.PH > 0 || d.PW > 0) {
         for (int64_t c = 0; c < d.C; ++c) {
             T* plane = xp + c * Hp * Wp;
             std::fill(plane, plane + d.PH * Wp, T(0));
             for (int64_t h = 0; h < d.H; ++h) {
                 T* row = plane + (h + d.PH) * Wp;
                 std::fill(row, row + d.PW, T(0));
-                copy_row(row + d.PW, x + (c * d.H + h) * d.W, d.W);
                 std::fill(row + d.PW + d.W, row + Wp, T(0));
             }
             std::fill(plane + (d.PH + d.H) * Wp, plane + Hp * Wp, T(0));
         }
     }
     std::fill(xp + d.C * Hp * Wp, xp + d.C * Hp * Wp + slack, T(0));
+}
+
+// The image x into the inside of xp[C][Hp][Wp], margins untouched.
+template <typename T>
+void copy_interior(T* xp, const T* x, const Conv2dDims& d) {
+    const int64_t Hp = d.H + 2 * d.PH, Wp = d.W + 2 * d.PW;
+    if (d.PH == 0 && d.PW == 0) {
+        std::memcpy(xp, x, sizeof(T) * d.C * d.H * d.W);
+        return;
+    }
+    for (int64_t c = 0; c < d.C; ++c)
+        for (int64_t h = 0; h < d.H; ++h)
+            copy_row(xp + (c * Hp + h + d.PH) * Wp + d.PW, x + (c * d.H + h) * d.W, d.W);
+}
+
+// xp[C][Hp][Wp] = x zero-padded, followed by `slack` zeros.
+template <typename T>
+void pad_image(T* xp, const T* x, const Conv2dDims& d, int64_t slack) {
+    zero_margins(xp, d, slack);
+    copy_interior(xp, x, d);
 }
 
 // col[k = (c, kh, kw)][oh*OW + ow] = x[c][oh*SH - PH + kh][ow*SW - PW + kw], zero outside;

@@ -98,12 +98,13 @@ void forward_pixel(T* y, const T* x, const T* w, const T* b, const T* wscale, co
         T* img = carve<T>(own, at_img);
         const T** rows = carve<const T*>(own, at_rows);
         T* stage = carve<T>(own, at_stage);
+        if (padded) zero_margins(img, d, 0);   // once: each image below only fills the inside
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < items; ++item) {
             const Band r = band_of(d, item, bands);
             // The kernel reads single values inside the image, so an unpadded one is read in place.
             const T* xn = x + r.n * d.C * d.H * d.W;
-            if (padded) pad_image(img, xn, d, 0);
+            if (padded) copy_interior(img, xn, d);
             const T* src = padded ? img : xn;
             const int64_t p0 = r.oh0 * d.OW;
             for (int64_t oh = r.oh0, p = 0; oh < r.oh1; ++oh)
@@ -140,7 +141,7 @@ void forward_image_direct(T* yn, T* inb, T* outb, const T* xn, const T* apack, c
                           const Conv2dDims& d, const Band& r, const OutputActivation& act, const IsaKernels& kern) {
     const int64_t K = d.C * d.KH * d.KW, Wp = d.W + 2 * d.PW, ldc = d.OH * Wp;
     const bool relu = act.relu();
-    pad_image(inb, xn, d, kern.nr<T>());
+    copy_interior(inb, xn, d);   // the margins were zeroed once per thread
     kern.rows(RowsArgs<T>{.M = d.O, .N = (r.oh1 - r.oh0 - 1) * Wp + d.OW, .K = K, .a = apack,
                           .b = inb + r.oh0 * Wp, .boff = boff, .ldb = 0, .padded = true, .c = outb + r.oh0 * Wp,
                           .ldc = ldc});
@@ -208,6 +209,7 @@ void forward_gemm(T* y, const T* x, const T* w, const T* b, const T* wscale, con
         unsigned char* own = ws + shared.size() + thread_index() * mine.size();
         T* inb = carve<T>(own, at_in);
         T* outb = carve<T>(own, at_out);
+        if (direct) zero_margins(inb, d, NR);   // once: each image fills only the inside
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < items; ++item) {
             const Band r = band_of(d, item, bands);
