@@ -24,7 +24,6 @@ namespace conv {
 namespace {
 
 constexpr int64_t kBlock = 8;
-constexpr int64_t kTransposeTile = 16;   // pixels per tile of dy^T: its rows stay in L1
 
 // One phase of dx (dx_phases; a < phase_count(SH, H), b likewise): its pixels (i*SH + a, j*SW + b),
 // i < rows, j < cols, and its taps, entries k2 .. k2 + K2 of boff2 and of the packed filters
@@ -67,13 +66,7 @@ void stage(const Backward<T>& s, T* img, T* dya, T* dbp, const T* xn, const T* d
     if (s.pixel) {   // the padded image (margins zeroed once per thread), and dy^T (whose rows also sum into db)
         copy_interior(img, xn, d);
         if (s.OP != d.O) std::fill(dya, dya + s.dya_len, T(0));
-        for (int64_t p0 = 0; p0 < s.P; p0 += kTransposeTile) {   // dy^T a tile of pixels at a time
-            const int64_t p1 = std::min(s.P, p0 + kTransposeTile);
-            for (int64_t o = 0; o < d.O; ++o) {
-                const T* src = dyn + o * s.P;
-                for (int64_t p = p0; p < p1; ++p) dya[p * s.OP + o] = src[p];
-            }
-        }
+        s.kern.transpose(TransposeArgs<T>{.rows = d.O, .cols = s.P, .src = dyn, .lds = s.P, .dst = dya, .ldd = s.OP});
         T* __restrict sums = dbp;
         for (int64_t p = 0; p < s.P; ++p) {   // vector over o, each o summed in order of p
             const T* __restrict row = dya + p * s.OP;

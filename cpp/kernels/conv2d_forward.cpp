@@ -51,11 +51,11 @@ inline T filter_weight(const T* w, const T* wscale, int64_t K, int64_t o, int64_
 // Rows [k0, k1) of W^T (wt[k][o] = weight k of filter o), each padded with zeros to OP values.
 template <typename T>
 void transpose_filters(T* wt, const T* w, const T* wscale, int64_t K, int64_t O, int64_t OP, int64_t k0,
-                       int64_t k1) {
-    for (int64_t k = k0; k < k1; ++k) {
-        for (int64_t o = 0; o < O; ++o) wt[k * OP + o] = filter_weight(w, wscale, K, o, k);
-        std::fill(wt + k * OP + O, wt + (k + 1) * OP, T(0));
-    }
+                       int64_t k1, const IsaKernels& kern) {
+    kern.transpose(TransposeArgs<T>{.rows = O, .cols = k1 - k0, .src = w + k0, .lds = K, .dst = wt + k0 * OP,
+                                    .ldd = OP, .scale = wscale});
+    if (OP > O)
+        for (int64_t k = k0; k < k1; ++k) std::fill(wt + k * OP + O, wt + (k + 1) * OP, T(0));
 }
 
 // Pixel-major: y^T[p][o] = sum_k xpad[pixel p's window at tap k] * W^T[k][o] (+ b, relu),
@@ -86,13 +86,13 @@ void forward_pixel(T* y, const T* x, const T* w, const T* b, const T* wscale, co
             for (int64_t kw = 0; kw < d.KW; ++kw, ++k) boff[k] = c * Hp * Wp + kh * Wp + kw;
     // W^T, rows padded to whole vectors; with a team, in tiles of kPackTile taps shared out (alone,
     // the tiles cost more than they save)
-    if (teams == 1) transpose_filters(wt, w, wscale, K, d.O, OP, 0, K);
+    if (teams == 1) transpose_filters(wt, w, wscale, K, d.O, OP, 0, K, kern);
 #pragma omp parallel num_threads(teams)
     {
         if (teams > 1) {
 #pragma omp for schedule(static)
             for (int64_t k0 = 0; k0 < K; k0 += kPackTile)
-                transpose_filters(wt, w, wscale, K, d.O, OP, k0, std::min(K, k0 + kPackTile));
+                transpose_filters(wt, w, wscale, K, d.O, OP, k0, std::min(K, k0 + kPackTile), kern);
         }
         unsigned char* own = ws + shared.size() + thread_index() * mine.size();
         T* img = carve<T>(own, at_img);

@@ -67,8 +67,8 @@ void linear_forward(T* y, const T* x, const T* w, const T* b, int64_t N, int64_t
 #pragma omp for schedule(static)
         for (int64_t i0 = 0; i0 < IN; i0 += kTransposeTile) {
             const int64_t i1 = std::min(IN, i0 + kTransposeTile);
-            for (int64_t o = 0; o < OUT; ++o)
-                for (int64_t i = i0; i < i1; ++i) wt[i * OUTP + o] = w[o * IN + i];
+            kern.transpose(TransposeArgs<T>{.rows = OUT, .cols = i1 - i0, .src = w + i0, .lds = IN,
+                                            .dst = wt + i0 * OUTP, .ldd = OUTP});
             for (int64_t i = i0; i < i1; ++i) std::fill(wt + i * OUTP + OUT, wt + (i + 1) * OUTP, T(0));
         }
 #pragma omp for schedule(static)

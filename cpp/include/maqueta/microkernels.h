@@ -198,6 +198,19 @@ struct BnArgs {
     double* second;  // [kBnChains], added to (GradSums)
 };
 
+// dst[j][i] = src[i][j] * scale[i] (scale may be null: no product) for i < rows, j < cols; rows
+// of src lds apart, rows of dst ldd apart. The weights of a pixel-major convolution, W^T, are
+// this transpose of W, with a batch norm's scale when one is folded in.
+template <typename T>
+struct TransposeArgs {
+    int64_t rows, cols;
+    const T* src;
+    int64_t lds;
+    T* dst;
+    int64_t ldd;
+    const T* scale = nullptr;
+};
+
 // Whether all n values are finite (no NaN, no infinity).
 template <typename T>
 struct FiniteArgs {
@@ -215,6 +228,7 @@ struct FiniteArgs {
     X(rows, RowsArgs, void)                                                                        \
     X(dot, DotArgs, void)                                                                          \
     X(bcast, BcastArgs, void)                                                                      \
+    X(transpose, TransposeArgs, void)                                                              \
     X(pool2x2, Pool2x2Args, void)                                                                  \
     X(adam, AdamArgs, void)                                                                        \
     X(sgd, SgdArgs, void)                                                                          \
