@@ -175,17 +175,23 @@ def test_a_huge_stride_visits_only_the_phases_that_hold_pixels(need_dx, each_con
 
 
 @pytest.mark.parametrize("shape", [
-    (1, 3, 32, 32, 32, 3, 3, 1, 1),       # direct (few taps): bands of the wide rows
-    (1, 32, 32, 32, 32, 3, 3, 1, 1),      # pixel-major
-    (1, 32, 17, 15, 64, 3, 3, 2, 1),      # pixel-major, strided, odd sizes
+    (1, 3, 32, 32, 32, 3, 3, 1, 1),       # direct with few taps: one thread, no bands
+    (1, 8, 32, 32, 32, 3, 3, 1, 1),       # direct: bands of the wide rows
+    (1, 32, 32, 32, 32, 3, 3, 1, 1),      # pixel-major, one pair of vectors of filters: bands
     (1, 16, 40, 9, 48, 3, 3, 1, 0),       # more bands than threads would need
+    (1, 32, 17, 15, 64, 3, 3, 2, 1),      # pixel-major, strided, odd sizes: filter groups
+    (1, 32, 16, 16, 72, 3, 3, 1, 1),      # filter groups of 2 and 3 vectors, the last one ragged
+    (2, 32, 12, 12, 128, 3, 3, 1, 1),     # two images, groups: at 3 threads one thread takes two items
+    (1, 64, 8, 8, 128, 3, 3, 2, 1),       # cifar-gap's last conv
 ], ids=str)
 @pytest.mark.parametrize("activation", [None, "relu", "leaky_relu"])
-def test_one_image_is_cut_into_bands_with_the_same_bits(shape, activation, rng):
-    """Fewer images than threads: each image's output rows are shared out in bands. Every value
-    is still one sum in the same order, so 1, 2 and 3 threads give the same bits."""
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_one_image_is_cut_into_bands_with_the_same_bits(shape, activation, dtype, rng):
+    """Fewer images than threads: each image's output rows are shared out in bands, or its
+    filters in groups of whole vectors (pixel-major, each thread packing its own columns of W^T).
+    Every value is still one sum in the same order, so 1, 2 and 3 threads give the same bits."""
     import maqueta
-    x, w, b, stride, padding = make(rng, shape, np.float32)
+    x, w, b, stride, padding = make(rng, shape, dtype)
     before = maqueta.get_num_threads()
     try:
         outs = []
@@ -198,4 +204,4 @@ def test_one_image_is_cut_into_bands_with_the_same_bits(shape, activation, rng):
         np.testing.assert_array_equal(y, outs[0])
     want = reference.conv2d_forward(x, w, b, stride, padding)
     want = {None: want, "relu": np.maximum(want, 0), "leaky_relu": np.where(want > 0, want, 0.1 * want)}[activation]
-    assert_close(outs[0], want, np.float32, what="y")
+    assert_close(outs[0], want, dtype, what="y")

@@ -5,37 +5,63 @@
 // Plain twin, the same math as loops in the order of the formula: cpp/plain/conv2d.cpp (conv2d_forward).
 //
 // Parallel strategy: over images; each thread owns whole planes of y. With fewer images than
-// threads (one image's latency), each image's output rows are cut into bands, one work item
-// each: every output value is still one sum in the same order, so the bits do not change.
+// threads (one image's latency), each image is cut into work items: groups of filters
+// (pixel-major, two vectors of filters or more per group) or bands of output rows. Every output
+// value is still one sum in the same order, so the bits do not change.
 #include "conv2d_common.h"
 
 namespace maqueta {
 namespace conv {
 namespace {
 
-// Bands of output rows per image: enough for every thread when the batch is smaller than the team,
-// for images worth it (half a million multiply-adds; below that, waking a thread costs more).
+// Multiply-adds of a whole call, per image: below half a million, waking a thread costs more
+// than it saves.
+inline bool worth_splitting(const Conv2dDims& d) {
+    return (double)d.O * d.C * d.KH * d.KW * d.OH * d.OW >= 524288.0;
+}
+
+// Bands of output rows per image: enough for every thread when the batch is smaller than the
+// team. Not with few taps per output (an RGB image's 27): such a layer is bound by writing its
+// output, which one core does about as fast as two.
 int64_t bands_for(const Conv2dDims& d) {
     const int64_t threads = num_threads();
-    const double work = (double)d.O * d.C * d.KH * d.KW * d.OH * d.OW;
-    if (d.N >= threads || work < 524288.0) return 1;
+    if (d.N >= threads || !worth_splitting(d) || d.C * d.KH * d.KW < 64) return 1;
     return std::min<int64_t>(d.OH, (threads + d.N - 1) / d.N);
 }
 
+// Filter groups per image (pixel-major), in place of bands: each thread takes whole pairs of
+// vectors of filters and packs its own columns of W^T. Bands share one W^T, and for one image
+// reading the half another core packed cost more than the band saved.
+int64_t groups_for(const Conv2dDims& d, int lanes) {
+    const int64_t threads = num_threads();
+    if (d.N >= threads || !worth_splitting(d)) return 1;
+    return std::max<int64_t>(1, std::min<int64_t>(d.O / (2 * lanes), (threads + d.N - 1) / d.N));
+}
+
+// One work item: image n, output rows [oh0, oh1), filters [o0, o1).
 struct Band {
-    int64_t n, oh0, oh1;   // image n, output rows [oh0, oh1)
+    int64_t n, oh0, oh1, o0, o1;
 };
 
 inline Band band_of(const Conv2dDims& d, int64_t item, int64_t bands) {
     const int64_t n = item / bands, band = item % bands;
-    return Band{n, d.OH * band / bands, d.OH * (band + 1) / bands};
+    return Band{n, d.OH * band / bands, d.OH * (band + 1) / bands, 0, d.O};
 }
 
-// The fused leaky ReLU or ELU over a band of every output plane of image n.
+// Item of a pixel-major call: bands or filter groups (one of the two is 1), groups in whole vectors.
+inline Band piece_of(const Conv2dDims& d, int64_t item, int64_t bands, int64_t groups, int lanes) {
+    Band r = band_of(d, item / groups, bands);
+    const int64_t g = item % groups, vectors = (d.O + lanes - 1) / lanes;
+    r.o0 = std::min(d.O, vectors * g / groups * lanes);
+    r.o1 = std::min(d.O, vectors * (g + 1) / groups * lanes);
+    return r;
+}
+
+// The fused leaky ReLU or ELU over a band of output planes o0 .. o1 of image n.
 template <typename T>
 void activate_band(T* yn, const Conv2dDims& d, const Band& r, const OutputActivation& act) {
     if (!act.elementwise()) return;
-    for (int64_t o = 0; o < d.O; ++o)
+    for (int64_t o = r.o0; o < r.o1; ++o)
         apply_output_activation(yn + (o * d.OH + r.oh0) * d.OW, (r.oh1 - r.oh0) * d.OW, act);
 }
 
@@ -58,6 +84,16 @@ void transpose_filters(T* wt, const T* w, const T* wscale, int64_t K, int64_t O,
         for (int64_t k = k0; k < k1; ++k) std::fill(wt + k * OP + O, wt + (k + 1) * OP, T(0));
 }
 
+// W^T for filters [o0, o1) alone: wt[k][o - o0], rows ldw >= o1 - o0 apart, zero-padded.
+template <typename T>
+void transpose_filter_group(T* wt, int64_t ldw, const T* w, const T* wscale, int64_t K, int64_t o0, int64_t o1,
+                            const IsaKernels& kern) {
+    kern.transpose(TransposeArgs<T>{.rows = o1 - o0, .cols = K, .src = w + o0 * K, .lds = K, .dst = wt, .ldd = ldw,
+                                    .scale = wscale ? wscale + o0 : nullptr});
+    if (ldw > o1 - o0)
+        for (int64_t k = 0; k < K; ++k) std::fill(wt + k * ldw + (o1 - o0), wt + (k + 1) * ldw, T(0));
+}
+
 // Pixel-major: y^T[p][o] = sum_k xpad[pixel p's window at tap k] * W^T[k][o] (+ b, relu),
 // one image at a time per thread, stored straight into y's [o][p] layout; a leaky ReLU or ELU
 // then passes over the image's output while it is in cache.
@@ -67,10 +103,11 @@ void forward_pixel(T* y, const T* x, const T* w, const T* b, const T* wscale, co
     const int L = kern.lanes<T>();
     const int64_t K = d.C * d.KH * d.KW, P = d.OH * d.OW, OP = round_up(d.O, L);
     const int64_t Hp = d.H + 2 * d.PH, Wp = d.W + 2 * d.PW;
-    const int64_t bands = bands_for(d), items = d.N * bands;
+    const int64_t groups = groups_for(d, L), bands = groups > 1 ? 1 : bands_for(d), items = d.N * bands * groups;
+    const int64_t group_cols = round_up((OP / L + groups - 1) / groups * L, L);   // the widest group, padded
     const int teams = team_size(items);
     Layout shared, mine;
-    const Slot at_wt = shared.add<T>(K * OP), at_boff = shared.add<int64_t>(K);
+    const Slot at_wt = shared.add<T>(groups > 1 ? 0 : K * OP), at_boff = shared.add<int64_t>(K);
     const bool padded = d.PH > 0 || d.PW > 0;
     // Output planes a multiple of 4 kB apart put a tile's stores to all O planes in one L1 set:
     // such images are computed a few rows at a time into planes of stage_len values, then copied.
@@ -78,6 +115,7 @@ void forward_pixel(T* y, const T* x, const T* w, const T* b, const T* wscale, co
     const int64_t stage_rows = std::max<int64_t>(1, kStagePixels / d.OW), stage_len = stage_rows * d.OW + L;
     const Slot at_img = mine.add<T>(padded ? d.C * Hp * Wp : 0), at_rows = mine.add<const T*>(P);
     const Slot at_stage = mine.add<T>(staged ? d.O * stage_len : 0);
+    const Slot at_wtg = mine.add<T>(groups > 1 ? K * group_cols : 0);
     unsigned char* ws = static_cast<unsigned char*>(Workspace::get(Layout::total(shared, teams, mine)));
     T* wt = carve<T>(ws, at_wt);
     int64_t* boff = carve<int64_t>(ws, at_boff);
@@ -85,11 +123,11 @@ void forward_pixel(T* y, const T* x, const T* w, const T* b, const T* wscale, co
         for (int64_t kh = 0; kh < d.KH; ++kh)
             for (int64_t kw = 0; kw < d.KW; ++kw, ++k) boff[k] = c * Hp * Wp + kh * Wp + kw;
     // W^T, rows padded to whole vectors; with a team, in tiles of kPackTile taps shared out (alone,
-    // the tiles cost more than they save)
-    if (teams == 1) transpose_filters(wt, w, wscale, K, d.O, OP, 0, K, kern);
+    // the tiles cost more than they save). Filter groups pack their own columns instead, below.
+    if (teams == 1 && groups == 1) transpose_filters(wt, w, wscale, K, d.O, OP, 0, K, kern);
 #pragma omp parallel num_threads(teams)
     {
-        if (teams > 1) {
+        if (teams > 1 && groups == 1) {
 #pragma omp for schedule(static)
             for (int64_t k0 = 0; k0 < K; k0 += kPackTile)
                 transpose_filters(wt, w, wscale, K, d.O, OP, k0, std::min(K, k0 + kPackTile), kern);
@@ -98,10 +136,21 @@ void forward_pixel(T* y, const T* x, const T* w, const T* b, const T* wscale, co
         T* img = carve<T>(own, at_img);
         const T** rows = carve<const T*>(own, at_rows);
         T* stage = carve<T>(own, at_stage);
+        T* wtg = carve<T>(own, at_wtg);
+        int64_t packed = -1;   // the filter group whose columns wtg holds
         if (padded) zero_margins(img, d, 0);   // once: each image below only fills the inside
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < items; ++item) {
-            const Band r = band_of(d, item, bands);
+            const Band r = piece_of(d, item, bands, groups, L);
+            if (r.o0 >= r.o1) continue;
+            const T* wg = wt + r.o0;   // this item's filters in W^T
+            int64_t ldw = OP;
+            if (groups > 1) {
+                ldw = round_up(r.o1 - r.o0, L);
+                if (packed != r.o0) transpose_filter_group(wtg, ldw, w, wscale, K, r.o0, r.o1, kern);
+                packed = r.o0;
+                wg = wtg;
+            }
             // The kernel reads single values inside the image, so an unpadded one is read in place.
             const T* xn = x + r.n * d.C * d.H * d.W;
             if (padded) copy_interior(img, xn, d);
@@ -109,10 +158,10 @@ void forward_pixel(T* y, const T* x, const T* w, const T* b, const T* wscale, co
             const int64_t p0 = r.oh0 * d.OW;
             for (int64_t oh = r.oh0, p = 0; oh < r.oh1; ++oh)
                 for (int64_t ow = 0; ow < d.OW; ++ow, ++p) rows[p] = src + oh * d.SH * Wp + ow * d.SW;
-            BcastArgs<T> rows_to_y{.M = (r.oh1 - r.oh0) * d.OW, .N = d.O, .K = K, .arows = rows, .aoff = boff,
-                                   .astride = 0, .b = wt, .ldb = OP, .b_readable = OP,
-                                   .c = y + r.n * d.O * P + p0, .ldc = 1, .cstride = P, .bias = b,
-                                   .relu = act.relu(), .run = d.SW == 1 ? d.OW : 0};
+            BcastArgs<T> rows_to_y{.M = (r.oh1 - r.oh0) * d.OW, .N = r.o1 - r.o0, .K = K, .arows = rows,
+                                   .aoff = boff, .astride = 0, .b = wg, .ldb = ldw, .b_readable = ldw,
+                                   .c = y + (r.n * d.O + r.o0) * P + p0, .ldc = 1, .cstride = P,
+                                   .bias = b ? b + r.o0 : nullptr, .relu = act.relu(), .run = d.SW == 1 ? d.OW : 0};
             if (!staged) {
                 kern.bcast(rows_to_y);
             } else {
@@ -124,8 +173,8 @@ void forward_pixel(T* y, const T* x, const T* w, const T* b, const T* wscale, co
                     part.c = stage;
                     part.cstride = stage_len;
                     kern.bcast(part);
-                    for (int64_t o = 0; o < d.O; ++o)
-                        std::copy(stage + o * stage_len, stage + o * stage_len + m,
+                    for (int64_t o = r.o0; o < r.o1; ++o)
+                        std::copy(stage + (o - r.o0) * stage_len, stage + (o - r.o0) * stage_len + m,
                                   y + (r.n * d.O + o) * P + oh * d.OW);
                 }
             }
