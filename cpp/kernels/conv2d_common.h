@@ -91,13 +91,6 @@ void copy_interior(T* xp, const T* x, const Conv2dDims& d) {
             copy_row(xp + (c * Hp + h + d.PH) * Wp + d.PW, x + (c * d.H + h) * d.W, d.W);
 }
 
-// xp[C][Hp][Wp] = x zero-padded, followed by `slack` zeros.
-template <typename T>
-void pad_image(T* xp, const T* x, const Conv2dDims& d, int64_t slack) {
-    zero_margins(xp, d, slack);
-    copy_interior(xp, x, d);
-}
-
 // col[k = (c, kh, kw)][oh*OW + ow] = x[c][oh*SH - PH + kh][ow*SW - PW + kw], zero outside;
 // rows ldcol apart (>= OH*OW), zero-filled past OH*OW.
 template <typename T>
