@@ -187,15 +187,15 @@ def test_a_huge_stride_visits_only_the_phases_that_hold_pixels(need_dx, each_con
 @pytest.mark.parametrize("activation", [None, "relu", "leaky_relu"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_one_image_is_cut_into_bands_with_the_same_bits(shape, activation, dtype, rng):
-    """Fewer images than threads: each image's output rows are shared out in bands, or its
-    filters in groups of whole vectors (pixel-major, each thread packing its own columns of W^T).
-    Every value is still one sum in the same order, so 1, 2 and 3 threads give the same bits."""
+    """Fewer images than threads: each image's output rows are shared out in bands, its
+    filters in groups of whole vectors (pixel-major, each thread packing its own columns of W^T), or both.
+    Every value is still one sum in the same order, so 1 to 4 threads give the same bits."""
     import maqueta
     x, w, b, stride, padding = make(rng, shape, dtype)
     before = maqueta.get_num_threads()
     try:
         outs = []
-        for threads in (1, 2, 3):
+        for threads in (1, 2, 3, 4):   # 3 and 4: bands inside filter groups
             maqueta.set_num_threads(threads)
             outs.append(ops.conv2d_forward(x, w, b, stride, padding, activation=activation, alpha=0.1))
     finally:

@@ -6,8 +6,9 @@
 //
 // Parallel strategy: over images; each thread owns whole planes of y. With fewer images than
 // threads (one image's latency), each image is cut into work items: groups of filters
-// (pixel-major, two vectors of filters or more per group) or bands of output rows. Every output
-// value is still one sum in the same order, so the bits do not change.
+// (pixel-major, two vectors of filters or more per group), and bands of output rows when the
+// groups are fewer than the threads. Every output value is still one sum in the same order, so
+// the bits do not change.
 #include "conv2d_common.h"
 
 namespace maqueta {
@@ -20,22 +21,23 @@ inline bool worth_splitting(const Conv2dDims& d) {
     return (double)d.O * d.C * d.KH * d.KW * d.OH * d.OW >= 524288.0;
 }
 
-// Bands of output rows per image: enough for every thread when the batch is smaller than the
-// team. Not with few taps per output (an RGB image's 27): such a layer is bound by writing its
-// output, which one core does about as fast as two.
-int64_t bands_for(const Conv2dDims& d) {
-    const int64_t threads = num_threads();
-    if (d.N >= threads || !worth_splitting(d) || d.C * d.KH * d.KW < 64) return 1;
-    return std::min<int64_t>(d.OH, (threads + d.N - 1) / d.N);
-}
-
-// Filter groups per image (pixel-major), in place of bands: each thread takes whole pairs of
-// vectors of filters and packs its own columns of W^T. Bands share one W^T, and for one image
-// reading the half another core packed cost more than the band saved.
+// Filter groups per image (pixel-major), for a batch smaller than the team: each thread takes
+// whole pairs of vectors of filters and packs its own columns of W^T. Bands alone share one W^T,
+// and for one image reading the half another core packed cost more than the band saved.
 int64_t groups_for(const Conv2dDims& d, int lanes) {
     const int64_t threads = num_threads();
     if (d.N >= threads || !worth_splitting(d)) return 1;
     return std::max<int64_t>(1, std::min<int64_t>(d.O / (2 * lanes), (threads + d.N - 1) / d.N));
+}
+
+// Bands of output rows per image (per filter group): enough for every thread when the batch is
+// smaller than the team. Not with few taps per output (an RGB image's 27): such a layer is bound
+// by writing its output, which one core does about as fast as two.
+int64_t bands_for(const Conv2dDims& d, int64_t groups = 1) {
+    const int64_t threads = num_threads();
+    if (d.N >= threads || !worth_splitting(d) || d.C * d.KH * d.KW < 64) return 1;
+    const int64_t per_image = (threads + d.N - 1) / d.N;
+    return std::min<int64_t>(d.OH, (per_image + groups - 1) / groups);
 }
 
 // One work item: image n, output rows [oh0, oh1), filters [o0, o1).
@@ -48,7 +50,7 @@ inline Band band_of(const Conv2dDims& d, int64_t item, int64_t bands) {
     return Band{n, d.OH * band / bands, d.OH * (band + 1) / bands, 0, d.O};
 }
 
-// Item of a pixel-major call: bands or filter groups (one of the two is 1), groups in whole vectors.
+// Item of a pixel-major call: a band of rows for a group of filters (whole vectors).
 inline Band piece_of(const Conv2dDims& d, int64_t item, int64_t bands, int64_t groups, int lanes) {
     Band r = band_of(d, item / groups, bands);
     const int64_t g = item % groups, vectors = (d.O + lanes - 1) / lanes;
@@ -103,7 +105,7 @@ void forward_pixel(T* y, const T* x, const T* w, const T* b, const T* wscale, co
     const int L = kern.lanes<T>();
     const int64_t K = d.C * d.KH * d.KW, P = d.OH * d.OW, OP = round_up(d.O, L);
     const int64_t Hp = d.H + 2 * d.PH, Wp = d.W + 2 * d.PW;
-    const int64_t groups = groups_for(d, L), bands = groups > 1 ? 1 : bands_for(d), items = d.N * bands * groups;
+    const int64_t groups = groups_for(d, L), bands = bands_for(d, groups), items = d.N * bands * groups;
     const int64_t group_cols = round_up((OP / L + groups - 1) / groups * L, L);   // the widest group, padded
     const int teams = team_size(items);
     Layout shared, mine;
