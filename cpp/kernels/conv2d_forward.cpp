@@ -106,7 +106,7 @@ void forward_pixel(T* y, const T* x, const T* w, const T* b, const T* wscale, co
     const int64_t K = d.C * d.KH * d.KW, P = d.OH * d.OW, OP = round_up(d.O, L);
     const int64_t Hp = d.H + 2 * d.PH, Wp = d.W + 2 * d.PW;
     const int64_t groups = groups_for(d, L), bands = bands_for(d, groups), items = d.N * bands * groups;
-    const int64_t group_cols = round_up((OP / L + groups - 1) / groups * L, L);   // the widest group, padded
+    const int64_t group_cols = (OP / L + groups - 1) / groups * L;   // the widest group, in whole vectors
     const int teams = team_size(items);
     Layout shared, mine;
     const Slot at_wt = shared.add<T>(groups > 1 ? 0 : K * OP), at_boff = shared.add<int64_t>(K);
