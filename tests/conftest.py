@@ -50,7 +50,7 @@ def each_isa(request):
     _core._set_isa(before)
 
 
-@pytest.fixture(params=["direct", "im2col", "pixel"])
+@pytest.fixture(params=["direct", "im2col", "pixel", "winograd"])
 def each_conv_algo(request):
     """Force each convolution algorithm (direct only applies to stride 1; others fall back;
     pixel-major is forced for any number of filters, though auto picks it only when they fill

@@ -16,7 +16,7 @@ namespace {
 std::atomic<int> g_forced_algo{(int)ConvAlgo::Auto};
 ConvAlgo forced_algo() { return (ConvAlgo)g_forced_algo.load(std::memory_order_relaxed); }
 
-const char* const kAlgoNames[] = {"auto", "direct", "im2col", "pixel"};   // in ConvAlgo's order
+const char* const kAlgoNames[] = {"auto", "direct", "im2col", "pixel", "winograd"};   // in ConvAlgo's order
 
 Conv2dDims conv_dims(const py::array& x, const py::array& w, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
     check_rank(x, "x", 4, "[N, C, H, W]");
@@ -157,9 +157,9 @@ MAQUETA_BINDINGS(conv2d) {
               py::arg("db_out") = none);
     }
     m.def("_set_conv_algo", [](const std::string& name) {
-        for (int a = 0; a < 4; ++a)
+        for (int a = 0; a < 5; ++a)
             if (name == kAlgoNames[a]) return g_forced_algo.store(a, std::memory_order_relaxed);
-        value_error("conv algorithm must be 'auto', 'direct', 'im2col' or 'pixel', got '" + name + "'");
+        value_error("conv algorithm must be 'auto', 'direct', 'im2col', 'pixel' or 'winograd', got '" + name + "'");
     }, py::arg("name"), "Testing aid: force a convolution algorithm ('auto' chooses by shape) in later calls.");
     m.def("_get_conv_algo", []() { return std::string(kAlgoNames[(int)forced_algo()]); });
 }

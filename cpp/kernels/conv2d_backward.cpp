@@ -5,7 +5,8 @@
 // Each thread takes a contiguous range of images and walks it in blocks of kBlock: stage() lays
 // the block's images out (padded image, or col; and dy) so that one batched micro-kernel call in
 // add_dw() sums their dw contributions inside each register tile. dx is computed per image by one
-// of four algorithms (conv::plan picks by operation count):
+// of four algorithms (conv::plan picks by operation count), or by Winograd after dw for the whole
+// batch (conv2d_winograd.cpp):
 //   dx_direct   a direct convolution: dy, padded by KH-1 and KW-1, correlated with the flipped,
 //               transposed filters (stride 1)
 //   dx_wide     dcol = W^T dy on the wide grid, each tap's row added straight onto its run of
@@ -220,7 +221,8 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
     using namespace conv;
     const int MR = kern.mr, NR = kern.nr<T>(), L = NR / 2;
     const Plan plan = conv::plan(d, L, algo);
-    const bool need_dx = dx != nullptr;
+    const bool winograd_dx = dx != nullptr && plan.dx == Dx::Winograd;   // after dw, below
+    const bool need_dx = dx != nullptr && !winograd_dx;
     const int64_t K = d.C * d.KH * d.KW, P = d.OH * d.OW;
     const int64_t Hp = d.H + 2 * d.PH, Wp = d.W + 2 * d.PW;
     const int64_t K2 = d.O * d.KH * d.KW, OP = round_up(d.O, L);
@@ -367,6 +369,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
                     case Dx::Wide: dx_wide(s, dxn, dxa, dxb, dyn); break;
                     case Dx::Phases: break;
                     case Dx::Col2im: dx_col2im(s, dxn, dxa, dxb, dyn); break;
+                    case Dx::Winograd: break;
                 }
                 if (relu_input) {   // dx through the ReLU that produced x
                     const T* xn = x + (n0 + i) * d.C * d.H * d.W;
@@ -391,6 +394,12 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
                 db[o] = sum;
             }
         }
+    }
+    if (winograd_dx) {   // dy padded by 2 - P, correlated with the flipped, transposed filters
+        const Conv2dDims t{.N = d.N, .C = d.O, .H = d.OH, .W = d.OW, .O = d.C, .KH = 3, .KW = 3, .SH = 1, .SW = 1,
+                           .PH = 2 - d.PH, .PW = 2 - d.PW, .OH = d.H, .OW = d.W};
+        winograd_correlate(dx, dy, w, (const T*)nullptr, true, (const T*)nullptr, relu_input ? x : nullptr, t,
+                           OutputActivation{}, kern);
     }
 }
 

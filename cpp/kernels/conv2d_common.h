@@ -19,8 +19,10 @@
 //    c*Hp*Wp + kh*Wp + kw + q, so every tap is one contiguous row of B and nothing is gathered.
 //    The Wp - OW columns past each output row are computed and dropped.
 //  im2col (any stride): taps are gathered into col[K][P] first, then multiplied.
-// The input gradient has four algorithms of its own (conv2d_backward.cpp). plan() below picks
-// them all from the shapes and the vector width.
+//  Winograd F(2x2, 3x3) (3x3, stride 1, enough channels; conv2d_winograd.cpp): forward and dx
+//    as 16 GEMMs over transformed tiles, 16 multiplies per 2x2 outputs instead of 36.
+// The input gradient has four algorithms of its own besides Winograd (conv2d_backward.cpp).
+// plan() below picks them all from the shapes and the vector width.
 #pragma once
 #include <algorithm>
 #include <cstring>
@@ -159,8 +161,9 @@ void col2im(T* dx, const T* dcol, const Conv2dDims& d) {
 // in the instruction set the call runs on). `forced` (a test switch) overrides the choice where
 // the forced algorithm applies: direct needs stride 1 (a strided dx takes phases, its generalisation),
 // and pixel-major covers forward and dw only.
-enum class Dx { Direct, Wide, Phases, Col2im };   // the input-gradient algorithms (conv2d_backward.cpp)
+enum class Dx { Direct, Wide, Phases, Col2im, Winograd };   // the input-gradient algorithms (conv2d_backward.cpp)
 struct Plan {
+    bool winograd; // forward by Winograd (dw still by pixel or direct, below)
     bool pixel;    // forward and dw pixel-major, on the broadcast micro-kernel
     bool direct;   // otherwise: forward and dw read the padded image itself (else im2col)
     Dx dx;
@@ -278,17 +281,38 @@ inline bool use_phases_dx(const Conv2dDims& d, ConvAlgo forced) {
     return phases <= 2 * gemm;
 }
 
+// Winograd F(2x2, 3x3): 3x3 stride 1. Its transforms cost about as much per tile as a few
+// channels of multiplies, so it pays only with enough channels on both sides, and on rows of at
+// least half a vector of tiles (an 8x8 map fills a quarter of 16 floats: there the GEMM
+// algorithms win). dx correlates dy padded by 2 - PH, so the padding must be at most 2.
+inline bool use_winograd(const Conv2dDims& d, int lanes, ConvAlgo forced, bool for_dx) {
+    if (d.KH != 3 || d.KW != 3 || d.SH != 1 || d.SW != 1) return false;
+    if (for_dx && (d.PH > 2 || d.PW > 2)) return false;
+    if (forced != ConvAlgo::Auto) return forced == ConvAlgo::Winograd;
+    const int64_t out_w = for_dx ? d.W : d.OW;
+    return d.C >= 16 && d.O >= 16 && 2 * ((out_w + 1) / 2) >= lanes;
+}
+
 inline Plan plan(const Conv2dDims& d, int lanes, ConvAlgo forced) {
     Plan p;
+    p.winograd = use_winograd(d, lanes, forced, false);
     p.pixel = use_pixel(d, lanes, forced);
     p.direct = use_direct(d, forced);
     const bool stride1 = d.SH == 1 && d.SW == 1;
-    p.dx = use_direct_dx(d, forced) ? Dx::Direct : stride1 ? Dx::Wide
+    p.dx = use_winograd(d, lanes, forced, true) ? Dx::Winograd : use_direct_dx(d, forced) ? Dx::Direct : stride1 ? Dx::Wide
          : use_phases_dx(d, forced) ? Dx::Phases : Dx::Col2im;
     return p;
 }
 
 inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// y = the 3x3 stride-1 correlation that d describes, by Winograd (conv2d_winograd.cpp). Filter
+// (o, c) is w[o][c] times wscale[o] (a forward pass), or with `transposed` w[c][o] rotated by 180
+// degrees (an input gradient: x is dy, y is dx, d's pads are 2 minus the layer's). Then + b[o],
+// act, and zero where mask <= 0 (mask laid out as y, or null).
+template <typename T>
+void winograd_correlate(T* y, const T* x, const T* w, const T* wscale, bool transposed, const T* b,
+                        const T* mask, const Conv2dDims& d, const OutputActivation& act, const IsaKernels& kern);
 
 }  // namespace conv
 }  // namespace maqueta

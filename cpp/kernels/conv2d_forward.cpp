@@ -1,7 +1,8 @@
-// conv2d forward: y = conv(x, w) + b (then a fused activation), by one of three algorithms (conv2d_common.h
-// explains them and conv::plan picks one): pixel-major, direct, im2col. Dimensions as in
-// maqueta/conv2d.h; Hp, Wp, K, P as in conv2d_common.h. A per-filter weight scale (a batch norm
-// folded in) is applied as the weights are packed, so it costs nothing per pixel.
+// conv2d forward: y = conv(x, w) + b (then a fused activation), by one of four algorithms
+// (conv2d_common.h explains them and conv::plan picks one): Winograd (conv2d_winograd.cpp),
+// pixel-major, direct, im2col. Dimensions as in maqueta/conv2d.h; Hp, Wp, K, P as in
+// conv2d_common.h. A per-filter weight scale (a batch norm folded in) is applied as the weights
+// are packed, so it costs nothing per pixel.
 // Plain twin, the same math as loops in the order of the formula: cpp/plain/conv2d.cpp (conv2d_forward).
 //
 // Parallel strategy: over images; each thread owns whole planes of y. With fewer images than
@@ -279,7 +280,8 @@ template <typename T>
 void conv2d_forward(T* y, const T* x, const T* w, const T* b, const T* wscale, const Conv2dDims& d,
                     const OutputActivation& act, const IsaKernels& kern, ConvAlgo algo) {
     const conv::Plan plan = conv::plan(d, kern.lanes<T>(), algo);
-    if (plan.pixel) conv::forward_pixel(y, x, w, b, wscale, d, act, kern);
+    if (plan.winograd) conv::winograd_correlate(y, x, w, wscale, false, b, (const T*)nullptr, d, act, kern);
+    else if (plan.pixel) conv::forward_pixel(y, x, w, b, wscale, d, act, kern);
     else            conv::forward_gemm(y, x, w, b, wscale, d, act, plan.direct, kern);
 }
 

@@ -20,7 +20,7 @@ struct Conv2dDims {
 
 // The convolution algorithms (kernels/conv2d_common.h). Auto chooses by shape and vector width;
 // the others force one where it applies, so that tests reach every path.
-enum class ConvAlgo { Auto, Direct, Im2col, Pixel };
+enum class ConvAlgo { Auto, Direct, Im2col, Pixel, Winograd };
 
 // y = conv(x, w) + b, then the fused activation act (none, max(y, 0), leaky ReLU or ELU: see
 // OutputActivation). Cross-correlation with zero padding, as torch.nn.functional.conv2d.

@@ -211,6 +211,40 @@ struct TransposeArgs {
     const T* scale = nullptr;
 };
 
+// Winograd F(2x2, 3x3) (kernels/conv2d_winograd.cpp): a 3x3 stride-1 correlation computed on
+// 2x2 output tiles, each from a 4x4 input tile d, as Y = A^T [(G g G^T) . (B^T d B)] A: 16
+// multiplies per tile and channel pair instead of 36. Tile t of a block is tile row t / tiles_w,
+// column t % tiles_w; tile (r, q) reads the input rows 2r .. 2r+3 and columns 2q .. 2q+3.
+//
+// wino_in: v[xi][c][t] = (B^T d B)[xi / 4][xi % 4] of tile t in channel c. The input x holds C
+// planes `plane` apart, rows ldx apart, the block's first row at x. A vector of tiles reads 2L + 2
+// values from its first tile's column in each of its rows, so rows must be readable that far past
+// the last tile (the caller's slack). Tile rows of L/2 tiles share vectors, two at a time.
+template <typename T>
+struct WinoInArgs {
+    int64_t C, tiles_w, tile_rows;
+    const T* x;
+    int64_t ldx, plane;
+    T* v;
+    int64_t ldv, xi_stride;   // v[xi][c][t] at v + xi*xi_stride + c*ldv + t
+};
+
+// wino_out: y[o][2r + a][2q + b] = (A^T m A)[a][b] + bias[o] over the tiles (r, q) of a block,
+// m[xi][o][t] at m + xi*xi_stride + o*ldm + t (readable L values past each tile row), then
+// max(., 0) with relu, then zero where mask <= 0 (a ReLU's input, for an input gradient). Output
+// rows row0 + 2r + a at or past OH, and columns at or past OW, are not stored. y and mask are
+// O planes of OH x OW.
+template <typename T>
+struct WinoOutArgs {
+    int64_t O, tiles_w, tile_rows, row0, OH, OW;
+    const T* m;
+    int64_t ldm, xi_stride;
+    T* y;
+    const T* bias;
+    bool relu;
+    const T* mask;
+};
+
 // Whether all n values are finite (no NaN, no infinity).
 template <typename T>
 struct FiniteArgs {
@@ -229,6 +263,8 @@ struct FiniteArgs {
     X(dot, DotArgs, void)                                                                          \
     X(bcast, BcastArgs, void)                                                                      \
     X(transpose, TransposeArgs, void)                                                              \
+    X(wino_in, WinoInArgs, void)                                                                   \
+    X(wino_out, WinoOutArgs, void)                                                                 \
     X(pool2x2, Pool2x2Args, void)                                                                  \
     X(adam, AdamArgs, void)                                                                        \
     X(sgd, SgdArgs, void)                                                                          \

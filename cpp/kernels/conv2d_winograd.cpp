@@ -1,0 +1,129 @@
+// conv2d by Winograd F(2x2, 3x3), for 3x3 stride-1 layers with enough channels (conv::plan):
+// the forward pass, and the input gradient as the same correlation of dy with the flipped,
+// transposed filters. Each 2x2 tile of output takes 16 multiplies per channel pair instead of 36.
+// Dimensions as in maqueta/conv2d.h. Plain twin, the same math as loops in the order of the
+// formula: cpp/plain/conv2d.cpp (the correlation this computes with fewer multiplies).
+//
+//   TH = ceil(OH/2), TW = ceil(OW/2)   tile rows and columns of an output plane
+//   U[xi][o][c] = (G g G^T)[xi/4][xi%4] for filter g = (o, c), packed as the rows kernel's A panels
+//   V[xi][c][t] = (B^T d B)[xi/4][xi%4] for the 4x4 input tile d of tile t   (wino_in)
+//   M[xi][o][t] = sum_c U[xi][o][c] V[xi][c][t]                              (16 GEMMs, rows kernel)
+//   y tile t = A^T M[.][o][t] A + b[o]                                      (wino_out)
+// with G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1] (B^T and A^T in cpp/isa/winograd.inc).
+//
+// Parallel strategy: work items are blocks of tile rows of one image (about kBlockTiles tiles,
+// so that V and M stay in L2; smaller when there are fewer images than threads); each thread
+// owns the output rows of its blocks. Every value is
+// computed the same way whichever thread computes it, so results do not depend on the team.
+// The filter transform is done once per call, in double, and rounded once to T.
+#include "conv2d_common.h"
+
+namespace maqueta {
+namespace conv {
+namespace {
+
+constexpr int64_t kBlockTiles = 64;
+
+// U = G g G^T for one 3x3 filter g (row-major), in double.
+void transform_filter(double u[16], const double g[9]) {
+    double t[4][3];   // G g
+    for (int j = 0; j < 3; ++j) {
+        t[0][j] = g[j];
+        t[1][j] = 0.5 * (g[j] + g[3 + j] + g[6 + j]);
+        t[2][j] = 0.5 * (g[j] - g[3 + j] + g[6 + j]);
+        t[3][j] = g[6 + j];
+    }
+    for (int i = 0; i < 4; ++i) {
+        u[4 * i + 0] = t[i][0];
+        u[4 * i + 1] = 0.5 * (t[i][0] + t[i][1] + t[i][2]);
+        u[4 * i + 2] = 0.5 * (t[i][0] - t[i][1] + t[i][2]);
+        u[4 * i + 3] = t[i][2];
+    }
+}
+
+}  // namespace
+
+template <typename T>
+void winograd_correlate(T* y, const T* x, const T* w, const T* wscale, bool transposed, const T* b,
+                        const T* mask, const Conv2dDims& d, const OutputActivation& act, const IsaKernels& kern) {
+    const int MR = kern.mr, NR = kern.nr<T>(), L = NR / 2;
+    const int64_t TH = (d.OH + 1) / 2, TW = (d.OW + 1) / 2;
+    const int64_t HB = 2 * TH + 2, WB = 2 * TW + 2, plane = HB * WB;   // room for the last tiles' 4 rows
+    // about kBlockTiles tiles a block, and with fewer images than threads, enough blocks for all
+    const int64_t per_image = d.N > 0 ? (num_threads() + d.N - 1) / d.N : 1;
+    const int64_t block_rows = std::max<int64_t>(
+        1, std::min((TH + per_image - 1) / per_image, std::max<int64_t>(1, kBlockTiles / std::max<int64_t>(1, TW))));
+    const int64_t blocks = (TH + block_rows - 1) / block_rows, items = d.N * blocks;
+    const int64_t ldv = round_up(block_rows * TW, NR);
+    const int64_t vstride = d.C * ldv + L, mstride = d.O * ldv + L;   // V[xi], M[xi]: off 4 kB multiples
+    const int teams = team_size(items);
+    Layout shared, mine;
+    const Slot at_u = shared.add<T>(16 * d.O * d.C), at_filters = shared.add<double>(16 * d.O * d.C);
+    // wino_in reads 2L + 2 values from a vector's first tile; wino_out L values from its first
+    const Slot at_img = mine.add<T>(d.C * plane + 2 * L + 2), at_v = mine.add<T>(16 * vstride),
+               at_m = mine.add<T>(16 * mstride + L);
+    unsigned char* ws = static_cast<unsigned char*>(Workspace::get(Layout::total(shared, teams, mine)));
+    T* u = carve<T>(ws, at_u);
+    double* filters = carve<double>(ws, at_filters);   // [o][c][xi]
+    for (int64_t o = 0; o < d.O; ++o)
+        for (int64_t c = 0; c < d.C; ++c) {
+            double g[9];
+            for (int k = 0; k < 9; ++k) {
+                // transposed: filter (o, c) is layer filter (c, o) rotated, w[c][o][2 - kh][2 - kw]
+                g[k] = transposed ? (double)w[(c * d.O + o) * 9 + 8 - k]
+                                  : (double)(wscale ? w[(o * d.C + c) * 9 + k] * wscale[o] : w[(o * d.C + c) * 9 + k]);
+            }
+            transform_filter(filters + (o * d.C + c) * 16, g);
+        }
+    for (int xi = 0; xi < 16; ++xi)
+        pack_panels(u + xi * d.O * d.C, d.O, d.C, MR,
+                    [&](int64_t o, int64_t c) { return (T)filters[(o * d.C + c) * 16 + xi]; });
+
+#pragma omp parallel num_threads(teams)
+    {
+        unsigned char* own = ws + shared.size() + thread_index() * mine.size();
+        T* img = carve<T>(own, at_img);
+        T* v = carve<T>(own, at_v);
+        T* m = carve<T>(own, at_m);
+        // once: the margins stay zero (each image fills only the inside), and the columns past a
+        // block's tiles, which the kernels read but never use, hold no stale NaN or denormal
+        std::fill(img, img + d.C * plane + 2 * L + 2, T(0));
+        std::fill(v, v + 16 * vstride, T(0));
+        std::fill(m, m + 16 * mstride + L, T(0));
+        int64_t loaded = -1;   // the image img holds
+#pragma omp for schedule(static)
+        for (int64_t item = 0; item < items; ++item) {
+            const int64_t n = item / blocks, r0 = item % blocks * block_rows;
+            const int64_t rows = std::min(block_rows, TH - r0);
+            if (n != loaded) {
+                for (int64_t c = 0; c < d.C; ++c)
+                    for (int64_t h = 0; h < d.H; ++h)
+                        copy_row(img + c * plane + (h + d.PH) * WB + d.PW, x + ((n * d.C + c) * d.H + h) * d.W, d.W);
+                loaded = n;
+            }
+            kern.wino_in(WinoInArgs<T>{.C = d.C, .tiles_w = TW, .tile_rows = rows, .x = img + 2 * r0 * WB,
+                                       .ldx = WB, .plane = plane, .v = v, .ldv = ldv, .xi_stride = vstride});
+            for (int xi = 0; xi < 16; ++xi)
+                kern.rows(RowsArgs<T>{.M = d.O, .N = rows * TW, .K = d.C, .a = u + xi * d.O * d.C,
+                                      .b = v + xi * vstride, .boff = nullptr, .ldb = ldv, .padded = true,
+                                      .c = m + xi * mstride, .ldc = ldv});
+            const int64_t P = d.OH * d.OW;
+            kern.wino_out(WinoOutArgs<T>{.O = d.O, .tiles_w = TW, .tile_rows = rows, .row0 = 2 * r0, .OH = d.OH,
+                                         .OW = d.OW, .m = m, .ldm = ldv, .xi_stride = mstride, .y = y + n * d.O * P,
+                                         .bias = b, .relu = act.relu(), .mask = mask ? mask + n * d.O * P : nullptr});
+            if (act.elementwise()) {
+                const int64_t oh0 = 2 * r0, oh1 = std::min(d.OH, 2 * (r0 + rows));
+                for (int64_t o = 0; o < d.O; ++o)
+                    apply_output_activation(y + n * d.O * P + o * P + oh0 * d.OW, (oh1 - oh0) * d.OW, act);
+            }
+        }
+    }
+}
+
+template void winograd_correlate<float>(float*, const float*, const float*, const float*, bool, const float*,
+                                        const float*, const Conv2dDims&, const OutputActivation&, const IsaKernels&);
+template void winograd_correlate<double>(double*, const double*, const double*, const double*, bool, const double*,
+                                         const double*, const Conv2dDims&, const OutputActivation&, const IsaKernels&);
+
+}  // namespace conv
+}  // namespace maqueta
