@@ -284,13 +284,15 @@ inline bool use_phases_dx(const Conv2dDims& d, ConvAlgo forced) {
 // Winograd F(2x2, 3x3): 3x3 stride 1. Its transforms cost about as much per tile as a few
 // channels of multiplies, so it pays only with enough channels on both sides, and on rows of at
 // least half a vector of tiles (an 8x8 map fills a quarter of 16 floats: there the GEMM
-// algorithms win). dx correlates dy padded by 2 - PH, so the padding must be at most 2.
+// algorithms win). The filters' transform, once per call, costs about as much as the products
+// of 2,048 output pixels save, so a call needs that many (a batch of two 32x32 maps, eight 16x16).
+// dx correlates dy padded by 2 - PH, so the padding must be at most 2.
 inline bool use_winograd(const Conv2dDims& d, int lanes, ConvAlgo forced, bool for_dx) {
     if (d.KH != 3 || d.KW != 3 || d.SH != 1 || d.SW != 1) return false;
     if (for_dx && (d.PH > 2 || d.PW > 2)) return false;
     if (forced != ConvAlgo::Auto) return forced == ConvAlgo::Winograd;
-    const int64_t out_w = for_dx ? d.W : d.OW;
-    return d.C >= 16 && d.O >= 16 && 2 * ((out_w + 1) / 2) >= lanes;
+    const int64_t out_h = for_dx ? d.H : d.OH, out_w = for_dx ? d.W : d.OW;
+    return d.C >= 16 && d.O >= 16 && 2 * ((out_w + 1) / 2) >= lanes && (double)d.N * out_h * out_w >= 2048;
 }
 
 inline Plan plan(const Conv2dDims& d, int lanes, ConvAlgo forced) {

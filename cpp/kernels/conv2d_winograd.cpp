@@ -15,7 +15,8 @@
 // so that V and M stay in L2; smaller when there are fewer images than threads); each thread
 // owns the output rows of its blocks. Every value is
 // computed the same way whichever thread computes it, so results do not depend on the team.
-// The filter transform is done once per call, in double, and rounded once to T.
+// The filter transform is done once per call, in double, and rounded once to T; the team
+// shares it out by panels of filters.
 #include "conv2d_common.h"
 
 namespace maqueta {
@@ -58,38 +59,56 @@ void winograd_correlate(T* y, const T* x, const T* w, const T* wscale, bool tran
     const int64_t vstride = d.C * ldv + L, mstride = d.O * ldv + L;   // V[xi], M[xi]: off 4 kB multiples
     const int teams = team_size(items);
     Layout shared, mine;
-    const Slot at_u = shared.add<T>(16 * d.O * d.C), at_filters = shared.add<double>(16 * d.O * d.C);
+    const Slot at_u = shared.add<T>(16 * d.O * d.C);
     // wino_in reads 2L + 2 values from a vector's first tile; wino_out L values from its first
     const Slot at_img = mine.add<T>(d.C * plane + 2 * L + 2), at_v = mine.add<T>(16 * vstride),
-               at_m = mine.add<T>(16 * mstride + L);
+               at_m = mine.add<T>(16 * mstride + L), at_panel = mine.add<T>(16 * d.C * MR);
     unsigned char* ws = static_cast<unsigned char*>(Workspace::get(Layout::total(shared, teams, mine)));
     T* u = carve<T>(ws, at_u);
-    double* filters = carve<double>(ws, at_filters);   // [o][c][xi]
-    for (int64_t o = 0; o < d.O; ++o)
-        for (int64_t c = 0; c < d.C; ++c) {
-            double g[9];
-            for (int k = 0; k < 9; ++k) {
-                // transposed: filter (o, c) is layer filter (c, o) rotated, w[c][o][2 - kh][2 - kw]
-                g[k] = transposed ? (double)w[(c * d.O + o) * 9 + 8 - k]
-                                  : (double)(wscale ? w[(o * d.C + c) * 9 + k] * wscale[o] : w[(o * d.C + c) * 9 + k]);
-            }
-            transform_filter(filters + (o * d.C + c) * 16, g);
-        }
-    for (int xi = 0; xi < 16; ++xi)
-        pack_panels(u + xi * d.O * d.C, d.O, d.C, MR,
-                    [&](int64_t o, int64_t c) { return (T)filters[(o * d.C + c) * 16 + xi]; });
 
 #pragma omp parallel num_threads(teams)
     {
+        // U, each thread whole panels of filters (panel p holds filters p*MR .., laid out [C][mr]
+        // in each of the 16 matrices), transformed into `panel` first: written straight to the
+        // 16 matrices, each filter's values land 16 kB apart and miss the cache one by one
         unsigned char* own = ws + shared.size() + thread_index() * mine.size();
+        T* panel = carve<T>(own, at_panel);
+#pragma omp for schedule(static)
+        for (int64_t o0 = 0; o0 < d.O; o0 += MR) {
+            const int64_t mr = std::min<int64_t>(MR, d.O - o0);
+            for (int64_t c = 0; c < d.C; ++c)
+                for (int64_t i = 0; i < mr; ++i) {
+                    const int64_t o = o0 + i;
+                    double g[9], f[16];
+                    for (int k = 0; k < 9; ++k) {
+                        // transposed: filter (o, c) is layer filter (c, o) rotated, w[c][o][2 - kh][2 - kw]
+                        g[k] = transposed ? (double)w[(c * d.O + o) * 9 + 8 - k]
+                             : wscale     ? (double)(w[(o * d.C + c) * 9 + k] * wscale[o])
+                                          : (double)w[(o * d.C + c) * 9 + k];
+                    }
+                    transform_filter(f, g);
+                    for (int xi = 0; xi < 16; ++xi) panel[xi * d.C * mr + c * mr + i] = (T)f[xi];
+                }
+            for (int xi = 0; xi < 16; ++xi)
+                std::copy(panel + xi * d.C * mr, panel + (xi + 1) * d.C * mr, u + xi * d.O * d.C + o0 * d.C);
+        }
         T* img = carve<T>(own, at_img);
         T* v = carve<T>(own, at_v);
         T* m = carve<T>(own, at_m);
         // once: the margins stay zero (each image fills only the inside), and the columns past a
         // block's tiles, which the kernels read but never use, hold no stale NaN or denormal
         std::fill(img, img + d.C * plane + 2 * L + 2, T(0));
-        std::fill(v, v + 16 * vstride, T(0));
-        std::fill(m, m + 16 * mstride + L, T(0));
+        for (int64_t row = 0; row < 16 * d.C; ++row) {
+            T* r = v + row / d.C * vstride + row % d.C * ldv;
+            std::fill(r + block_rows * TW, r + ldv, T(0));
+        }
+        for (int64_t row = 0; row < 16 * d.O; ++row) {
+            T* r = m + row / d.O * mstride + row % d.O * ldv;
+            std::fill(r + block_rows * TW, r + ldv, T(0));
+        }
+        for (int xi = 0; xi < 16; ++xi) std::fill(v + xi * vstride + d.C * ldv, v + (xi + 1) * vstride, T(0));
+        for (int xi = 0; xi < 16; ++xi) std::fill(m + xi * mstride + d.O * ldv, m + (xi + 1) * mstride, T(0));
+        std::fill(m + 16 * mstride, m + 16 * mstride + L, T(0));
         int64_t loaded = -1;   // the image img holds
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < items; ++item) {
