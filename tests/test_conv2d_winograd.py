@@ -1,5 +1,5 @@
-"""conv2d by Winograd F(2x2, 3x3) (cpp/kernels/conv2d_winograd.cpp): forward and input gradient
-against the NumPy oracle on the shapes that reach its edges, finite differences, and the same
+"""conv2d by Winograd F(2x2, 3x3) (cpp/kernels/conv2d_winograd.cpp): forward, input and weight
+gradients against the NumPy oracle on the shapes that reach its edges, finite differences, and the same
 bits at any thread count. test_conv2d.py also runs every case there with the algorithm forced."""
 from __future__ import annotations
 
@@ -67,23 +67,26 @@ def test_matches_oracle(shape, dtype, each_isa, threads, winograd, rng):
 
 @pytest.mark.parametrize("shape", [(2, 2, 5, 6, 3, 1), (1, 3, 4, 4, 2, 0), (2, 2, 3, 5, 2, 2)], ids=str)
 def test_gradients_match_finite_differences(shape, winograd, rng):
+    """Central differences of L = sum(conv(x, w, b) * r) in float64 give dx, dw and db (dw by
+    the transposed products: G^T [sum over tiles of (A r A^T) . (B^T x B)] G)."""
     x, w, b, padding = make(rng, shape, np.float64)
     r = rng.standard_normal(ops.conv2d_forward(x, w, b, 1, padding).shape)
 
-    def loss(x_):
-        return float(np.sum(ops.conv2d_forward(x_, w, b, 1, padding) * r))
+    def loss():
+        return float(np.sum(ops.conv2d_forward(x, w, b, 1, padding) * r))
 
-    dx, _, _ = ops.conv2d_backward(r, x, w, 1, padding)
-    numeric = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        saved = x[i]
-        x[i] = saved + 1e-6
-        up = loss(x)
-        x[i] = saved - 1e-6
-        down = loss(x)
-        x[i] = saved
-        numeric[i] = (up - down) / 2e-6
-    assert_close(dx, numeric, rtol=1e-7, what="dx")
+    grads = dict(zip("xwb", ops.conv2d_backward(r, x, w, 1, padding)))
+    for name, array in (("x", x), ("w", w), ("b", b)):
+        numeric = np.zeros_like(array)
+        for i in np.ndindex(array.shape):
+            saved = array[i]
+            array[i] = saved + 1e-6
+            up = loss()
+            array[i] = saved - 1e-6
+            down = loss()
+            array[i] = saved
+            numeric[i] = (up - down) / 2e-6
+        assert_close(grads[name], numeric, rtol=1e-7, what=f"d{name}")
 
 
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu", "elu"])

@@ -212,6 +212,15 @@ void dx_col2im(const Backward<T>& s, T* dxn, T* dxa, T* dxb, const T* dyn) {
     col2im(dxn, dxb, d);
 }
 
+// dx by Winograd: dy padded by 2 - P, correlated with the flipped, transposed filters; zero
+// where mask (the ReLU's input x) <= 0 when mask is given.
+template <typename T>
+void winograd_dx(T* dx, const T* dy, const T* w, const T* mask, const Conv2dDims& d, const IsaKernels& kern) {
+    const Conv2dDims t{.N = d.N, .C = d.O, .H = d.OH, .W = d.OW, .O = d.C, .KH = 3, .KW = 3, .SH = 1, .SW = 1,
+                       .PH = 2 - d.PH, .PW = 2 - d.PW, .OH = d.H, .OW = d.W};
+    winograd_correlate(dx, dy, w, (const T*)nullptr, true, (const T*)nullptr, mask, t, OutputActivation{}, kern);
+}
+
 }  // namespace
 }  // namespace conv
 
@@ -221,8 +230,13 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
     using namespace conv;
     const int MR = kern.mr, NR = kern.nr<T>(), L = NR / 2;
     const Plan plan = conv::plan(d, L, algo);
-    const bool winograd_dx = dx != nullptr && plan.dx == Dx::Winograd;   // after dw, below
-    const bool need_dx = dx != nullptr && !winograd_dx;
+    if (plan.winograd_dw) {
+        winograd_weight_grad(dw, db, dy, x, d, kern);
+        if (dx) winograd_dx(dx, dy, w, relu_input ? x : nullptr, d, kern);
+        return;
+    }
+    const bool dx_by_winograd = dx != nullptr && plan.dx == Dx::Winograd;   // after dw, below
+    const bool need_dx = dx != nullptr && !dx_by_winograd;
     const int64_t K = d.C * d.KH * d.KW, P = d.OH * d.OW;
     const int64_t Hp = d.H + 2 * d.PH, Wp = d.W + 2 * d.PW;
     const int64_t K2 = d.O * d.KH * d.KW, OP = round_up(d.O, L);
@@ -395,12 +409,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
             }
         }
     }
-    if (winograd_dx) {   // dy padded by 2 - P, correlated with the flipped, transposed filters
-        const Conv2dDims t{.N = d.N, .C = d.O, .H = d.OH, .W = d.OW, .O = d.C, .KH = 3, .KW = 3, .SH = 1, .SW = 1,
-                           .PH = 2 - d.PH, .PW = 2 - d.PW, .OH = d.H, .OW = d.W};
-        winograd_correlate(dx, dy, w, (const T*)nullptr, true, (const T*)nullptr, relu_input ? x : nullptr, t,
-                           OutputActivation{}, kern);
-    }
+    if (dx_by_winograd) winograd_dx(dx, dy, w, relu_input ? x : nullptr, d, kern);
 }
 
 template void conv2d_backward<float>(float*, float*, float*, const float*, const float*, const float*,

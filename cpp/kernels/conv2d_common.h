@@ -19,8 +19,8 @@
 //    c*Hp*Wp + kh*Wp + kw + q, so every tap is one contiguous row of B and nothing is gathered.
 //    The Wp - OW columns past each output row are computed and dropped.
 //  im2col (any stride): taps are gathered into col[K][P] first, then multiplied.
-//  Winograd F(2x2, 3x3) (3x3, stride 1, enough channels; conv2d_winograd.cpp): forward and dx
-//    as 16 GEMMs over transformed tiles, 16 multiplies per 2x2 outputs instead of 36.
+//  Winograd F(2x2, 3x3) (3x3, stride 1, enough channels; conv2d_winograd.cpp): forward, dx and
+//    dw as 16 GEMMs over transformed tiles, 16 multiplies per 2x2 outputs instead of 36.
 // The input gradient has four algorithms of its own besides Winograd (conv2d_backward.cpp).
 // plan() below picks them all from the shapes and the vector width.
 #pragma once
@@ -163,7 +163,8 @@ void col2im(T* dx, const T* dcol, const Conv2dDims& d) {
 // and pixel-major covers forward and dw only.
 enum class Dx { Direct, Wide, Phases, Col2im, Winograd };   // the input-gradient algorithms (conv2d_backward.cpp)
 struct Plan {
-    bool winograd; // forward by Winograd (dw still by pixel or direct, below)
+    bool winograd; // forward by Winograd
+    bool winograd_dw;   // dw and dx by Winograd (both apply), instead of the algorithms below
     bool pixel;    // forward and dw pixel-major, on the broadcast micro-kernel
     bool direct;   // otherwise: forward and dw read the padded image itself (else im2col)
     Dx dx;
@@ -298,11 +299,12 @@ inline bool use_winograd(const Conv2dDims& d, int lanes, ConvAlgo forced, bool f
 inline Plan plan(const Conv2dDims& d, int lanes, ConvAlgo forced) {
     Plan p;
     p.winograd = use_winograd(d, lanes, forced, false);
+    p.winograd_dw = p.winograd && use_winograd(d, lanes, forced, true);
     p.pixel = use_pixel(d, lanes, forced);
     p.direct = use_direct(d, forced);
     const bool stride1 = d.SH == 1 && d.SW == 1;
-    p.dx = use_winograd(d, lanes, forced, true) ? Dx::Winograd : use_direct_dx(d, forced) ? Dx::Direct : stride1 ? Dx::Wide
-         : use_phases_dx(d, forced) ? Dx::Phases : Dx::Col2im;
+    p.dx = use_winograd(d, lanes, forced, true) ? Dx::Winograd : use_direct_dx(d, forced) ? Dx::Direct
+         : stride1 ? Dx::Wide : use_phases_dx(d, forced) ? Dx::Phases : Dx::Col2im;
     return p;
 }
 
@@ -315,6 +317,11 @@ inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 template <typename T>
 void winograd_correlate(T* y, const T* x, const T* w, const T* wscale, bool transposed, const T* b,
                         const T* mask, const Conv2dDims& d, const OutputActivation& act, const IsaKernels& kern);
+
+// dw and db (db may be null) of the 3x3 stride-1 layer d, by Winograd: the 16 products of each
+// filter summed over every tile of the batch, then transformed back (conv2d_winograd.cpp).
+template <typename T>
+void winograd_weight_grad(T* dw, T* db, const T* dy, const T* x, const Conv2dDims& d, const IsaKernels& kern);
 
 }  // namespace conv
 }  // namespace maqueta

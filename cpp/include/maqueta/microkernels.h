@@ -245,6 +245,20 @@ struct WinoOutArgs {
     const T* mask;
 };
 
+// wino_grad: z[xi][o][t] = (A dy_t A^T)[xi / 4][xi % 4] for the 2x2 tile dy_t of dy at rows 2r,
+// 2r + 1 and columns 2q, 2q + 1 (tile t = r * tiles_w + q): the output gradient's side of dw
+// (dw = G^T [sum over tiles of z . v] G, v as wino_in makes it). dy holds O planes `plane`
+// apart, rows ldx apart, the block's first row at dy, zero past the layer's output; a vector of
+// tiles reads 2L + 2 values from its first tile's column in each of its rows.
+template <typename T>
+struct WinoGradArgs {
+    int64_t O, tiles_w, tile_rows;
+    const T* dy;
+    int64_t ldx, plane;
+    T* z;
+    int64_t ldz, xi_stride;   // z[xi][o][t] at z + xi*xi_stride + o*ldz + t
+};
+
 // Whether all n values are finite (no NaN, no infinity).
 template <typename T>
 struct FiniteArgs {
@@ -265,6 +279,7 @@ struct FiniteArgs {
     X(transpose, TransposeArgs, void)                                                              \
     X(wino_in, WinoInArgs, void)                                                                   \
     X(wino_out, WinoOutArgs, void)                                                                 \
+    X(wino_grad, WinoGradArgs, void)                                                               \
     X(pool2x2, Pool2x2Args, void)                                                                  \
     X(adam, AdamArgs, void)                                                                        \
     X(sgd, SgdArgs, void)                                                                          \
