@@ -52,9 +52,9 @@ def each_isa(request):
 
 @pytest.fixture(params=["direct", "im2col", "pixel", "winograd"])
 def each_conv_algo(request):
-    """Force each convolution algorithm (direct only applies to stride 1; others fall back;
-    pixel-major is forced for any number of filters, though auto picks it only when they fill
-    whole vectors)."""
+    """Force each convolution algorithm (direct only applies to stride 1, Winograd to 3x3 stride 1;
+    others fall back; pixel-major is forced for any number of filters, though auto picks it only
+    when they fill whole vectors, and Winograd for any channel count and size)."""
     before = _core._get_conv_algo()
     _core._set_conv_algo(request.param)
     yield request.param

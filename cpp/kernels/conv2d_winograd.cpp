@@ -108,7 +108,7 @@ void winograd_correlate(T* y, const T* x, const T* w, const T* wscale, bool tran
     {
         // U, each thread whole panels of filters (panel p holds filters p*MR .., laid out [C][mr]
         // in each of the 16 matrices), transformed into `panel` first: written straight to the
-        // 16 matrices, each filter's values land 16 kB apart and miss the cache one by one
+        // 16 matrices, each filter's values land O*C values apart and miss the cache one by one
         unsigned char* own = ws + shared.size() + thread_index() * mine.size();
         T* panel = carve<T>(own, at_panel);
 #pragma omp for schedule(static)

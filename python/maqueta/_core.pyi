@@ -22,7 +22,7 @@ def conv2d_backward(dy: Array, x: Array, w: Array, stride_h: int, stride_w: int,
                     dw_out: Optional[Array] = None, db_out: Optional[Array] = None
                     ) -> tuple[Optional[Array], Array, Array]: ...
 def _set_conv_algo(name: str) -> None:
-    """Testing aid: 'auto', 'direct', 'im2col' or 'pixel' for later calls (each reads it once)."""
+    """Testing aid: 'auto', 'direct', 'im2col', 'pixel' or 'winograd' for later calls (each reads it once)."""
 def _get_conv_algo() -> str: ...
 
 # max-pool (cpp/bind/maxpool2d.cpp)
