@@ -400,14 +400,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
             for (int u = 1; u < ran; ++u) sum += dw_part[u][at];
             dw[e] = sum;
         }
-        if (db) {
-#pragma omp for schedule(static)
-            for (int64_t o = 0; o < d.O; ++o) {
-                T sum = db_part[0][o];
-                for (int u = 1; u < ran; ++u) sum += db_part[u][o];
-                db[o] = sum;
-            }
-        }
+        if (db) add_in_thread_order(db, db_part, ran, d.O);
     }
     if (dx_by_winograd) winograd_dx(dx, dy, w, relu_input ? x : nullptr, d, kern);
 }

@@ -310,6 +310,18 @@ inline Plan plan(const Conv2dDims& d, int lanes, ConvAlgo forced) {
 
 inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
+// out[e] = parts[0][e] + parts[1][e] + ... in thread order, e < n: per-thread sums reduced the
+// same way every time. Called inside a parallel region, whose team shares the e out.
+template <typename T>
+void add_in_thread_order(T* out, T* const* parts, int ran, int64_t n) {
+#pragma omp for schedule(static)
+    for (int64_t e = 0; e < n; ++e) {
+        T sum = parts[0][e];
+        for (int u = 1; u < ran; ++u) sum += parts[u][e];
+        out[e] = sum;
+    }
+}
+
 // y = the 3x3 stride-1 correlation that d describes, by Winograd (conv2d_winograd.cpp). Filter
 // (o, c) is w[o][c] times wscale[o] (a forward pass), or with `transposed` w[c][o] rotated by 180
 // degrees (an input gradient: x is dy, y is dx, d's pads are 2 minus the layer's). Then + b[o],

@@ -158,7 +158,7 @@ void winograd_correlate(T* y, const T* x, const T* w, const T* wscale, bool tran
                         copy_row(img + c * plane + (h + d.PH) * WB + d.PW, x + ((n * d.C + c) * d.H + h) * d.W, d.W);
                 loaded = n;
             }
-            kern.wino_in(WinoInArgs<T>{.C = d.C, .tiles_w = TW, .tile_rows = rows, .x = img + 2 * r0 * WB,
+            kern.wino_in(WinoTileArgs<T>{.C = d.C, .tiles_w = TW, .tile_rows = rows, .x = img + 2 * r0 * WB,
                                        .ldx = WB, .plane = plane, .v = v, .ldv = ldv, .xi_stride = vstride});
             for (int xi = 0; xi < 16; ++xi)
                 kern.rows(RowsArgs<T>{.M = d.O, .N = rows * TW, .K = d.C, .a = u + xi * d.O * d.C,
@@ -233,11 +233,11 @@ void winograd_weight_grad(T* dw, T* db, const T* dy, const T* x, const Conv2dDim
             if (db) add_plane_sums(dbp, dyn, d.O, P);
             for (int64_t r0 = 0; r0 < TH; r0 += block_rows) {
                 const int64_t rows = std::min(block_rows, TH - r0), K = rows * TW;
-                kern.wino_in(WinoInArgs<T>{.C = d.C, .tiles_w = TW, .tile_rows = rows, .x = img + 2 * r0 * WB,
+                kern.wino_in(WinoTileArgs<T>{.C = d.C, .tiles_w = TW, .tile_rows = rows, .x = img + 2 * r0 * WB,
                                            .ldx = WB, .plane = plane, .v = v, .ldv = ldv, .xi_stride = vstride});
-                kern.wino_grad(WinoGradArgs<T>{.O = d.O, .tiles_w = TW, .tile_rows = rows,
-                                               .dy = dyb + 2 * r0 * 2 * TW, .ldx = 2 * TW, .plane = dy_plane, .z = z,
-                                               .ldz = ldv, .xi_stride = zstride});
+                kern.wino_grad(WinoTileArgs<T>{.C = d.O, .tiles_w = TW, .tile_rows = rows,
+                                               .x = dyb + 2 * r0 * 2 * TW, .ldx = 2 * TW, .plane = dy_plane, .v = z,
+                                               .ldv = ldv, .xi_stride = zstride});
                 for (int xi = 0; xi < 16; ++xi) {
                     // S[xi] (C x O) += V[xi] Z[xi]^T over the block's K tiles: V[xi]'s values
                     // broadcast from its rows, Z[xi]^T (transposed once) as the vectors
@@ -265,14 +265,7 @@ void winograd_weight_grad(T* dw, T* db, const T* dy, const T* x, const Conv2dDim
             untransform_filter(g, sums);
             for (int k = 0; k < 9; ++k) dw[oc * 9 + k] = (T)g[k];
         }
-        if (db) {
-#pragma omp for schedule(static)
-            for (int64_t o = 0; o < d.O; ++o) {
-                T sum = db_part[0][o];
-                for (int u = 1; u < ran; ++u) sum += db_part[u][o];
-                db[o] = sum;
-            }
-        }
+        if (db) add_in_thread_order(db, db_part, ran, d.O);
     }
 }
 

@@ -216,12 +216,18 @@ struct TransposeArgs {
 // multiplies per tile and channel pair instead of 36. Tile t of a block is tile row t / tiles_w,
 // column t % tiles_w; tile (r, q) reads the input rows 2r .. 2r+3 and columns 2q .. 2q+3.
 //
-// wino_in: v[xi][c][t] = (B^T d B)[xi / 4][xi % 4] of tile t in channel c. The input x holds C
-// planes `plane` apart, rows ldx apart, the block's first row at x. A vector of tiles reads 2L + 2
-// values from its first tile's column in each of its rows, so rows must be readable that far past
-// the last tile (the caller's slack). Tile rows of L/2 tiles share vectors, two at a time.
+// The tile transforms that read planes and write one vector of 16 values per tile:
+// wino_in: v[xi][c][t] = (B^T d B)[xi / 4][xi % 4] of the 4x4 input tile d of tile t in plane
+//   c (rows 2r .. 2r + 3, columns 2q .. 2q + 3);
+// wino_grad: v[xi][c][t] = (A e A^T)[xi / 4][xi % 4] of the 2x2 tile e of an output gradient
+//   (rows 2r, 2r + 1, columns 2q, 2q + 1): the output gradient's side of dw, which is
+//   G^T [sum over tiles of wino_grad's . wino_in's] G. The planes are zero past its output.
+// x holds C planes `plane` apart, rows ldx apart, the block's first row at x. A vector of tiles
+// reads 2L + 2 values from its first tile's column in each of its rows, so rows must be readable
+// that far past the last tile (the caller's slack). Tile rows of L/2 tiles share vectors, two at
+// a time.
 template <typename T>
-struct WinoInArgs {
+struct WinoTileArgs {
     int64_t C, tiles_w, tile_rows;
     const T* x;
     int64_t ldx, plane;
@@ -245,20 +251,6 @@ struct WinoOutArgs {
     const T* mask;
 };
 
-// wino_grad: z[xi][o][t] = (A dy_t A^T)[xi / 4][xi % 4] for the 2x2 tile dy_t of dy at rows 2r,
-// 2r + 1 and columns 2q, 2q + 1 (tile t = r * tiles_w + q): the output gradient's side of dw
-// (dw = G^T [sum over tiles of z . v] G, v as wino_in makes it). dy holds O planes `plane`
-// apart, rows ldx apart, the block's first row at dy, zero past the layer's output; a vector of
-// tiles reads 2L + 2 values from its first tile's column in each of its rows.
-template <typename T>
-struct WinoGradArgs {
-    int64_t O, tiles_w, tile_rows;
-    const T* dy;
-    int64_t ldx, plane;
-    T* z;
-    int64_t ldz, xi_stride;   // z[xi][o][t] at z + xi*xi_stride + o*ldz + t
-};
-
 // Whether all n values are finite (no NaN, no infinity).
 template <typename T>
 struct FiniteArgs {
@@ -277,9 +269,9 @@ struct FiniteArgs {
     X(dot, DotArgs, void)                                                                          \
     X(bcast, BcastArgs, void)                                                                      \
     X(transpose, TransposeArgs, void)                                                              \
-    X(wino_in, WinoInArgs, void)                                                                   \
+    X(wino_in, WinoTileArgs, void)                                                                 \
     X(wino_out, WinoOutArgs, void)                                                                 \
-    X(wino_grad, WinoGradArgs, void)                                                               \
+    X(wino_grad, WinoTileArgs, void)                                                               \
     X(pool2x2, Pool2x2Args, void)                                                                  \
     X(adam, AdamArgs, void)                                                                        \
     X(sgd, SgdArgs, void)                                                                          \
