@@ -134,7 +134,7 @@ void winograd_correlate(T* y, const T* x, const T* w, const T* wscale, bool tran
         T* v = carve<T>(own, at_v);
         T* m = carve<T>(own, at_m);
         // once: the margins stay zero (each image fills only the inside), and the columns past a
-        // block's tiles, which the kernels read but never use, hold no stale NaN or denormal
+        // block's tiles, which the kernels read but never use, hold no uninitialised value
         std::fill(img, img + d.C * plane + 2 * L + 2, T(0));
         for (int64_t row = 0; row < 16 * d.C; ++row) {
             T* r = v + row / d.C * vstride + row % d.C * ldv;
@@ -152,6 +152,13 @@ void winograd_correlate(T* y, const T* x, const T* w, const T* wscale, bool tran
         for (int64_t item = 0; item < items; ++item) {
             const int64_t n = item / blocks, r0 = item % blocks * block_rows;
             const int64_t rows = std::min(block_rows, TH - r0);
+            if (rows < block_rows)   // a short last block: the kernels read past its tiles, zero there
+                for (int xi = 0; xi < 16; ++xi) {
+                    for (T* r = v + xi * vstride; r < v + xi * vstride + d.C * ldv; r += ldv)
+                        std::fill(r + rows * TW, r + block_rows * TW, T(0));
+                    for (T* r = m + xi * mstride; r < m + xi * mstride + d.O * ldv; r += ldv)
+                        std::fill(r + rows * TW, r + block_rows * TW, T(0));
+                }
             if (n != loaded) {
                 for (int64_t c = 0; c < d.C; ++c)
                     for (int64_t h = 0; h < d.H; ++h)
