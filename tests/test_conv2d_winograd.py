@@ -153,3 +153,20 @@ def test_auto_takes_winograd_for_wide_3x3_layers(rng):
     x, dy = x[:1], dy[:1]
     auto, pixel = run("auto"), run("pixel")
     np.testing.assert_array_equal(auto[0], pixel[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_auto_with_winograd_for_dx_only(dtype, threads, rng):
+    """Unpadded 16x16 maps give 14-wide outputs: too narrow for the forward's Winograd with 16
+    floats a vector, but dx's output is the 16-wide input, so auto takes Winograd for dx alone
+    (after dw by the other kernels, which then also sum db)."""
+    x, w, b, padding = make(rng, (8, 16, 16, 16, 16, 0), dtype)
+    y = ops.conv2d_forward(x, w, b, 1, padding)
+    assert_close(y, reference.conv2d_forward(x, w, b, 1, padding), dtype, what="y")
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    got, want = ops.conv2d_backward(dy, x, w, 1, padding), reference.conv2d_backward(dy, x, w, 1, padding)
+    for g, e, what in zip(got, want, ("dx", "dw", "db")):
+        assert_close(g, e, dtype, what=what)
+    masked, _, _ = ops.conv2d_backward(dy, np.maximum(x, 0), w, 1, padding, relu_input=True)
+    plain, _, _ = ops.conv2d_backward(dy, np.maximum(x, 0), w, 1, padding)
+    np.testing.assert_array_equal(masked, np.where(x > 0, plain, 0))
