@@ -80,6 +80,15 @@ void add_plane_sums(T* sum, const T* y, int64_t O, int64_t P) {
     }
 }
 
+// Copy `planes` planes of H x W from src into a zeroed tile buffer (rows ld apart, planes `plane`
+// apart), PH rows and PW columns in: its margins and the room for whole tiles stay zero.
+template <typename T>
+void copy_into_tiles(T* dst, const T* src, int64_t planes, int64_t H, int64_t W, int64_t PH, int64_t PW, int64_t ld,
+                     int64_t plane) {
+    for (int64_t c = 0; c < planes; ++c)
+        for (int64_t h = 0; h < H; ++h) copy_row(dst + c * plane + (h + PH) * ld + PW, src + (c * H + h) * W, W);
+}
+
 }  // namespace
 
 template <typename T>
@@ -160,9 +169,7 @@ void winograd_correlate(T* y, const T* x, const T* w, const T* wscale, bool tran
                         std::fill(r + rows * TW, r + block_rows * TW, T(0));
                 }
             if (n != loaded) {
-                for (int64_t c = 0; c < d.C; ++c)
-                    for (int64_t h = 0; h < d.H; ++h)
-                        copy_row(img + c * plane + (h + d.PH) * WB + d.PW, x + ((n * d.C + c) * d.H + h) * d.W, d.W);
+                copy_into_tiles(img, x + n * d.C * d.H * d.W, d.C, d.H, d.W, d.PH, d.PW, WB, plane);
                 loaded = n;
             }
             kern.wino_in(WinoTileArgs<T>{.C = d.C, .tiles_w = TW, .tile_rows = rows, .x = img + 2 * r0 * WB,
@@ -231,12 +238,8 @@ void winograd_weight_grad(T* dw, T* db, const T* dy, const T* x, const Conv2dDim
         const Range images = range_of(d.N, ran, t);   // static split: deterministic per thread count
         for (int64_t n = images.begin; n < images.end; ++n) {
             const T* dyn = dy + n * d.O * P;
-            for (int64_t c = 0; c < d.C; ++c)
-                for (int64_t h = 0; h < d.H; ++h)
-                    copy_row(img + c * plane + (h + d.PH) * WB + d.PW, x + ((n * d.C + c) * d.H + h) * d.W, d.W);
-            for (int64_t o = 0; o < d.O; ++o)
-                for (int64_t h = 0; h < d.OH; ++h)
-                    copy_row(dyb + o * dy_plane + h * 2 * TW, dyn + (o * d.OH + h) * d.OW, d.OW);
+            copy_into_tiles(img, x + n * d.C * d.H * d.W, d.C, d.H, d.W, d.PH, d.PW, WB, plane);
+            copy_into_tiles(dyb, dyn, d.O, d.OH, d.OW, int64_t(0), int64_t(0), 2 * TW, dy_plane);
             if (db) add_plane_sums(dbp, dyn, d.O, P);
             for (int64_t r0 = 0; r0 < TH; r0 += block_rows) {
                 const int64_t rows = std::min(block_rows, TH - r0), K = rows * TW;
