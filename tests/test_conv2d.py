@@ -33,6 +33,8 @@ SHAPES = [
     (2, 3, 1, 5, 3, 1, 3, 2, 0),          # one row, stride 2: an empty phase
     (3, 3, 8, 7, 4, 4, 5, 2, 3),          # padding above half the kernel
     (2, 2, 13, 11, 3, 3, 3, (4, 3), (1, 0)),  # strides 4 and 3
+    (3, 4, 7, 8, 5, 1, 1, 2, 0),          # 1x1 stride 2 (a shortcut's downsampling): odd columns get no tap
+    (2, 3, 7, 9, 4, 2, 2, 2, 0),          # 2x2 stride 2: one tap per phase, odd width
     # output planes a multiple of 4 kB apart: the pixel-major forward computes them through a stage
     (2, 8, 32, 32, 20, 3, 3, 1, 1),       # 32x32: float32 and float64
     (2, 4, 16, 32, 24, 3, 3, 1, 1),       # 16x32: float64 only

@@ -26,6 +26,12 @@ namespace {
 
 constexpr int64_t kBlock = 8;
 
+// dx[e] = 0 where the ReLU's input x[e] <= 0 (its gradient passes only where it was positive).
+template <typename T>
+inline void mask_relu(T* __restrict dx, const T* __restrict x, int64_t n) {
+    for (int64_t e = 0; e < n; ++e) dx[e] = x[e] > T(0) ? dx[e] : T(0);
+}
+
 // One phase of dx (dx_phases; a < phase_count(SH, H), b likewise): its pixels (i*SH + a, j*SW + b),
 // i < rows, j < cols, and its taps, entries k2 .. k2 + K2 of boff2 and of the packed filters
 // (C panels of K2 columns at a2 + C*k2).
@@ -155,9 +161,12 @@ void dx_wide(const Backward<T>& s, T* dxn, T* dxa, T* dxb, const T* dyn) {
 // dx of the nb images at dxs by phases. dy is laid out [O][block][HQ][WQ] at dxa, each plane
 // padded by PT rows above and PL columns left and zero up to HQ x WQ, so that every phase reads
 // its taps as runs of one wide grid spanning the block's images; each phase's result (at dxb,
-// [C][block][HQ][WQ]) is then copied to its pixels.
+// [C][block][HQ][WQ]) is then copied to its pixels. At stride 2 across, the two column phases of
+// a row phase are computed side by side (the second at dxb + C*plane) and their rows interleaved:
+// one pass of whole vectors instead of a store per pixel. With xs (the ReLU's input), dx is
+// then zeroed where xs <= 0 (in one pass over the block: rows of a few pixels each cost more).
 template <typename T>
-void dx_phases(const Backward<T>& s, T* dxs, T* dxa, T* dxb, const T* dys, int64_t nb) {
+void dx_phases(const Backward<T>& s, T* dxs, T* dxa, T* dxb, const T* dys, const T* xs, int64_t nb) {
     const Conv2dDims& d = s.d;
     const int64_t img = s.HQ * s.WQ, plane = s.block * img;
     const int NR = s.kern.template nr<T>();
@@ -179,25 +188,45 @@ void dx_phases(const Backward<T>& s, T* dxs, T* dxa, T* dxb, const T* dys, int64
             std::fill(q + (s.PT + d.OH) * s.WQ, q + img, T(0));
         }
     }
-    const int64_t chw = d.C * d.H * d.W;
-    for (int64_t p = 0; p < phase_count(d.SH, d.H) * phase_count(d.SW, d.W); ++p) {
-        const Phase& ph = s.phases[p];
-        if (ph.rows == 0 || ph.cols == 0) continue;
-        if (ph.K2 > 0)
-            s.kern.rows(RowsArgs<T>{.M = d.C, .N = (nb - 1) * img + (ph.rows - 1) * s.WQ + ph.cols, .K = ph.K2,
-                                    .a = s.a2 + d.C * ph.k2, .b = dxa, .boff = s.boff2 + ph.k2, .ldb = 0,
-                                    .padded = true, .c = dxb, .ldc = plane});
+    const int64_t chw = d.C * d.H * d.W, across = phase_count(d.SW, d.W);
+    const bool paired = pairs_phases(d);
+    for (int64_t a = 0; a < phase_count(d.SH, d.H); ++a) {
+        for (int64_t b = 0; b < across; ++b) {
+            const Phase& ph = s.phases[a * across + b];
+            if (ph.rows == 0 || ph.cols == 0) continue;
+            T* out = paired ? dxb + b * d.C * plane : dxb;
+            if (ph.K2 > 0)
+                s.kern.rows(RowsArgs<T>{.M = d.C, .N = (nb - 1) * img + (ph.rows - 1) * s.WQ + ph.cols, .K = ph.K2,
+                                        .a = s.a2 + d.C * ph.k2, .b = dxa, .boff = s.boff2 + ph.k2, .ldb = 0,
+                                        .padded = true, .c = out, .ldc = plane});
+            else   // no tap reaches these pixels (stride > kernel)
+                for (int64_t c = 0; c < d.C; ++c) std::fill(out + c * plane, out + c * plane + nb * img, T(0));
+            if (paired) continue;
+            for (int64_t i = 0; i < nb; ++i)
+                for (int64_t c = 0; c < d.C; ++c)
+                    for (int64_t r = 0; r < ph.rows; ++r) {
+                        T* to = dxs + i * chw + (c * d.H + r * d.SH + a) * d.W + b;
+                        const T* in = out + c * plane + i * img + r * s.WQ;
+                        for (int64_t j = 0; j < ph.cols; ++j) to[j * d.SW] = in[j];
+                    }
+        }
+        if (!paired) continue;
+        // row r of phase (a, 0) holds dx columns 0, 2, 4, ..., of phase (a, 1) columns 1, 3, ...
+        const int64_t rows = s.phases[a * across].rows, odd = d.W / 2;
         for (int64_t i = 0; i < nb; ++i)
             for (int64_t c = 0; c < d.C; ++c)
-                for (int64_t r = 0; r < ph.rows; ++r) {
-                    T* out = dxs + i * chw + (c * d.H + r * d.SH + ph.a) * d.W + ph.b;
-                    const T* in = dxb + c * plane + i * img + r * s.WQ;
-                    if (ph.K2 == 0)   // no tap reaches these pixels (stride > kernel)
-                        for (int64_t j = 0; j < ph.cols; ++j) out[j * d.SW] = T(0);
-                    else
-                        for (int64_t j = 0; j < ph.cols; ++j) out[j * d.SW] = in[j];
+                for (int64_t r = 0; r < rows; ++r) {
+                    T* __restrict to = dxs + i * chw + (c * d.H + r * d.SH + a) * d.W;
+                    const T* __restrict even = dxb + c * plane + i * img + r * s.WQ;
+                    const T* __restrict odds = even + d.C * plane;
+                    for (int64_t j = 0; j < odd; ++j) {
+                        to[2 * j] = even[j];
+                        to[2 * j + 1] = odds[j];
+                    }
+                    if (d.W % 2) to[d.W - 1] = even[odd];
                 }
     }
+    if (xs) mask_relu(dxs, xs, nb * chw);
 }
 
 // dx of one image, any stride: dcol = W^T dy at dxb, then each tap's column adds back onto the
@@ -270,7 +299,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
                            : phases_dx ? d.O * block * HQ * WQ + NR : d.O * P + NR};
     const int64_t part_len = pixel ? K * s.OP : d.O * K;   // per-thread dw ([K][OP] if pixel)
     const int64_t dxb_len = !need_dx ? 0 : direct_dx ? d.C * d.H * s.WQ : wide_dx ? d.C * Hp * Wp
-                          : phases_dx ? d.C * block * HQ * WQ : K * P;
+                          : phases_dx ? (pairs_phases(d) ? 2 : 1) * d.C * block * HQ * WQ : K * P;
     const int64_t a2_len = !need_dx ? 0 : (direct_dx || phases_dx) ? d.C * s.K2 : K * d.O;
 
     Layout shared, mine;
@@ -374,7 +403,9 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
                       dy + (n0 + i) * d.O * P);
             add_dw(s, dwp, dbp, imgs, dyas, trows, nb);
             if (!need_dx) continue;
-            if (s.dx == Dx::Phases) dx_phases(s, dx + n0 * d.C * d.H * d.W, dxa, dxb, dy + n0 * d.O * P, nb);
+            if (s.dx == Dx::Phases)
+                dx_phases(s, dx + n0 * d.C * d.H * d.W, dxa, dxb, dy + n0 * d.O * P,
+                          relu_input ? x + n0 * d.C * d.H * d.W : nullptr, nb);
             for (int64_t i = 0; i < nb; ++i) {
                 const T* dyn = dy + (n0 + i) * d.O * P;
                 T* dxn = dx + (n0 + i) * d.C * d.H * d.W;
@@ -385,10 +416,8 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
                     case Dx::Col2im: dx_col2im(s, dxn, dxa, dxb, dyn); break;
                     case Dx::Winograd: break;
                 }
-                if (relu_input) {   // dx through the ReLU that produced x
-                    const T* xn = x + (n0 + i) * d.C * d.H * d.W;
-                    for (int64_t e = 0; e < d.C * d.H * d.W; ++e) dxn[e] = xn[e] > T(0) ? dxn[e] : T(0);
-                }
+                if (relu_input && s.dx != Dx::Phases)   // dx through the ReLU that produced x
+                    mask_relu(dxn, x + (n0 + i) * d.C * d.H * d.W, d.C * d.H * d.W);
             }
         }
         // Reduce the per-thread partials in thread order.

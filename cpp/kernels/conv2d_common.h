@@ -263,6 +263,10 @@ inline PhaseGrid phase_grid(const Conv2dDims& d) {
     return g;
 }
 
+// dx_phases at stride 2 across computes a row phase's two column phases side by side and
+// interleaves them (conv2d_backward.cpp).
+inline bool pairs_phases(const Conv2dDims& d) { return d.SW == 2 && phase_count(d.SW, d.W) == 2; }
+
 // Strided dx: phases, unless gathering them on their wide grids costs more than twice the GEMM
 // (the col2im scatter, strided and branchy, costs several times its operation count).
 inline bool use_phases_dx(const Conv2dDims& d, ConvAlgo forced) {
