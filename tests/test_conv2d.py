@@ -35,6 +35,10 @@ SHAPES = [
     (2, 2, 13, 11, 3, 3, 3, (4, 3), (1, 0)),  # strides 4 and 3
     (3, 4, 7, 8, 5, 1, 1, 2, 0),          # 1x1 stride 2 (a shortcut's downsampling): odd columns get no tap
     (2, 3, 7, 9, 4, 2, 2, 2, 0),          # 2x2 stride 2: one tap per phase, odd width
+    # pixel-major forward at stride 2 reads one output row's pixels through one pointer where
+    # a panel of filters is one vector wide
+    (5, 1, 28, 28, 16, 3, 3, 2, 1),       # the strided zoo net's conv1
+    (2, 3, 11, 13, 80, 3, 3, 2, 1),       # 80 filters: panels of 4 vectors and 1 (AVX-512), odd sizes
     # output planes a multiple of 4 kB apart: the pixel-major forward computes them through a stage
     (2, 8, 32, 32, 20, 3, 3, 1, 1),       # 32x32: float32 and float64
     (2, 4, 16, 32, 24, 3, 3, 1, 1),       # 16x32: float64 only

@@ -164,7 +164,8 @@ void forward_pixel(T* y, const T* x, const T* w, const T* b, const T* wscale, co
             BcastArgs<T> rows_to_y{.M = (r.oh1 - r.oh0) * d.OW, .N = r.o1 - r.o0, .K = K, .arows = rows,
                                    .aoff = boff, .astride = 0, .b = wg, .ldb = ldw, .b_readable = ldw,
                                    .c = y + (r.n * d.O + r.o0) * P + p0, .ldc = 1, .cstride = P,
-                                   .bias = b ? b + r.o0 : nullptr, .relu = act.relu(), .run = d.SW == 1 ? d.OW : 0};
+                                   .bias = b ? b + r.o0 : nullptr, .relu = act.relu(), .run = d.SW <= 2 ? d.OW : 0,
+                                   .run_step = d.SW};
             if (!staged) {
                 kern.bcast(rows_to_y);
             } else {

@@ -82,10 +82,10 @@ struct BcastArgs {
     bool relu = false;
     int64_t batch = 1, a_batch = 0, b_batch = 0;
     // run > 0: the rows come in runs of `run` (M a multiple of it) inside which arows[i + 1] is
-    // arows[i] + 1, as the pixels of one output row of a stride-1 convolution. A tile then holds
-    // one run (or part of one), or two whole short runs, and reads each through its first pointer:
-    // one register per run, so a tile can hold more rows.
-    int64_t run = 0;
+    // arows[i] + run_step (1 or 2), as the pixels of one output row of a convolution of that
+    // stride. A tile then holds one run (or part of one), or two whole short runs, and reads each
+    // through its first pointer: one register per run, so a tile can hold more rows.
+    int64_t run = 0, run_step = 1;
 };
 
 // Batch-lane kernels (lanes.inc): tensors stored [B][C][H][W][V], V images per vector.
