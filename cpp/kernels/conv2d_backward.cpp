@@ -321,7 +321,8 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
                at_parts = shared.add<T*>(2 * teams), at_doff = shared.add<int64_t>(K),
                at_ones = shared.add<T>(s.Qpad);
     const Slot at_poff = shared.add<int64_t>(pixel ? P : 0), at_phases =
-        shared.add<Phase>(phases_dx ? phase_count(d.SH, d.H) * phase_count(d.SW, d.W) : 0);
+        shared.add<Phase>(phases_dx ? phase_count(d.SH, d.H) * phase_count(d.SW, d.W) : 0),
+               at_woff = shared.add<int64_t>(phases_dx ? s.K2 : 0);
     const Slot at_dw = mine.add<T>(part_len), at_db = mine.add<T>(s.OP), at_img = mine.add<T>(block * s.img_len),
                at_trows = mine.add<const T*>(pixel ? K : 0),
                at_dya = mine.add<T>(block * s.dya_len), at_dxa = mine.add<T>(s.dxa_len), at_dxb = mine.add<T>(dxb_len);
@@ -363,21 +364,23 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
         // phase (a, b) takes the taps kh = r.first + SH*m, kw = c.first + SW*n; its filters
         // A2[c][(o, m, n)] = w[o][c][kh][kw] read dy[o][i + r.base - m][j + c.base - n]
         Phase* phases = carve<Phase>(ws, at_phases);
-        const int64_t plane = block * HQ * WQ;
+        int64_t* woff = carve<int64_t>(ws, at_woff);   // tap k2's weight in filter o = 0, channel 0
+        const int64_t plane = block * HQ * WQ, KK = d.KH * d.KW;
         for (int64_t a = 0, k2 = 0; a < phase_count(d.SH, d.H); ++a)
             for (int64_t b = 0; b < phase_count(d.SW, d.W); ++b) {
                 const PhaseAxis r = phase_axis(a, d.SH, d.PH, d.KH, d.H), c = phase_axis(b, d.SW, d.PW, d.KW, d.W);
                 const int64_t taps = r.taps * c.taps;
                 phases[a * phase_count(d.SW, d.W) + b] =
                     Phase{.a = a, .b = b, .rows = r.count, .cols = c.count, .k2 = k2, .K2 = d.O * taps};
-                pack_panels(a2 + d.C * k2, d.C, d.O * taps, MR, [&](int64_t ch, int64_t k) {
-                    const int64_t o = k / taps, m = k % taps / c.taps, n = k % c.taps;
-                    return w[((o * d.C + ch) * d.KH + r.first + d.SH * m) * d.KW + c.first + d.SW * n];
-                });
-                for (int64_t k = 0; k < d.O * taps; ++k) {
-                    const int64_t o = k / taps, m = k % taps / c.taps, n = k % c.taps;
-                    boff2[k2 + k] = o * plane + (r.base - m + PT) * WQ + c.base - n + PL;
-                }
+                // nested loops, no division per tap: this runs before the team starts
+                for (int64_t o = 0, k = k2; o < d.O; ++o)
+                    for (int64_t m = 0; m < r.taps; ++m)
+                        for (int64_t n = 0; n < c.taps; ++n, ++k) {
+                            boff2[k] = o * plane + (r.base - m + PT) * WQ + c.base - n + PL;
+                            woff[k] = o * d.C * KK + (r.first + d.SH * m) * d.KW + c.first + d.SW * n;
+                        }
+                pack_panels(a2 + d.C * k2, d.C, d.O * taps, MR,
+                            [&](int64_t ch, int64_t k) { return w[woff[k2 + k] + ch * KK]; });
                 k2 += d.O * taps;
             }
         s.phases = phases;
@@ -436,12 +439,16 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
         }
         // Reduce the per-thread partials in thread order.
 #pragma omp barrier
+        if (pixel) {   // the partials are dw^T, [K][OP]: read along their rows
 #pragma omp for schedule(static)
-        for (int64_t e = 0; e < d.O * K; ++e) {
-            const int64_t at = pixel ? (e % K) * s.OP + e / K : e;   // pixel-major partials are [K][OP]
-            T sum = dw_part[0][at];
-            for (int u = 1; u < ran; ++u) sum += dw_part[u][at];
-            dw[e] = sum;
+            for (int64_t k = 0; k < K; ++k)
+                for (int64_t o = 0; o < d.O; ++o) {
+                    T sum = dw_part[0][k * s.OP + o];
+                    for (int u = 1; u < ran; ++u) sum += dw_part[u][k * s.OP + o];
+                    dw[o * K + k] = sum;
+                }
+        } else {
+            add_in_thread_order(dw, dw_part, ran, d.O * K);
         }
         if (db) add_in_thread_order(db, db_part, ran, d.O);
     }
