@@ -95,7 +95,16 @@ def test_fused_gradients_match_finite_differences(index, batch):
 def test_lenet5_lane_segment():
     assert mq.models.lenet5().executor.plan.lane_steps == 4   # conv1, pool1, conv2, pool2
     padded = mq.Sequential([mq.Conv2D(1, 4, 3, padding=1), mq.ReLU(), mq.MaxPool2D(2), mq.Flatten(), mq.Dense(64, 3)])
-    assert padded.executor.plan.lane_steps == 0               # padding: the NCHW kernels
+    assert padded.executor.plan.lane_steps == 2               # the first layer's padding goes on as it is packed
+    assert padded.executor.plan.lane_input_pads == (1, 1, 1, 1)
+    second = mq.Sequential([mq.Conv2D(1, 4, 3), mq.ReLU(), mq.Conv2D(4, 4, 3, padding=1), mq.Flatten(),
+                            mq.Dense(4 * 36, 3)])
+    assert second.executor.plan.lane_steps == 1               # a later padded conv: the NCHW kernels from there
+    strided = mq.Sequential([mq.Conv2D(1, 4, 3, stride=2, padding=1), mq.Flatten(), mq.Dense(64, 3)])
+    assert strided.executor.plan.lane_steps == 0
+    alone = mq.Sequential([mq.Conv2D(3, 8, 3, padding=1), mq.ReLU(), mq.Conv2D(8, 8, 3, padding=1), mq.Flatten(),
+                           mq.Dense(8 * 64, 3)])
+    assert alone.executor.plan.lane_steps == 0                # a padded first conv alone does not pay for packing
     assert mq.Sequential([mq.MaxPool2D(2), mq.Flatten(), mq.Dense(16, 2)]).executor.plan.lane_steps == 0   # no conv
 
 
@@ -110,6 +119,36 @@ def test_lane_segment_trains_like_the_nchw_kernels(dtype, threads):
     for model in (lanes, nchw):
         model.fit(X, y, epochs=2, batch_size=32, verbose=0, optimizer=mq.SGD(0.05, momentum=0.9))
     assert lanes.executor.training_runs[32].lanes is not None and nchw.executor.training_runs[32].lanes is None
+    rtol = 1e-10 if dtype == "float64" else 2e-4
+    a, b = lanes.get_flat_parameters(), nchw.get_flat_parameters()
+    assert np.abs(a - b).max() <= rtol * np.abs(b).max()
+    np.testing.assert_allclose(lanes.predict_proba(X), nchw.predict_proba(X), rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("padding", [2, "same", (1, 0)], ids=str)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_padded_first_conv_in_lanes_trains_like_the_nchw_kernels(dtype, padding, threads):
+    """A padded first convolution runs in lanes on the input padded as it is packed: the same
+    training as the NCHW kernels to rounding, predictions too, in batches that leave the last
+    vector part empty. "same" with a 4x4 kernel pads one more row and column after the image
+    than before it."""
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((70, 1, 12, 12)).astype(dtype)
+    y = rng.integers(0, 10, 70)
+
+    def net():
+        k = 4 if padding == "same" else 3
+        features = {2: 8 * 5 * 5, "same": 8 * 4 * 4, (1, 0): 8 * 4 * 3}[padding]
+        return mq.Sequential([mq.Conv2D(1, 6, k, padding=padding), mq.ReLU(), mq.MaxPool2D(2), mq.Conv2D(6, 8, 3),
+                              mq.ReLU(), mq.Flatten(), mq.Dense(features, 10)], dtype=dtype, seed=7,
+                             input_shape=(1, 12, 12))
+
+    lanes, nchw = net(), replan(net(), lanes=False)
+    for model in (lanes, nchw):
+        model.fit(X, y, epochs=2, batch_size=24, verbose=0, optimizer=mq.SGD(0.05, momentum=0.9))
+    if mq.build_info()["isa"] == "avx512":   # batches of 24 and 22: two vectors of 16 floats, the last part full
+        assert lanes.executor.training_runs[24].lanes.padded is not None
+    assert nchw.executor.training_runs[24].lanes is None
     rtol = 1e-10 if dtype == "float64" else 2e-4
     a, b = lanes.get_flat_parameters(), nchw.get_flat_parameters()
     assert np.abs(a - b).max() <= rtol * np.abs(b).max()

@@ -22,7 +22,10 @@ With the native kernels, the leading run of layers that have a lane kernel (conv
 stride 1 and no padding, 2x2 max-pools) runs in the batch-lane layout [blocks][C][H][W][V] once a
 batch fills a vector of V images: images sit in the vector lanes, so no multiply-add is wasted
 on layout. The input is packed into lanes once and the segment's output unpacked for the layer
-after it; gradients cross back the same way. A convolution followed by a 2x2 pool runs both in
+after it; gradients cross back the same way. The first layer may be a padded convolution (LeNet-5
+on 28x28 images, padding 2): its padding goes around the input as it is packed, and its unpadded
+lane kernel runs on that (its input gradient, which would need the padding cut off, is never
+wanted). A convolution followed by a 2x2 pool runs both in
 one kernel each way.
 """
 from __future__ import annotations
@@ -89,17 +92,23 @@ class Plan:
             while j >= 0 and layers[self.steps[j].index].moves_no_values:
                 j -= 1
             step.relu_input = j >= 0 and self.steps[j].relu
-        # the leading steps that can run in the batch-lane layout, worth it if one of them saves work
-        def lane_step(step):
+        # the leading steps that can run in the batch-lane layout, worth it if one of them saves work;
+        # the first layer's may need its input padded as it is packed (lane_input_pads)
+        def lane_step(step, first):
             layer, kind = layers[step.index], step.fused_activation()
-            return layer.has_lane_kernel() and (kind is None or kind in layer.lane_fusable_activations)
+            runs = layer.lane_input_padding() is not None if first else layer.has_lane_kernel()
+            return runs and (kind is None or kind in layer.lane_fusable_activations)
 
         count = 0
-        while lanes and count < len(self.steps) and lane_step(self.steps[count]):
+        while lanes and count < len(self.steps) and lane_step(self.steps[count], count == 0):
             count += 1
+        pads = layers[0].lane_input_padding() if count else (0, 0, 0, 0)
+        if any(pads) and count == 1:   # one padded layer alone does not pay for the packing (CIFAR's first convs)
+            count = 0
         if not any(layers[s.index].lane_worth_packing for s in self.steps[:count]):
             count = 0
         self.lane_steps = count
+        self.lane_input_pads = pads if count else (0, 0, 0, 0)
         k = 0
         while fuse_pools and k + 1 < count:
             step = self.steps[k]
@@ -131,7 +140,7 @@ def folded(layers, steps):
 class LaneSegment:
     """The arrays and the walk of the plan's lane steps for one batch size."""
 
-    def __init__(self, model, calls, n, width, input_shape, shapes, training):
+    def __init__(self, model, calls, n, width, input_shape, shapes, training, input_pads=(0, 0, 0, 0)):
         blocks = -(-n // width)
         code_dtype = np.int32 if model.dtype == np.float32 else np.int64   # as the lane pool kernels want
 
@@ -139,6 +148,12 @@ class LaneSegment:
             return np.empty((blocks, *shape, width), code_dtype if code else model.dtype)
 
         self.input = lanes(input_shape)
+        self.padded = None   # the input with the first layer's padding: zero margins, self.input inside
+        top, bottom, left, right = input_pads
+        if top or bottom or left or right:
+            c, h, w = input_shape
+            self.padded = np.zeros((blocks, c, h + top + bottom, w + left + right, width), model.dtype)
+            self.interior = self.padded[:, :, top:top + h, left:left + w]
         for call in calls:
             in_shape = shapes[call.index - 1] if call.index else input_shape
             call.layer.allocate_lanes(call, lanes, in_shape, shapes[call.index])
@@ -152,6 +167,9 @@ class LaneSegment:
     def forward(self, x):
         _core._lanes_pack(x, self.input)
         a = self.input
+        if self.padded is not None:
+            np.copyto(self.interior, self.input)
+            a = self.padded
         for call in self.calls:
             a = call.layer.forward_lanes(a, call)
         _core._lanes_unpack(a, self.flat_out)
@@ -198,7 +216,8 @@ class Run:
                 calls[k].absorbed = calls[k + 1]
                 calls[k + 1].need_dx = False   # its input gradient never exists: the kernel before it makes it
         split = plan.lane_steps if width else 0
-        self.lanes = LaneSegment(model, calls[:split], n, width, input_shape, shapes, training) if split else None
+        self.lanes = LaneSegment(model, calls[:split], n, width, input_shape, shapes, training,
+                                 plan.lane_input_pads) if split else None
         self.calls = calls[split:]
         if allocate:
             for call, step in zip(self.calls, plan.steps[split:]):

@@ -199,6 +199,13 @@ class Layer:
         """Whether this layer, as configured, runs in the batch-lane layout."""
         return False
 
+    def lane_input_padding(self):
+        """As the model's first layer: the zero padding (top, bottom, left, right) that, added to
+        the input as it is packed into lanes, lets this layer's lane kernel run it unpadded; None
+        if it has no such kernel. (Only the first layer's input can be padded that way: its input
+        gradient is never wanted.)"""
+        return (0, 0, 0, 0) if self.has_lane_kernel() else None
+
     def lane_absorbs(self, following) -> bool:
         """Whether this layer's lane kernel can also run ``following`` (the next layer)."""
         return False

@@ -152,6 +152,15 @@ class Conv2D(Layer):
     def has_lane_kernel(self):
         return self.stride == (1, 1) and self.padding == (0, 0) and not self.same
 
+    def lane_input_padding(self):
+        if self.stride != (1, 1):
+            return None
+        if not self.same:
+            ph, pw = self.padding
+            return ph, ph, pw, pw
+        (kh, kw) = self.kernel_size   # "same" at stride 1 pads k - 1 whatever the size (see pads)
+        return (kh - 1) // 2, kh - 1 - (kh - 1) // 2, (kw - 1) // 2, kw - 1 - (kw - 1) // 2
+
     def lane_absorbs(self, following):
         return following.lane_pool2x2
 
