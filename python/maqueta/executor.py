@@ -22,11 +22,10 @@ With the native kernels, the leading run of layers that have a lane kernel (conv
 stride 1 and no padding, 2x2 max-pools) runs in the batch-lane layout [blocks][C][H][W][V] once a
 batch fills a vector of V images: images sit in the vector lanes, so no multiply-add is wasted
 on layout. The input is packed into lanes once and the segment's output unpacked for the layer
-after it; gradients cross back the same way. The first layer may be a padded convolution (LeNet-5
-on 28x28 images, padding 2): its padding goes around the input as it is packed, and its unpadded
-lane kernel runs on that (its input gradient, which would need the padding cut off, is never
-wanted). A convolution followed by a 2x2 pool runs both in
-one kernel each way.
+after it; gradients cross back the same way. A convolution followed by a 2x2 pool runs both in
+one kernel each way. The first layer may be a padded convolution (LeNet-5 on 28x28 images,
+padding 2): its padding goes around the input as it is packed, and its unpadded lane kernel runs
+on that (its input gradient, which would need the padding cut off, is never wanted).
 """
 from __future__ import annotations
 
