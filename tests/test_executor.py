@@ -67,11 +67,14 @@ def make_fd_models():
                       input_shape=(1, 10, 10)),
         mq.Sequential([mq.Flatten(), mq.Dense(64, 6), mq.ReLU(), mq.Sigmoid(), mq.Dense(6, 4), mq.Tanh(),
                        mq.Dense(4, 3)], dtype="float64", seed=1, input_shape=(1, 8, 8)),
+        mq.Sequential([mq.Conv2D(3, 4, 3, padding=1, bias=False), mq.BatchNorm2D(4), mq.ReLU(),   # the last ReLU's
+                       mq.Conv2D(4, 6, 3, stride=2, padding=1, bias=False), mq.BatchNorm2D(6), mq.ReLU(),   # gradient in
+                       mq.GlobalAvgPool2D(), mq.Dense(6, 3)], dtype="float64", seed=2, input_shape=(3, 8, 8)),  # the BN
     ]
 
 
-@pytest.mark.parametrize("index,batch", [(0, 4), (0, 9), (1, 4), (2, 4)],
-                         ids=["lenet5", "lenet5-lanes", "conv-relu-conv", "relu-sigmoid"])
+@pytest.mark.parametrize("index,batch", [(0, 4), (0, 9), (1, 4), (2, 4), (3, 4)],
+                         ids=["lenet5", "lenet5-lanes", "conv-relu-conv", "relu-sigmoid", "bn-relu-gap"])
 def test_fused_gradients_match_finite_differences(index, batch):
     """The model's own training path (fusion, and with 9 images the float64 lane blocks: one full,
     one partial) against central differences of its loss."""
@@ -84,6 +87,7 @@ def test_fused_gradients_match_finite_differences(index, batch):
         assert model.executor.training_run(batch).lanes is not None
     model.executor.gradients(x, targets, mq.losses.cross_entropy)
     analytic = model.state.grads.copy()
+    model.train()   # the loss through the batch statistics, as the gradients (and the running ones are not read)
     params = model.get_flat_parameters()
     coords = rng.choice(params.size, size=min(40, params.size), replace=False)
     numeric = numeric_gradient(lambda: mq.losses.cross_entropy(model.forward(x), targets)[0], params, h=1e-5,

@@ -128,16 +128,18 @@ def in_threads(function, reduce):
     return results
 
 
+@pytest.mark.parametrize("relu", [False, True], ids=["", "relu"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("make,shape", [
     (lambda: mq.BatchNorm2D(3, momentum=None), (7, 3, 4, 2)),
     (lambda: mq.BatchNorm2D(2, affine=False), (7, 2, 3, 3)),
     (lambda: mq.BatchNorm1D(5), (7, 5)),
 ], ids=["2d", "2d-no-affine", "1d"])
-def test_synchronised_statistics_over_slices_are_those_of_the_whole_batch(make, shape, dtype):
+def test_synchronised_statistics_over_slices_are_those_of_the_whole_batch(make, shape, dtype, relu):
     """A batch split into slices (one empty) whose sums are reduced over the slices, as in
     data-parallel training: outputs, running statistics, dx and the summed parameter gradients
-    are those of the whole batch through the fused kernels, to rounding."""
+    are those of the whole batch through the fused kernels, to rounding. relu: with a ReLU after
+    it whose gradient the batch norm applies (its epilogue)."""
     rng = np.random.default_rng(4)
     x, dy = (rng.standard_normal(shape) * 3 + 2).astype(dtype), rng.standard_normal(shape).astype(dtype)
     bounds = [(0, 3), (3, 3), (3, 7)]
@@ -152,6 +154,7 @@ def test_synchronised_statistics_over_slices_are_those_of_the_whole_batch(make, 
     def train(layer, lo, hi, allreduce=None):
         call = Call(layer, 0, True)
         call.need_dx, call.allreduce, call.batch_offset = True, allreduce, lo
+        call.epilogue = ("relu", 0.0) if relu else None
         for _ in range(2):   # two steps: the running statistics move twice
             y = layer.forward(x[lo:hi], call).copy()
             dx = layer.backward(dy[lo:hi], call).copy()
@@ -159,6 +162,7 @@ def test_synchronised_statistics_over_slices_are_those_of_the_whole_batch(make, 
 
     whole = layer_of()
     y, dx, grads, buffers = train(whole, 0, len(x))
+    assert (y.min() == 0) == relu
     parts = in_threads(lambda k, allreduce: train(layer_of(), *bounds[k], allreduce), ThreadSum(len(bounds)))
     tol = 1e-12 if dtype == "float64" else 1e-5
     np.testing.assert_allclose(np.concatenate([p[0] for p in parts]), y, rtol=tol, atol=tol)

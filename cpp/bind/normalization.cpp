@@ -85,7 +85,8 @@ py::tuple batchnorm_forward_py(const py::handle& x_obj, const py::handle& w_obj,
 template <Tier tier>
 py::tuple batchnorm_backward_py(const py::handle& dy_obj, const py::handle& x_obj, const py::handle& w_obj,
                                 const py::handle& mean_obj, const py::handle& var_obj, double eps,
-                                const py::handle& dx_obj, const py::handle& dw_obj, const py::handle& db_obj) {
+                                const py::handle& dx_obj, const py::handle& dw_obj, const py::handle& db_obj,
+                                const py::handle& relu_obj) {
     const IsaKernels& isa = maqueta::isa();
     py::array dy = as_ndarray(dy_obj, "dy");
     const DType dt = call_dtype(dy, "dy");
@@ -98,10 +99,18 @@ py::tuple batchnorm_backward_py(const py::handle& dy_obj, const py::handle& x_ob
     py::array w;
     if (affine) w = channel_vector(w_obj, "weight", dt, d.C, x);
     py::array mean = channel_vector(mean_obj, "mean", dt, d.C, x), var = channel_vector(var_obj, "var", dt, d.C, x);
+    const bool has_relu = !relu_obj.is_none();
+    py::array relu_y;
+    if (has_relu) {
+        relu_y = as_ndarray(relu_obj, "relu_output");
+        check_dtype(relu_y, "relu_output", dt, "dy");
+        check_same_shape(dy, "dy", relu_y, "relu_output");
+    }
     return dispatch(dt, [&](auto tag) -> py::tuple {
         using T = decltype(tag);
         Outputs outs;
-        const Inputs ins{{&dy, "dy"}, {&x, "x"}, {affine ? &w : nullptr, "weight"}, {&mean, "mean"}, {&var, "var"}};
+        const Inputs ins{{&dy, "dy"}, {&x, "x"}, {affine ? &w : nullptr, "weight"}, {&mean, "mean"}, {&var, "var"},
+                         {has_relu ? &relu_y : nullptr, "relu_output"}};
         py::array_t<T> dx = output<T>(dx_obj, "dx_out", shape_of(x), dt, "dy", ins, outs);
         py::object dw_result = py::none(), db_result = py::none();
         T *dwp = nullptr, *dbp = nullptr;
@@ -114,18 +123,20 @@ py::tuple batchnorm_backward_py(const py::handle& dy_obj, const py::handle& x_ob
             db_result = std::move(db);
         }
         auto dyc = input<T>(dy), xc = input<T>(x), mc = input<T>(mean), vc = input<T>(var);
-        py::array_t<T> wc;
+        py::array_t<T> wc, rc;
         if (affine) wc = input<T>(w);
+        if (has_relu) rc = input<T>(relu_y);
         T* dxp = dx.mutable_data();
         const T* wp = affine ? wc.data() : nullptr;
+        const T* rp = has_relu ? rc.data() : nullptr;
         {
             py::gil_scoped_release nogil;
             if constexpr (tier == Tier::Plain)
-                plain::batchnorm_backward<T>(dxp, dwp, dbp, dyc.data(), xc.data(), wp, mc.data(), vc.data(), d.N, d.C,
-                                             d.S, eps);
+                plain::batchnorm_backward<T>(dxp, dwp, dbp, dyc.data(), rp, xc.data(), wp, mc.data(), vc.data(), d.N,
+                                             d.C, d.S, eps);
             else
-                batchnorm_backward<T>(dxp, dwp, dbp, dyc.data(), xc.data(), wp, mc.data(), vc.data(), d.N, d.C, d.S,
-                                      eps, isa);
+                batchnorm_backward<T>(dxp, dwp, dbp, dyc.data(), rp, xc.data(), wp, mc.data(), vc.data(), d.N, d.C,
+                                      d.S, eps, isa);
         }
         return py::make_tuple(dx, dw_result, db_result);
     });
@@ -168,7 +179,7 @@ MAQUETA_BINDINGS(normalization) {
         m.def(fast ? "batchnorm_backward" : "plain_batchnorm_backward",
               fast ? &batchnorm_backward_py<Tier::Fast> : &batchnorm_backward_py<Tier::Plain>, py::arg("dy"),
               py::arg("x"), py::arg("weight"), py::arg("mean"), py::arg("var"), py::arg("eps"), py::arg("dx_out") = none,
-              py::arg("dw_out") = none, py::arg("db_out") = none);
+              py::arg("dw_out") = none, py::arg("db_out") = none, py::arg("relu_output") = none);
         m.def(fast ? "channel_affine" : "plain_channel_affine",
               fast ? &channel_affine_py<Tier::Fast> : &channel_affine_py<Tier::Plain>, py::arg("x"), py::arg("scale"),
               py::arg("shift"), py::arg("out") = none, py::arg("relu") = false);

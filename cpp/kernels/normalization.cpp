@@ -43,7 +43,8 @@ void batchnorm_forward(T* y, T* mean, T* var, const T* x, const T* weight, const
     const double M = (double)(N * S);
 #pragma omp parallel for schedule(static) num_threads(threads_for(N * C * S, C))
     for (int64_t c = 0; c < C; ++c) {
-        const BnArgs<T> channel{.pass = BnPass::Sum, .N = N, .C = C, .S = S, .c = c, .x = x, .dy = nullptr, .out = y};
+        const BnArgs<T> channel{.pass = BnPass::Sum, .N = N, .C = C, .S = S, .c = c, .x = x, .dy = nullptr,
+                                .relu_output = nullptr, .out = y};
         double sums[2];
         channel_sums(sums, channel, kern);
         const double mu = sums[0] / M;
@@ -67,15 +68,15 @@ void batchnorm_forward(T* y, T* mean, T* var, const T* x, const T* weight, const
 }
 
 template <typename T>
-void batchnorm_backward(T* dx, T* dweight, T* dbias, const T* dy, const T* x, const T* weight, const T* mean,
-                        const T* var, int64_t N, int64_t C, int64_t S, double eps,
+void batchnorm_backward(T* dx, T* dweight, T* dbias, const T* dy, const T* relu_output, const T* x, const T* weight,
+                        const T* mean, const T* var, int64_t N, int64_t C, int64_t S, double eps,
                         const IsaKernels& kern) {
     const double M = (double)(N * S);
 #pragma omp parallel for schedule(static) num_threads(threads_for(N * C * S, C))
     for (int64_t c = 0; c < C; ++c) {
         const double mu = mean[c], invstd = 1.0 / std::sqrt((double)var[c] + eps);
-        BnArgs<T> channel{.pass = BnPass::GradSums, .N = N, .C = C, .S = S, .c = c, .x = x, .dy = dy, .out = dx,
-                          .mu = mu, .invstd = invstd};
+        BnArgs<T> channel{.pass = BnPass::GradSums, .N = N, .C = C, .S = S, .c = c, .x = x, .dy = dy,
+                          .relu_output = relu_output, .out = dx, .mu = mu, .invstd = invstd};
         double sums[2];
         channel_sums(sums, channel, kern);
         const double sum_dy = sums[0], sum_dy_xhat = sums[1];
@@ -110,8 +111,8 @@ void channel_affine(T* y, const T* x, const T* scale, const T* shift, int64_t N,
 #define MAQUETA_INSTANTIATE(T)                                                                               \
     template void batchnorm_forward<T>(T*, T*, T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, \
                                        double, bool, const IsaKernels&);                                                       \
-    template void batchnorm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, int64_t, \
-                                        int64_t, int64_t, double, const IsaKernels&);                                         \
+    template void batchnorm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, const T*, \
+                                        int64_t, int64_t, int64_t, double, const IsaKernels&);                      \
     template void channel_affine<T>(T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, bool);
 MAQUETA_INSTANTIATE(float)
 MAQUETA_INSTANTIATE(double)

@@ -64,12 +64,14 @@ void batchnorm_forward(T* y,             // (N, C, S)
 //   dbias[c]   = sum over n, s of dy[n, c, s]
 //   dweight[c] = sum over n, s of dy[n, c, s] * xhat[n, c, s]
 //   dx[n, c, s] = weight[c] * s / M * (M dy[n, c, s] - dbias[c] - xhat[n, c, s] * dweight[c])
-// (dbias and dweight are the two sums whether or not the layer has weight and bias.)
+// (dbias and dweight are the two sums whether or not the layer has weight and bias.) With
+// relu_output, a ReLU ran after the batch norm and its gradient comes first: dy * (y > 0) for dy.
 // --8<-- [start:batchnorm_backward]
 template <typename T>
 void batchnorm_backward(T* dx,                   // (N, C, S)
                         T* dweight, T* dbias,    // (C,) each, or nullptr (no weight and bias)
                         const T* dy,             // (N, C, S)
+                        const T* relu_output,    // (N, C, S) or nullptr: dy * (relu_output > 0) for dy
                         const T* x,              // (N, C, S)
                         const T* weight,         // (C,) or nullptr
                         const T* mean, const T* var,  // (C,) each, from batchnorm_forward
@@ -82,8 +84,9 @@ void batchnorm_backward(T* dx,                   // (N, C, S)
         for (int64_t n = 0; n < N; ++n)
             for (int64_t s = 0; s < S; ++s) {
                 const int64_t at = (n * C + c) * S + s;
-                sum_dy += dy[at];
-                sum_dy_xhat += dy[at] * ((x[at] - mu) * inv_std);
+                const T g = relu_output ? dy[at] * T(relu_output[at] > 0) : dy[at];
+                sum_dy += g;
+                sum_dy_xhat += g * ((x[at] - mu) * inv_std);
             }
         if (dweight) dweight[c] = (T)sum_dy_xhat;
         if (dbias) dbias[c] = (T)sum_dy;
@@ -92,7 +95,8 @@ void batchnorm_backward(T* dx,                   // (N, C, S)
             for (int64_t s = 0; s < S; ++s) {
                 const int64_t at = (n * C + c) * S + s;
                 const double xhat = (x[at] - mu) * inv_std;
-                dx[at] = (T)(gamma * inv_std / M * (M * dy[at] - sum_dy - xhat * sum_dy_xhat));
+                const T g = relu_output ? dy[at] * T(relu_output[at] > 0) : dy[at];
+                dx[at] = (T)(gamma * inv_std / M * (M * g - sum_dy - xhat * sum_dy_xhat));
             }
     }
 }
@@ -124,9 +128,10 @@ template void batchnorm_forward<float>(float*, float*, float*, const float*, con
 template void batchnorm_forward<double>(double*, double*, double*, const double*, const double*, const double*,
                                         int64_t, int64_t, int64_t, double, bool);
 template void batchnorm_backward<float>(float*, float*, float*, const float*, const float*, const float*,
-                                        const float*, const float*, int64_t, int64_t, int64_t, double);
+                                        const float*, const float*, const float*, int64_t, int64_t, int64_t, double);
 template void batchnorm_backward<double>(double*, double*, double*, const double*, const double*, const double*,
-                                         const double*, const double*, int64_t, int64_t, int64_t, double);
+                                         const double*, const double*, const double*, int64_t, int64_t, int64_t,
+                                         double);
 template void channel_affine<float>(float*, const float*, const float*, const float*, int64_t, int64_t, int64_t,
                                     bool);
 template void channel_affine<double>(double*, const double*, const double*, const double*, int64_t, int64_t,

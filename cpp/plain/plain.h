@@ -119,6 +119,7 @@ template <typename T>
 void batchnorm_backward(T* dx,                   // (N, C, S)
                         T* dweight, T* dbias,    // (C,) each, or nullptr (no weight and bias)
                         const T* dy,             // (N, C, S)
+                        const T* relu_output,    // (N, C, S) or nullptr: dy * (relu_output > 0) for dy
                         const T* x,              // (N, C, S)
                         const T* weight,         // (C,) or nullptr
                         const T* mean, const T* var,  // (C,) each, from batchnorm_forward

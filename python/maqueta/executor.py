@@ -4,10 +4,11 @@ the arrays a batch size reuses, and the walk forward and back through the layers
 Fusion is what the layers declare (see ``maqueta.layers.base``): a layer whose kernel can apply
 the activation that follows it (a Conv2D or Dense before a ReLU) does so when whoever sends the
 gradient back into that output can apply the ReLU's gradient (a MaxPool2D, Dense or Conv2D,
-possibly through a Flatten). Otherwise the ReLU stays a layer of its own. Either way the
-arithmetic is the same as running every layer separately. An activation whose gradient follows
-from its output (a LeakyReLU with a positive slope, an ELU with a positive alpha: their
-``epilogue``) fuses into such a kernel whatever comes after it: the fused layer applies that
+possibly through a Flatten), or when the layer itself can, from its output (a batch norm before a
+global average pool: ``relu_gradient_from_output``). Otherwise the ReLU stays a layer of its own.
+Either way the arithmetic is the same as running every layer separately. An activation whose
+gradient follows from its output (a LeakyReLU with a positive slope, an ELU with a positive alpha:
+their ``epilogue``) fuses into such a kernel whatever comes after it: the fused layer applies that
 gradient itself. The leaky ReLU is then exactly the separate layer; the ELU's gradient, taken as
 y + alpha rather than alpha e^x, differs in rounding (see layers.activations.fused_activation_gradient).
 
@@ -68,21 +69,25 @@ class Plan:
                 return False
             return layers[j].applies_relu_gradient or (layers[j].moves_no_values and masks_gradient(j + 1))
 
-        def fusion(i):   # the activation after layer i that its kernel applies: None or (kind, alpha)
+        def fusion(i):   # the activation after layer i that its kernel applies, (kind, alpha) or None,
+            # and whether layer i applies its gradient too
             form = layers[i + 1].epilogue if fuse and i + 1 < n else None
             if form is None or form[0] not in layers[i].fusable_activations:
-                return None
-            if form[0] == "relu":   # the layer after it applies its gradient, or nobody can
-                return form if inference or masks_gradient(i + 2) else None
-            return form             # layer i applies its gradient, from its own output
+                return None, False
+            if form[0] != "relu":   # layer i applies its gradient, from its own output
+                return form, True
+            if inference or masks_gradient(i + 2):   # the layer after it applies the ReLU's gradient
+                return form, False
+            if layers[i].relu_gradient_from_output:   # or layer i does, or nobody can
+                return form, True
+            return None, False
 
         self.steps = []
         i = 0
         while i < n:
-            form = fusion(i)
-            relu = form is not None and form[0] == "relu"
-            self.steps.append(Step(i, relu, False, i + 1 if form else i,
-                                   epilogue=None if relu or form is None else tuple(form)))
+            form, own_gradient = fusion(i)
+            self.steps.append(Step(i, form is not None and not own_gradient, False, i + 1 if form else i,
+                                   epilogue=tuple(form) if own_gradient else None))
             i += 2 if form else 1
         for k, step in enumerate(self.steps):
             if layers[step.index].moves_no_values:

@@ -164,10 +164,11 @@ def batchnorm_forward(x, weight=None, bias=None, eps=1e-5, out=None, relu=False)
     return _core.batchnorm_forward(x, weight, bias, float(eps), out, bool(relu))
 
 
-def batchnorm_backward(dy, x, weight, mean, var, eps=1e-5, dx_out=None, dw_out=None, db_out=None):
+def batchnorm_backward(dy, x, weight, mean, var, eps=1e-5, dx_out=None, dw_out=None, db_out=None, relu_output=None):
     """Gradients of :func:`batchnorm_forward` through the batch statistics: (dx, dweight, dbias),
-    the last two None when weight is None."""
-    return _core.batchnorm_backward(dy, x, weight, mean, var, float(eps), dx_out, dw_out, db_out)
+    the last two None when weight is None. relu_output: the forward's output when it applied a
+    ReLU (relu=True); dy * (relu_output > 0), that ReLU's gradient, takes dy's place."""
+    return _core.batchnorm_backward(dy, x, weight, mean, var, float(eps), dx_out, dw_out, db_out, relu_output)
 
 
 def channel_affine(x, scale, shift, out=None, relu=False):

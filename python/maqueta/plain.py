@@ -115,9 +115,10 @@ def batchnorm_forward(x, weight=None, bias=None, eps=1e-5, out=None, relu=False)
     return _core.plain_batchnorm_forward(x, weight, bias, float(eps), out, bool(relu))
 
 
-def batchnorm_backward(dy, x, weight, mean, var, eps=1e-5, dx_out=None, dw_out=None, db_out=None):
-    """(dx, dweight or None, dbias or None) through the batch statistics: cpp/plain/normalization.cpp."""
-    return _core.plain_batchnorm_backward(dy, x, weight, mean, var, float(eps), dx_out, dw_out, db_out)
+def batchnorm_backward(dy, x, weight, mean, var, eps=1e-5, dx_out=None, dw_out=None, db_out=None, relu_output=None):
+    """(dx, dweight or None, dbias or None) through the batch statistics, with dy * (relu_output > 0)
+    for dy when relu_output is given: cpp/plain/normalization.cpp."""
+    return _core.plain_batchnorm_backward(dy, x, weight, mean, var, float(eps), dx_out, dw_out, db_out, relu_output)
 
 
 def channel_affine(x, scale, shift, out=None, relu=False):

@@ -279,12 +279,15 @@ def batchnorm_forward(x, weight=None, bias=None, eps=1e-5, out=None, relu=False)
 
 
 # --8<-- [start:batchnorm_backward]
-def batchnorm_backward(dy, x, weight, mean, var, eps=1e-5, dx_out=None, dw_out=None, db_out=None):
+def batchnorm_backward(dy, x, weight, mean, var, eps=1e-5, dx_out=None, dw_out=None, db_out=None, relu_output=None):
     """Gradients of batchnorm_forward. With xhat = (x - mean) / sqrt(var + eps) and M values per
     channel, every y of a channel depends on every x of it through mean and var:
         dbias_c = sum of dy[:, c]        dweight_c = sum of dy[:, c] * xhat[:, c]
         dx[:, c] = weight_c / sqrt(var_c + eps) * (dy - dbias_c / M - xhat * dweight_c / M)
-    Returns (dx, dweight, dbias); dweight and dbias are None without weight."""
+    relu_output: the forward's output when it applied a ReLU; dy * (relu_output > 0), that ReLU's
+    gradient, takes dy's place. Returns (dx, dweight, dbias); dweight and dbias are None without weight."""
+    if relu_output is not None:
+        dy = dy * (relu_output > 0)
     axes = (0,) + tuple(range(2, x.ndim))
     shape = (1, -1) + (1,) * (x.ndim - 2)
     count = x.size // x.shape[1]

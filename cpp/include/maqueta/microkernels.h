@@ -182,7 +182,7 @@ enum class BnPass {
     Normalize,  // out = (x - mu) * scale + shift, then max(out, 0) if relu
     GradSums,   // first += dy; second += dy * (x - mu) * invstd
     Grad        // out = scale * (dy - mean_dy - (x - mu) * invstd * mean_dy_xhat)
-};
+};              // (GradSums and Grad with relu_output: dy * (relu_output > 0) in place of dy)
 constexpr int kBnChains = 32;
 
 template <typename T>
@@ -191,6 +191,7 @@ struct BnArgs {
     int64_t N, C, S, c;
     const T* x;
     const T* dy;     // GradSums, Grad
+    const T* relu_output;  // GradSums, Grad: the output of a ReLU fused into the forward, or nullptr
     T* out;          // Normalize, Grad
     double mu, invstd, scale, shift, mean_dy, mean_dy_xhat;
     bool relu;

@@ -21,10 +21,13 @@ void batchnorm_forward(T* y,             // [N, C, S]
 
 // Gradients of batchnorm_forward, through the batch statistics: with xhat = (x - mean) / sqrt(var + eps),
 // dbias = sum dy, dweight = sum dy * xhat, dx = weight / sqrt(var + eps) * (dy - dbias / M - xhat * dweight / M).
+// With relu_output (the forward's y when it applied a ReLU), dy * (y > 0) takes dy's place: the
+// ReLU's gradient, for a ReLU whose next layer cannot apply it.
 template <typename T>
 void batchnorm_backward(T* dx,                    // [N, C, S]
                         T* dweight, T* dbias,     // [C] each, or nullptr (no affine parameters)
                         const T* dy,              // [N, C, S]
+                        const T* relu_output,     // [N, C, S] or nullptr
                         const T* x,               // [N, C, S]
                         const T* weight,          // [C] or nullptr
                         const T* mean, const T* var,  // [C] each, from the forward pass

@@ -102,6 +102,9 @@ class Layer:
     fusable_activations = ()       # activations this layer's kernel can apply to its own output
     lane_fusable_activations = ()  # those its lane kernel can apply too
     applies_relu_gradient = False  # its backward can apply the gradient of a ReLU fused before it
+    relu_gradient_from_output = False  # with a ReLU fused after it and no layer after that to apply the
+                                   # ReLU's gradient, its backward applies it from its own output
+                                   # (the executor passes the ReLU as its epilogue, ("relu", 0.0))
     moves_no_values = False        # a reshape: a fused ReLU's gradient passes through it to the next layer
     lane_pool2x2 = False           # a 2x2, stride-2 max-pool: a lane convolution can run it in its kernel
     lane_worth_packing = False     # its lane kernel saves more than packing images into lanes costs

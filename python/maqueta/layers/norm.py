@@ -26,7 +26,8 @@ class BatchNorm2D(Layer):
     """
 
     rank = 3   # per-sample input (C, H, W)
-    fusable_activations = ("relu",)   # its kernels apply a following ReLU; the layer after it, that ReLU's gradient
+    fusable_activations = ("relu",)   # its kernels apply a following ReLU; the layer after it, that ReLU's gradient,
+    relu_gradient_from_output = True  # or this layer's backward, where y > 0, when the layer after cannot
     folds_into_previous = True        # evaluation mode: a convolution before it runs it (inference_affine)
     per_batch_in_training = True
 
@@ -84,36 +85,39 @@ class BatchNorm2D(Layer):
 
     # --8<-- [start:batchnorm_layer_forward]   (quoted by docs/batchnorm.md)
     def forward(self, x, call):
+        relu = call.relu or call.epilogue is not None   # a fused ReLU: its gradient after it, or here (epilogue)
         if not call.training:   # (a convolution before it may run this instead, folded: see inference_affine)
             scale, shift = self.inference_affine()
-            return kernels().channel_affine(x, scale, shift, out=call.out, relu=call.relu)
+            return kernels().channel_affine(x, scale, shift, out=call.out, relu=relu)
         weight, bias = self._params.get("weight"), self._params.get("bias")
         buffers = self._buffers
         if call.synchronised:
-            y, mean, var, count = self._synchronised_forward(x, weight, bias, call)
+            y, mean, var, count = self._synchronised_forward(x, weight, bias, relu, call)
         else:
             count = x.size // x.shape[1]
             self._check_count(count, x)
-            y, mean, var = kernels().batchnorm_forward(x, weight, bias, self.eps, out=call.out, relu=call.relu)
+            y, mean, var = kernels().batchnorm_forward(x, weight, bias, self.eps, out=call.out, relu=relu)
         buffers["num_batches_tracked"] += 1
         momentum = 1.0 / int(buffers["num_batches_tracked"]) if self.momentum is None else self.momentum
         buffers["running_mean"] *= 1 - momentum
         buffers["running_mean"] += momentum * mean
         buffers["running_var"] *= 1 - momentum
         buffers["running_var"] += momentum * var * (count / (count - 1))
-        call.cache = (x, mean, var, count)
+        call.cache = (x, mean, var, count, y if call.epilogue is not None else None)
         return y
     # --8<-- [end:batchnorm_layer_forward]
 
     def backward(self, dy, call):
         if call.cache is None:
             raise RuntimeError(f"{self.describe()}: backward needs a forward pass in training mode")
-        x, mean, var, count = call.cache
+        x, mean, var, count, relu_output = call.cache
         if call.synchronised:
+            if relu_output is not None:   # the fused ReLU's gradient, as the kernels apply it
+                dy = dy * (relu_output > 0)
             return self._synchronised_backward(dy, x, mean, var, count, call)
         dx, _, _ = kernels().batchnorm_backward(dy, x, self._params.get("weight"), mean, var, self.eps,
                                                 dx_out=call.dx, dw_out=call.grads.get("weight"),
-                                                db_out=call.grads.get("bias"))
+                                                db_out=call.grads.get("bias"), relu_output=relu_output)
         return dx
 
     def _check_count(self, count, x):
@@ -123,7 +127,7 @@ class BatchNorm2D(Layer):
 
     # ---- data-parallel training: statistics of the global batch (NumPy, the kernels' arithmetic:
     # float64 sums, two passes, the same formulas), reduced over the processes by call.allreduce_sum
-    def _synchronised_forward(self, x, weight, bias, call):
+    def _synchronised_forward(self, x, weight, bias, relu, call):
         """(y, mean, var, count) with the global batch's statistics; x may hold no sample."""
         axes, shape = _channel_axes(x)
         channels = x.shape[1]
@@ -142,7 +146,7 @@ class BatchNorm2D(Layer):
             centred += bias.reshape(shape)
         y = np.empty_like(x) if call.out is None else call.out
         y[...] = centred
-        if call.relu:
+        if relu:
             np.maximum(y, 0, out=y)
         return y, mean.astype(x.dtype), var.astype(x.dtype), count
 
