@@ -14,26 +14,41 @@ def summary(model):
     return [(model.layers[s.index].__class__.__name__, s.relu, s.relu_input) for s in model.executor.plan.steps]
 
 
+def epilogues(model):
+    return [s.epilogue for s in model.executor.plan.steps]
+
+
 def test_lenet5_plan():
     assert summary(mq.models.lenet5()) == [
         ("Conv2D", True, False), ("MaxPool2D", False, True), ("Conv2D", True, False), ("MaxPool2D", False, True),
         ("Flatten", False, False), ("Dense", True, False), ("Dense", True, True), ("Dense", False, True)]
 
 
-@pytest.mark.parametrize("layers,expected", [
-    # the ReLU's consumer cannot apply its gradient: keep it a layer
-    (lambda: [mq.Dense(4, 5), mq.ReLU(), mq.Sigmoid(), mq.Dense(5, 3)],
-     [("Dense", False, False), ("ReLU", False, False), ("Sigmoid", False, False), ("Dense", False, False)]),
-    (lambda: [mq.Dense(4, 3), mq.ReLU()], [("Dense", False, False), ("ReLU", False, False)]),
+RELU = ("relu", 0.0)
+
+
+@pytest.mark.parametrize("layers,shape,expected,own", [
+    # the ReLU's consumer cannot apply its gradient: the layer before it does, from its output
+    ([mq.Dense(4, 5), mq.ReLU(), mq.Sigmoid(), mq.Dense(5, 3)], (4,),
+     [("Dense", False, False), ("Sigmoid", False, False), ("Dense", False, False)], [RELU, None, None]),
+    ([mq.Dense(4, 3), mq.ReLU()], (4,), [("Dense", False, False)], [RELU]),
+    ([mq.Conv2D(1, 2, 3), mq.ReLU(), mq.GlobalAvgPool2D(), mq.Dense(2, 3)], (1, 6, 6),
+     [("Conv2D", False, False), ("GlobalAvgPool2D", False, False), ("Dense", False, False)], [RELU, None, None]),
     # through a Flatten into a Dense
-    (lambda: [mq.Conv2D(1, 2, 3), mq.ReLU(), mq.Flatten(), mq.Dense(32, 3)],
-     [("Conv2D", True, False), ("Flatten", False, False), ("Dense", False, True)]),
-    (lambda: [mq.Conv2D(1, 2, 3), mq.ReLU(), mq.Conv2D(2, 2, 3), mq.ReLU(), mq.ReLU(), mq.Flatten(), mq.Dense(8, 3)],
-     [("Conv2D", True, False), ("Conv2D", False, True), ("ReLU", False, False), ("ReLU", False, False),
-      ("Flatten", False, False), ("Dense", False, False)]),
+    ([mq.Conv2D(1, 2, 3), mq.ReLU(), mq.Flatten(), mq.Dense(32, 3)], (1, 6, 6),
+     [("Conv2D", True, False), ("Flatten", False, False), ("Dense", False, True)], [None] * 3),
+    # a ReLU after a ReLU or a pool: nothing before it can apply it, so it stays a layer
+    ([mq.Conv2D(1, 2, 3), mq.ReLU(), mq.Conv2D(2, 2, 3), mq.ReLU(), mq.ReLU(), mq.Flatten(), mq.Dense(8, 3)],
+     (1, 6, 6), [("Conv2D", True, False), ("Conv2D", False, True), ("ReLU", False, False), ("Flatten", False, False),
+                 ("Dense", False, False)], [None, RELU, None, None, None]),
+    ([mq.MaxPool2D(2), mq.ReLU(), mq.Flatten(), mq.Dense(16, 3)], (1, 8, 8),
+     [("MaxPool2D", False, False), ("ReLU", False, False), ("Flatten", False, False), ("Dense", False, False)],
+     [None] * 4),
 ])
-def test_fusion_only_where_the_gradient_can_follow(layers, expected):
-    assert summary(mq.Sequential(layers())) == expected
+def test_fusion_and_where_the_relus_gradient_goes(layers, shape, expected, own):
+    model = mq.Sequential(layers, input_shape=shape)
+    assert summary(model) == expected
+    assert epilogues(model) == own
 
 
 def replan(model, **options):
@@ -57,6 +72,25 @@ def test_fused_training_equals_separate_layers(backend):
             model.fit(X, y, epochs=2, batch_size=8, verbose=0, optimizer=mq.Adam(1e-2))
     np.testing.assert_array_equal(fused.get_flat_parameters(), plain.get_flat_parameters())
     np.testing.assert_array_equal(fused.predict_proba(X), plain.predict_proba(X))
+
+
+@pytest.mark.parametrize("backend", ["native", "plain", "reference"])
+def test_relus_applied_from_the_output_train_as_separate_layers(backend):
+    """Conv2D -> ReLU -> GlobalAvgPool2D and Dense -> ReLU -> Dropout: the ReLU in the kernel and
+    its gradient in the same layer's backward, bit for bit as the layers apart."""
+    def net():
+        return mq.Sequential([mq.Conv2D(2, 4, 3, padding=1), mq.ReLU(), mq.Conv2D(4, 6, 3, stride=2), mq.ReLU(),
+                              mq.GlobalAvgPool2D(), mq.Dense(6, 5), mq.ReLU(), mq.Dropout(0.3), mq.Dense(5, 3)],
+                             seed=4, input_shape=(2, 9, 9))
+    fused, apart = replan(net(), lanes=False), unfused(net())
+    assert epilogues(fused) == [None, RELU, None, RELU, None, None]
+    rng = np.random.default_rng(1)
+    X, y = rng.standard_normal((10, 2, 9, 9)).astype(np.float32), rng.integers(0, 3, 10)
+    with mq.use_backend(backend):
+        for model in (fused, apart):
+            model.fit(X, y, epochs=2, batch_size=4, verbose=0, optimizer=mq.Adam(1e-2))
+    np.testing.assert_array_equal(fused.get_flat_parameters(), apart.get_flat_parameters())
+    np.testing.assert_array_equal(fused.predict_proba(X), apart.predict_proba(X))
 
 
 def make_fd_models():

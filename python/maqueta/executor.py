@@ -2,13 +2,14 @@
 the arrays a batch size reuses, and the walk forward and back through the layers' own methods.
 
 Fusion is what the layers declare (see ``maqueta.layers.base``): a layer whose kernel can apply
-the activation that follows it (a Conv2D or Dense before a ReLU) does so when whoever sends the
-gradient back into that output can apply the ReLU's gradient (a MaxPool2D, Dense or Conv2D,
-possibly through a Flatten), or when the layer itself can, from its output (a batch norm before a
-global average pool: ``relu_gradient_from_output``). Otherwise the ReLU stays a layer of its own.
-Either way the arithmetic is the same as running every layer separately. An activation whose
-gradient follows from its output (a LeakyReLU with a positive slope, an ELU with a positive alpha:
-their ``epilogue``) fuses into such a kernel whatever comes after it: the fused layer applies that
+the activation that follows it (a Conv2D, Dense or batch norm before a ReLU) does so. The ReLU's
+gradient then goes where it costs least: into whoever sends the gradient back into that output,
+if it can apply it (a MaxPool2D, Dense or Conv2D, possibly through a Flatten), or else into the
+layer's own backward, from its output (``relu_gradient_from_output``: before a global average
+pool or a Dropout). A ReLU after a layer that cannot apply it stays a layer of its own. Either
+way the arithmetic is the same as running every layer separately. An activation whose gradient
+follows from its output (a LeakyReLU with a positive slope, an ELU with a positive alpha: their
+``epilogue``) fuses into such a kernel whatever comes after it: the fused layer applies that
 gradient itself. The leaky ReLU is then exactly the separate layer; the ELU's gradient, taken as
 y + alpha rather than alpha e^x, differs in rounding (see layers.activations.fused_activation_gradient).
 
@@ -98,10 +99,10 @@ class Plan:
             step.relu_input = j >= 0 and self.steps[j].relu
         # the leading steps that can run in the batch-lane layout, worth it if one of them saves work;
         # the first layer's may need its input padded as it is packed (lane_input_pads)
-        def lane_step(step, first):
+        def lane_step(step, first):   # (the lane kernels apply no activation's gradient from the output)
             layer, kind = layers[step.index], step.fused_activation()
             runs = layer.lane_input_padding() is not None if first else layer.has_lane_kernel()
-            return runs and (kind is None or kind in layer.lane_fusable_activations)
+            return runs and step.epilogue is None and (kind is None or kind in layer.lane_fusable_activations)
 
         count = 0
         while lanes and count < len(self.steps) and lane_step(self.steps[count], count == 0):

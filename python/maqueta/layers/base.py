@@ -97,8 +97,9 @@ class Layer:
     epilogue = None                # an activation, as configured: (kind, alpha) that a kernel before it may
                                    # apply to its own output (kind in that layer's fusable_activations), or
                                    # None when it cannot fuse. A fused "relu" leaves its gradient to the layer
-                                   # after it (applies_relu_gradient); any other kind's gradient must follow
-                                   # from the activation's output alone: the fused layer applies it itself
+                                   # after it (applies_relu_gradient) or, when that cannot, to the fused layer
+                                   # (relu_gradient_from_output); any other kind's gradient must follow from
+                                   # the activation's output alone: the fused layer applies it itself
     fusable_activations = ()       # activations this layer's kernel can apply to its own output
     lane_fusable_activations = ()  # those its lane kernel can apply too
     applies_relu_gradient = False  # its backward can apply the gradient of a ReLU fused before it

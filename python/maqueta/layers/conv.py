@@ -17,10 +17,12 @@ __all__ = ["Conv2D"]
 class Conv2D(Layer):
     """2-D convolution (cross-correlation), as ``torch.nn.Conv2d``: weight (O, I, KH, KW), bias (O,).
     Its kernel applies a following ReLU, LeakyReLU or ELU itself (see Layer.epilogue), and its
-    backward the gradient of a ReLU before it."""
+    backward the gradient of a ReLU before it (and of its own fused ReLU when the layer after that
+    cannot: a global average pool)."""
 
     fusable_activations = ("relu", "leaky_relu", "elu")
     applies_relu_gradient = True
+    relu_gradient_from_output = True
     lane_fusable_activations = ("relu",)   # the lane kernel applies a ReLU only
     lane_worth_packing = True
     absorbs_channel_affine = True          # evaluation: a batch norm after it folds into its weights and bias

@@ -15,10 +15,12 @@ __all__ = ["Dense"]
 class Dense(Layer):
     """Fully connected layer y = x W^T + b, as ``torch.nn.Linear``: weight (out, in), bias (out,).
     Its kernel applies a following ReLU, LeakyReLU or ELU itself (see Layer.epilogue), and its
-    backward the gradient of a ReLU before it."""
+    backward the gradient of a ReLU before it (and of its own fused ReLU when the layer after that
+    cannot: a Dropout)."""
 
     fusable_activations = ("relu", "leaky_relu", "elu")
     applies_relu_gradient = True
+    relu_gradient_from_output = True
 
     def __init__(self, in_features, out_features, bias=True):
         super().__init__()
