@@ -214,3 +214,42 @@ def test_pools_inside_convolutions_train_like_separate_pools(dtype, threads):
     a, b = fused.get_flat_parameters(), separate.get_flat_parameters()
     assert np.abs(a - b).max() <= rtol * np.abs(b).max()
     np.testing.assert_allclose(fused.predict_proba(X), separate.predict_proba(X), rtol=rtol, atol=rtol)
+
+
+def test_evaluation_calls_reuse_a_run_per_thread_and_keep_no_activations():
+    model = mq.models.lenet5(seed=0)
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((2, 1, 32, 32)).astype(np.float32)
+    Z = rng.standard_normal((2, 1, 32, 32)).astype(np.float32)
+    first = model(X)
+    want = first.copy()
+    kept = model.executor._kept.run[1]
+    assert all(call.cache is None for call in kept.all_calls)   # nothing of the call stays behind
+    other = model(Z)
+    assert model.executor._kept.run[1] is kept and other is not first
+    np.testing.assert_array_equal(first, want)                   # a later call writes elsewhere
+    np.testing.assert_array_equal(model(X), want)
+    model(X[:1])                                                 # another batch size: another Run
+    assert model.executor._kept.run[1] is not kept
+    model.train()                                                # training mode keeps none
+    model(X)
+    assert model.executor._kept.run[0] == (1, (1, 32, 32))
+    model.eval()
+
+    import threading
+    inputs = [rng.standard_normal((3, 1, 32, 32)).astype(np.float32) for _ in range(4)]
+    expected = [model(x).copy() for x in inputs]
+    errors = []
+
+    def predict(k):
+        try:
+            for _ in range(30):
+                np.testing.assert_array_equal(model(inputs[k]), expected[k])
+        except AssertionError as error:
+            errors.append(error)
+    threads = [threading.Thread(target=predict, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors

@@ -126,7 +126,7 @@ class Sequential:
     def forward(self, x):
         """Outputs (logits) for x: ndarray (N, C, H, W) or (N, features), in the current mode."""
         x = check_input(self, x, "x")
-        return self.executor.run(len(x), x.shape[1:], training=self.training, allocate=False).forward(x)
+        return self.executor.forward(x, self.training)
 
     __call__ = forward
 
