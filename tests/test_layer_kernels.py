@@ -79,6 +79,34 @@ def test_activations_match_the_oracle(kind, alpha, dtype, threads, rng):
                      dtype)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 40_003])   # vector tails; the last in ranges over the threads
+def test_vectorised_activations_give_the_plain_kernels_bits(n, dtype, threads, each_isa, rng):
+    """The leaky ReLU (forward, backward) and ELU's gradient from its output run on each
+    instruction set's micro-kernel: bit for bit the plain twin's one-value-at-a-time loop, special
+    values included, and so is a convolution's and a dense layer's fused leaky ReLU (in place)."""
+    from maqueta import plain
+    special = [0.0, -0.0, np.nan, np.inf, -np.inf, 1e-45, -1e-45, 1e-310, -1e-310]
+    x = (rng.standard_normal(n) * 3).astype(dtype)
+    x[:len(special)] = np.array(special, dtype)[:n]   # subnormals: 1e-45 in float32, 1e-310 in float64
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    for alpha in (0.1, -0.5, 0.0):
+        np.testing.assert_array_equal(ops.activation_forward(x, "leaky_relu", alpha),
+                                      plain.activation_forward(x, "leaky_relu", alpha))
+        np.testing.assert_array_equal(ops.activation_backward(dy, x, "leaky_relu", alpha),
+                                      plain.activation_backward(dy, x, "leaky_relu", alpha))
+    for alpha in (1.0, 0.3):
+        np.testing.assert_array_equal(ops.activation_backward(dy, x, "elu_from_output", alpha),
+                                      plain.activation_backward(dy, x, "elu_from_output", alpha))
+    images = rng.standard_normal((2, 3, 9, 9)).astype(dtype)
+    w = rng.standard_normal((5, 3, 3, 3)).astype(dtype)
+    np.testing.assert_array_equal(ops.conv2d_forward(images, w, None, 1, 1, activation="leaky_relu", alpha=0.2),
+                                  plain.activation_forward(ops.conv2d_forward(images, w, None, 1, 1), "leaky_relu", 0.2))
+    flat, wd = images.reshape(2, -1), rng.standard_normal((7, 243)).astype(dtype)
+    np.testing.assert_array_equal(ops.linear_forward(flat, wd, None, activation="leaky_relu", alpha=0.2),
+                                  plain.activation_forward(ops.linear_forward(flat, wd, None), "leaky_relu", 0.2))
+
+
 X4 = np.zeros((2, 3, 4, 4), np.float32)
 
 

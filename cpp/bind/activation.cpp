@@ -31,6 +31,7 @@ void check_alpha(double alpha) {
 template <Tier tier>
 py::array activation_forward_py(const py::handle& x_obj, const std::string& kind_name, double alpha,
                                 const py::handle& out_obj) {
+    const IsaKernels& isa = maqueta::isa();
     py::array x = as_ndarray(x_obj, "x");
     const DType dt = call_dtype(x, "x");
     const Activation kind = activation_kind(kind_name, false);
@@ -47,7 +48,7 @@ py::array activation_forward_py(const py::handle& x_obj, const std::string& kind
             if constexpr (tier == Tier::Plain)
                 plain::activation_forward<T>(yp, xc.data(), n, kind, alpha);
             else
-                activation_forward<T>(yp, xc.data(), n, kind, alpha);
+                activation_forward<T>(yp, xc.data(), n, kind, alpha, isa);
         }
         return std::move(y);
     });
@@ -56,6 +57,7 @@ py::array activation_forward_py(const py::handle& x_obj, const std::string& kind
 template <Tier tier>
 py::array activation_backward_py(const py::handle& dy_obj, const py::handle& x_obj, const std::string& kind_name,
                                  double alpha, const py::handle& out_obj) {
+    const IsaKernels& isa = maqueta::isa();
     py::array dy = as_ndarray(dy_obj, "dy");
     const DType dt = call_dtype(dy, "dy");
     py::array x = as_ndarray(x_obj, "x");
@@ -75,7 +77,7 @@ py::array activation_backward_py(const py::handle& dy_obj, const py::handle& x_o
             if constexpr (tier == Tier::Plain)
                 plain::activation_backward<T>(dxp, dyc.data(), xc.data(), n, kind, alpha);
             else
-                activation_backward<T>(dxp, dyc.data(), xc.data(), n, kind, alpha);
+                activation_backward<T>(dxp, dyc.data(), xc.data(), n, kind, alpha, isa);
         }
         return std::move(dx);
     });

@@ -1,5 +1,7 @@
 // Element-wise activations forward and backward, computed in the values' own precision as
-// PyTorch's CPU kernels do. Parallel strategy: contiguous ranges of values.
+// PyTorch's CPU kernels do. Parallel strategy: contiguous ranges of values. Those without a
+// library call (the leaky ReLU, ELU's gradient from its output) run on the instruction set's
+// micro-kernel (ActivationArgs), in the same arithmetic; the others one value at a time.
 // The plain twin is cpp/plain/activation.cpp.
 #include <algorithm>
 #include <cmath>
@@ -45,25 +47,51 @@ T derivative(T x, Activation kind, T alpha) {
     return T(1);
 }
 
+// Runs part(i0, i1) over ranges of about 16k values, a thread's share in one piece each.
+template <typename F>
+void in_ranges(int64_t n, F part) {
+    constexpr int64_t kRange = 16384;
+    const int64_t ranges = (n + kRange - 1) / kRange;
+#pragma omp parallel for schedule(static) num_threads(threads_for(n))
+    for (int64_t r = 0; r < ranges; ++r) part(r * kRange, std::min(n, (r + 1) * kRange));
+}
+
 }  // namespace
 
 template <typename T>
-void activation_forward(T* y, const T* x, int64_t n, Activation kind, double alpha) {
+void activation_forward(T* y, const T* x, int64_t n, Activation kind, double alpha, const IsaKernels& kern) {
     const T a = (T)alpha;
+    if (kind == Activation::LeakyRelu) {
+        in_ranges(n, [&](int64_t i0, int64_t i1) {
+            kern.activation(ActivationArgs<T>{.n = i1 - i0, .out = y + i0, .x = x + i0, .dy = nullptr, .alpha = a,
+                                              .from_output = false});
+        });
+        return;
+    }
 #pragma omp parallel for schedule(static) num_threads(threads_for(n))
     for (int64_t i = 0; i < n; ++i) y[i] = forward_one(x[i], kind, a);
 }
 
 template <typename T>
-void activation_backward(T* dx, const T* dy, const T* x, int64_t n, Activation kind, double alpha) {
+void activation_backward(T* dx, const T* dy, const T* x, int64_t n, Activation kind, double alpha,
+                         const IsaKernels& kern) {
     const T a = (T)alpha;
+    if (kind == Activation::LeakyRelu || kind == Activation::EluFromOutput) {
+        in_ranges(n, [&](int64_t i0, int64_t i1) {
+            kern.activation(ActivationArgs<T>{.n = i1 - i0, .out = dx + i0, .x = x + i0, .dy = dy + i0, .alpha = a,
+                                              .from_output = kind == Activation::EluFromOutput});
+        });
+        return;
+    }
 #pragma omp parallel for schedule(static) num_threads(threads_for(n))
     for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * derivative(x[i], kind, a);
 }
 
-template void activation_forward<float>(float*, const float*, int64_t, Activation, double);
-template void activation_forward<double>(double*, const double*, int64_t, Activation, double);
-template void activation_backward<float>(float*, const float*, const float*, int64_t, Activation, double);
-template void activation_backward<double>(double*, const double*, const double*, int64_t, Activation, double);
+template void activation_forward<float>(float*, const float*, int64_t, Activation, double, const IsaKernels&);
+template void activation_forward<double>(double*, const double*, int64_t, Activation, double, const IsaKernels&);
+template void activation_backward<float>(float*, const float*, const float*, int64_t, Activation, double,
+                                         const IsaKernels&);
+template void activation_backward<double>(double*, const double*, const double*, int64_t, Activation, double,
+                                          const IsaKernels&);
 
 }  // namespace maqueta

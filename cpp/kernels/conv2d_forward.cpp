@@ -62,10 +62,10 @@ inline Band piece_of(const Conv2dDims& d, int64_t item, int64_t bands, int64_t g
 
 // The fused leaky ReLU or ELU over a band of output planes o0 .. o1 of image n.
 template <typename T>
-void activate_band(T* yn, const Conv2dDims& d, const Band& r, const OutputActivation& act) {
+void activate_band(T* yn, const Conv2dDims& d, const Band& r, const OutputActivation& act, const IsaKernels& kern) {
     if (!act.elementwise()) return;
     for (int64_t o = r.o0; o < r.o1; ++o)
-        apply_output_activation(yn + (o * d.OH + r.oh0) * d.OW, (r.oh1 - r.oh0) * d.OW, act);
+        apply_output_activation(yn + (o * d.OH + r.oh0) * d.OW, (r.oh1 - r.oh0) * d.OW, act, kern);
 }
 
 constexpr int64_t kPackTile = 16;      // taps per tile of W^T
@@ -182,7 +182,7 @@ void forward_pixel(T* y, const T* x, const T* w, const T* b, const T* wscale, co
                                   y + (r.n * d.O + o) * P + oh * d.OW);
                 }
             }
-            activate_band(y + r.n * d.O * P, d, r, act);
+            activate_band(y + r.n * d.O * P, d, r, act, kern);
         }
     }
 }
@@ -209,7 +209,7 @@ void forward_image_direct(T* yn, T* inb, T* outb, const T* xn, const T* apack, c
                 for (int64_t ow = 0; ow < d.OW; ++ow) dst[ow] = src[ow] + bias;
         }
     }
-    activate_band(yn, d, r, act);
+    activate_band(yn, d, r, act, kern);
 }
 
 // im2col, one image (any stride): taps gathered into col = inb[K][P], then y = W col.
@@ -231,7 +231,7 @@ void forward_image_im2col(T* yn, T* inb, const T* xn, const T* apack, const T* b
             else
                 for (int64_t p = 0; p < P; ++p) dst[p] += bias;
         }
-    apply_output_activation(yn, d.O * P, act);
+    apply_output_activation(yn, d.O * P, act, kern);
 }
 
 // Direct or im2col: W packed once into panels, then one image per iteration.

@@ -185,7 +185,7 @@ void winograd_correlate(T* y, const T* x, const T* w, const T* wscale, bool tran
             if (act.elementwise()) {
                 const int64_t oh0 = 2 * r0, oh1 = std::min(d.OH, 2 * (r0 + rows));
                 for (int64_t o = 0; o < d.O; ++o)
-                    apply_output_activation(y + n * d.O * P + o * P + oh0 * d.OW, (oh1 - oh0) * d.OW, act);
+                    apply_output_activation(y + n * d.O * P + o * P + oh0 * d.OW, (oh1 - oh0) * d.OW, act, kern);
             }
         }
     }

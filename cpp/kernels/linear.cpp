@@ -46,7 +46,7 @@ void linear_forward(T* y, const T* x, const T* w, const T* b, int64_t N, int64_t
                     y[n * OUT + o] = relu ? std::max(v, T(0)) : v;
                 }
             if (act.elementwise())
-                for (int64_t n = 0; n < N; ++n) apply_output_activation(y + n * OUT + c0, c1 - c0, act);
+                for (int64_t n = 0; n < N; ++n) apply_output_activation(y + n * OUT + c0, c1 - c0, act, kern);
         }
         return;
     }
@@ -77,7 +77,7 @@ void linear_forward(T* y, const T* x, const T* w, const T* b, int64_t N, int64_t
             kern.bcast(BcastArgs<T>{.M = r1 - r0, .N = OUT, .K = IN, .arows = rows + r0, .aoff = nullptr,
                                     .astride = 1, .b = wt, .ldb = OUTP, .b_readable = OUTP, .c = y + r0 * OUT,
                                     .ldc = OUT, .cstride = 1, .bias = b, .relu = relu});
-            apply_output_activation(y + r0 * OUT, (r1 - r0) * OUT, act);
+            apply_output_activation(y + r0 * OUT, (r1 - r0) * OUT, act, kern);
         }
     }
 }

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "maqueta/runtime.h"
+
 namespace maqueta {
 
 enum class Activation {
@@ -31,12 +33,13 @@ inline T leaky_relu_value(T x, T alpha) { return x > 0 ? x : alpha * x; }
 template <typename T>
 inline T elu_value(T x, T alpha) { return x > 0 ? x : alpha * std::expm1(x); }
 
-// y[i] = f(y[i]) for a LeakyRelu or Elu act (nothing for the others), in place over n values.
+// y[i] = f(y[i]) for a LeakyRelu or Elu act (nothing for the others), in place over n values;
+// the leaky ReLU on the instruction set's micro-kernel (the same expression, in vectors).
 template <typename T>
-inline void apply_output_activation(T* y, int64_t n, const OutputActivation& act) {
+inline void apply_output_activation(T* y, int64_t n, const OutputActivation& act, const IsaKernels& kern) {
     const T a = (T)act.alpha;
     if (act.kind == OutputActivation::LeakyRelu)
-        for (int64_t i = 0; i < n; ++i) y[i] = leaky_relu_value(y[i], a);
+        kern.activation(ActivationArgs<T>{.n = n, .out = y, .x = y, .dy = nullptr, .alpha = a, .from_output = false});
     else if (act.kind == OutputActivation::Elu)
         for (int64_t i = 0; i < n; ++i) y[i] = elu_value(y[i], a);
 }
@@ -44,13 +47,13 @@ inline void apply_output_activation(T* y, int64_t n, const OutputActivation& act
 template <typename T>
 void activation_forward(T* y,        // [n]
                         const T* x,  // [n]
-                        int64_t n, Activation kind, double alpha);
+                        int64_t n, Activation kind, double alpha, const IsaKernels& kern);
 
 // dx = dy * f'(x) (EluFromOutput: x is the output y).
 template <typename T>
 void activation_backward(T* dx,        // [n]
                          const T* dy,  // [n]
                          const T* x,   // [n]
-                         int64_t n, Activation kind, double alpha);
+                         int64_t n, Activation kind, double alpha, const IsaKernels& kern);
 
 }  // namespace maqueta

@@ -252,6 +252,20 @@ struct WinoOutArgs {
     const T* mask;
 };
 
+// The activations whose loops need no library call (kernels/activation.cpp, activation.h):
+// out = x > 0 ? x : alpha x (forward), or out = dy * (x > 0 ? 1 : alpha) (backward, dy given);
+// from_output: ELU's gradient from its output, out = dy * (x > 0 ? 1 : x + alpha). out is x in
+// place (a kernel's own output) or overlaps no input.
+template <typename T>
+struct ActivationArgs {
+    int64_t n;
+    T* out;
+    const T* x;
+    const T* dy;        // nullptr: the leaky ReLU forward
+    T alpha;
+    bool from_output;   // with dy: ELU from its output, else the leaky ReLU
+};
+
 // Whether all n values are finite (no NaN, no infinity).
 template <typename T>
 struct FiniteArgs {
@@ -277,6 +291,7 @@ struct FiniteArgs {
     X(adam, AdamArgs, void)                                                                        \
     X(sgd, SgdArgs, void)                                                                          \
     X(finite, FiniteArgs, bool)                                                                    \
+    X(activation, ActivationArgs, void)                                                            \
     X(batchnorm, BnArgs, void)                                                                     \
     X(lane_conv, LaneConvArgs, void)                                                               \
     X(lane_dw, LaneDwArgs, void)                                                                   \
