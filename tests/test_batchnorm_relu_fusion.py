@@ -88,7 +88,7 @@ def network(kind, seed=3):
         layers = [mq.Conv2D(2, 3, 3, bias=False), mq.BatchNorm2D(3, affine=False), mq.ReLU(), mq.Flatten(),
                   mq.Dense(3 * 6 * 6, 3)]
         shape = (2, 8, 8)
-    elif kind == "gap":     # BN -> ReLU -> GlobalAvgPool2D and BN -> ReLU -> Dropout: the batch norm applies the gradient
+    elif kind == "gap":     # BN -> ReLU -> GlobalAvgPool2D, BN -> ReLU -> Dropout: the BN applies the gradient
         layers = [mq.Conv2D(2, 4, 3, padding=1, bias=False), mq.BatchNorm2D(4), mq.ReLU(),
                   mq.Conv2D(4, 6, 3, stride=2, padding=1, bias=False), mq.BatchNorm2D(6), mq.ReLU(),
                   mq.GlobalAvgPool2D(), mq.Dense(6, 5, bias=False), mq.BatchNorm1D(5), mq.ReLU(), mq.Dropout(0.3),

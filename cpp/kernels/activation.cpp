@@ -47,7 +47,7 @@ T derivative(T x, Activation kind, T alpha) {
     return T(1);
 }
 
-// Runs part(i0, i1) over ranges of about 16k values, a thread's share in one piece each.
+// Runs part(i0, i1) over consecutive ranges of 16k values, dealt to the team in order.
 template <typename F>
 void in_ranges(int64_t n, F part) {
     constexpr int64_t kRange = 16384;

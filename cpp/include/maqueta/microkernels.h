@@ -182,7 +182,7 @@ enum class BnPass {
     Normalize,  // out = (x - mu) * scale + shift, then max(out, 0) if relu
     GradSums,   // first += dy; second += dy * (x - mu) * invstd
     Grad        // out = scale * (dy - mean_dy - (x - mu) * invstd * mean_dy_xhat)
-};              // (GradSums and Grad with relu_output: dy * (relu_output > 0) in place of dy)
+};   // GradSums and Grad with relu_output read dy * (relu_output > 0) in place of dy
 constexpr int kBnChains = 32;
 
 template <typename T>
