@@ -103,7 +103,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
     const int64_t K = d.C * d.KH * d.KW, P = d.OH * d.OW;
     const int64_t Hp = d.H + 2 * d.PH, Wp = d.W + 2 * d.PW;
     const int64_t K2 = d.O * d.KH * d.KW, OP = round_up(d.O, L);
-    const bool pixel = plan.pixel, direct = plan.pixel || plan.direct;
+    const bool pixel = plan.pixel_dw, direct = plan.pixel_dw || plan.direct;
     const bool direct_dx = need_dx && plan.dx == Dx::Direct, wide_dx = need_dx && plan.dx == Dx::Wide;
     const bool phases_dx = need_dx && plan.dx == Dx::Phases;
     const int teams = team_size(d.N);

@@ -165,22 +165,24 @@ enum class Dx { Direct, Wide, Phases, Col2im, Winograd };   // the input-gradien
 struct Plan {
     bool winograd; // forward by Winograd
     bool winograd_dw;   // dw and dx by Winograd (both apply), instead of the algorithms below
-    bool pixel;    // forward and dw pixel-major, on the broadcast micro-kernel
+    bool pixel;    // forward pixel-major, on the broadcast micro-kernel
+    bool pixel_dw; // dw pixel-major
     bool direct;   // otherwise: forward and dw read the padded image itself (else im2col)
     Dx dx;
 };
 
 // Pixel-major needs the filters to fill the vectors it computes: O a multiple of the width, or
-// at least two vectors' worth (so at most a third of the lanes idle). With few taps (an RGB
-// image's 27) its per-pixel setup outweighs them, and at stride 1 direct does better, its dw most.
-inline bool use_pixel(const Conv2dDims& d, int lanes, ConvAlgo forced) {
+// at least two vectors' worth (so at most a third of the lanes idle). Its forward with few taps
+// (an RGB image's 27) at stride 1 does no better than direct, whose wide rows need no per-pixel
+// setup; its dw does better there too.
+inline bool use_pixel(const Conv2dDims& d, int lanes, ConvAlgo forced, bool for_dw) {
     switch (forced) {
         case ConvAlgo::Pixel: return true;
         case ConvAlgo::Direct:
         case ConvAlgo::Im2col: return false;
         default: break;
     }
-    if (d.SH == 1 && d.SW == 1 && d.C * d.KH * d.KW < 128) return false;
+    if (!for_dw && d.SH == 1 && d.SW == 1 && d.C * d.KH * d.KW < 128) return false;
     return d.O % lanes == 0 || d.O >= 2 * lanes;
 }
 
@@ -304,7 +306,8 @@ inline Plan plan(const Conv2dDims& d, int lanes, ConvAlgo forced) {
     Plan p;
     p.winograd = use_winograd(d, lanes, forced, false);
     p.winograd_dw = p.winograd && use_winograd(d, lanes, forced, true);
-    p.pixel = use_pixel(d, lanes, forced);
+    p.pixel = use_pixel(d, lanes, forced, false);
+    p.pixel_dw = use_pixel(d, lanes, forced, true);
     p.direct = use_direct(d, forced);
     const bool stride1 = d.SH == 1 && d.SW == 1;
     p.dx = use_winograd(d, lanes, forced, true) ? Dx::Winograd : use_direct_dx(d, forced) ? Dx::Direct
