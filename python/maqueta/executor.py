@@ -291,9 +291,9 @@ class Executor:
 
     def forward(self, x, training):
         """model(x), through a Run without arrays (each kernel returns a fresh output). In
-        evaluation mode each thread keeps its last Run for the next call of the same shape (making
-        one is a tenth of a single image's call) and releases its caches after every call;
-        training mode makes a fresh Run, as its layers draw from the model's state."""
+        evaluation mode each thread keeps its last Run for the next call of the same shape (for a
+        single image, making one costs as much as a small layer) and releases its caches after
+        every call; training mode makes a fresh Run, as its layers draw from the model's state."""
         if training:
             return self.run(len(x), x.shape[1:], training=True, allocate=False).forward(x)
         key = (len(x), x.shape[1:])
