@@ -1,7 +1,7 @@
 """conv2d's input gradient at stride 2 across: each row phase's two column phases are computed side
-by side and put together, row by row, by the interleave micro-kernel, which also applies the
-ReLU's mask. Small integers make every sum exact, so each instruction set must give the oracle's
-dx bit for bit: a value in the wrong column, a lost tail, or a write past a row shows."""
+by side, then their rows interleaved into dx and the ReLU's mask applied (dx_phases). Small
+integers make every sum exact, so each instruction set must give the oracle's dx bit for bit: a
+value in the wrong column, a lost tail, or a write past a row shows."""
 from __future__ import annotations
 
 import numpy as np
