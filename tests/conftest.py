@@ -50,15 +50,24 @@ def each_isa(request):
     _core._set_isa(before)
 
 
+@contextlib.contextmanager
+def forced_conv_algo(name):
+    """Convolutions inside use algorithm name ('auto' chooses by shape); the choice before returns after."""
+    before = _core._get_conv_algo()
+    _core._set_conv_algo(name)
+    try:
+        yield name
+    finally:
+        _core._set_conv_algo(before)
+
+
 @pytest.fixture(params=["direct", "im2col", "pixel", "winograd"])
 def each_conv_algo(request):
     """Force each convolution algorithm (direct only applies to stride 1, Winograd to 3x3 stride 1;
     others fall back; pixel-major is forced for any number of filters, though auto picks it only
     when they fill whole vectors, and Winograd for any channel count and size)."""
-    before = _core._get_conv_algo()
-    _core._set_conv_algo(request.param)
-    yield request.param
-    _core._set_conv_algo(before)
+    with forced_conv_algo(request.param):
+        yield request.param
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from maqueta import _core, ops, reference
+from maqueta import ops, reference
+from conftest import forced_conv_algo
 
 pytestmark = pytest.mark.usefixtures("threads")
 
@@ -22,10 +23,8 @@ GUARD = 40   # values on each side of dx_out, which nothing may write
 @pytest.fixture
 def phases():
     """Force the phases algorithm ("direct" at a stride above 1), which auto may not pick on small images."""
-    before = _core._get_conv_algo()
-    _core._set_conv_algo("direct")
-    yield
-    _core._set_conv_algo(before)
+    with forced_conv_algo("direct"):
+        yield
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

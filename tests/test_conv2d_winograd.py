@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import maqueta
-from maqueta import _core, ops, reference
-from conftest import assert_close
+from maqueta import ops, reference
+from conftest import assert_close, forced_conv_algo
 
 # (N, C, H, W, O, padding). Widths pick the tile-row layouts of each vector width: a row of
 # tiles filling whole vectors, half a vector (two tile rows share one: W 15-16 for 16 floats,
@@ -45,10 +45,8 @@ def make(rng, shape, dtype):
 
 @pytest.fixture
 def winograd():
-    before = _core._get_conv_algo()
-    _core._set_conv_algo("winograd")
-    yield
-    _core._set_conv_algo(before)
+    with forced_conv_algo("winograd"):
+        yield
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -139,12 +137,8 @@ def test_auto_takes_winograd_for_wide_3x3_layers(rng):
     dy = rng.standard_normal((8, 32, 16, 16)).astype(np.float32)
 
     def run(algo):
-        before = _core._get_conv_algo()
-        _core._set_conv_algo(algo)
-        try:
+        with forced_conv_algo(algo):
             return ops.conv2d_forward(x, w, b, 1, padding), ops.conv2d_backward(dy, x, w, 1, padding)[0]
-        finally:
-            _core._set_conv_algo(before)
 
     auto, wino, pixel = run("auto"), run("winograd"), run("pixel")
     for a, b_ in zip(auto, wino):
