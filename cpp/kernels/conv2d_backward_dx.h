@@ -102,8 +102,9 @@ void dx_wide(const Backward<T>& s, T* dxn, T* dxa, T* dxb, const T* dyn) {
 // its taps as runs of one wide grid spanning the block's images; each phase's result (at dxb,
 // [C][block][HQ][WQ]) is then copied to its pixels. At stride 2 across, the two column phases of
 // a row phase are computed side by side (the second at dxb + C*plane) and their rows interleaved:
-// one pass of whole vectors instead of a store per pixel. With xs (the ReLU's input), dx is
-// then zeroed where xs <= 0 (in one pass over the block: rows of a few pixels each cost more).
+// one pass of whole vectors instead of a store per pixel, which also zeroes dx where xs (the
+// ReLU's input, if given) <= 0. Unpaired phases are zeroed so after the block is written (in one
+// pass over the block: rows of a few pixels each cost more).
 template <typename T>
 void dx_phases(const Backward<T>& s, T* dxs, T* dxa, T* dxb, const T* dys, const T* xs, int64_t nb) {
     const Conv2dDims& d = s.d;
@@ -150,22 +151,18 @@ void dx_phases(const Backward<T>& s, T* dxs, T* dxa, T* dxb, const T* dys, const
                     }
         }
         if (!paired) continue;
-        // row r of phase (a, 0) holds dx columns 0, 2, 4, ..., of phase (a, 1) columns 1, 3, ...
-        const int64_t rows = s.phases[a * across].rows, odd = d.W / 2;
-        for (int64_t i = 0; i < nb; ++i)
-            for (int64_t c = 0; c < d.C; ++c)
-                for (int64_t r = 0; r < rows; ++r) {
-                    T* __restrict to = dxs + i * chw + (c * d.H + r * d.SH + a) * d.W;
-                    const T* __restrict even = dxb + c * plane + i * img + r * s.WQ;
-                    const T* __restrict odds = even + d.C * plane;
-                    for (int64_t j = 0; j < odd; ++j) {
-                        to[2 * j] = even[j];
-                        to[2 * j + 1] = odds[j];
-                    }
-                    if (d.W % 2) to[d.W - 1] = even[odd];
-                }
+        // row r of phase (a, 0) holds dx columns 0, 2, 4, ..., of phase (a, 1) columns 1, 3, ...;
+        // the ReLU's mask is applied as they are woven together
+        for (int64_t i = 0; i < nb; ++i) {
+            const int64_t at = i * chw + a * d.W;
+            s.kern.interleave(InterleaveArgs<T>{.planes = d.C, .rows = s.phases[a * across].rows, .width = d.W,
+                                                .dst = dxs + at, .mask = xs ? xs + at : nullptr,
+                                                .dst_plane = d.H * d.W, .dst_row = d.SH * d.W,
+                                                .even = dxb + i * img, .odd = dxb + d.C * plane + i * img,
+                                                .src_plane = plane, .src_row = s.WQ});
+        }
     }
-    if (xs) mask_relu(dxs, xs, nb * chw);
+    if (xs && !paired) mask_relu(dxs, xs, nb * chw);
 }
 
 // dx of one image, any stride: dcol = W^T dy at dxb, then each tap's column adds back onto the

@@ -266,6 +266,21 @@ struct ActivationArgs {
     bool from_output;   // with dy: ELU from its output, else the leaky ReLU
 };
 
+// The two column phases of a stride-2 input gradient woven back into rows (conv2d_backward_dx.h,
+// dx_phases): row r of plane p is dst[2j] = even[j], dst[2j + 1] = odd[j] for j < width / 2, and
+// dst[width - 1] = even[width / 2] when width is odd. With mask (laid out as dst), each value is
+// zero where mask <= 0: the gradient of the ReLU whose output was the layer's input.
+template <typename T>
+struct InterleaveArgs {
+    int64_t planes, rows, width;
+    T* dst;
+    const T* mask;                  // nullptr: no ReLU
+    int64_t dst_plane, dst_row;     // strides of dst and mask
+    const T* even;
+    const T* odd;
+    int64_t src_plane, src_row;     // strides of even and odd
+};
+
 // Whether all n values are finite (no NaN, no infinity).
 template <typename T>
 struct FiniteArgs {
@@ -292,6 +307,7 @@ struct FiniteArgs {
     X(sgd, SgdArgs, void)                                                                          \
     X(finite, FiniteArgs, bool)                                                                    \
     X(activation, ActivationArgs, void)                                                            \
+    X(interleave, InterleaveArgs, void)                                                            \
     X(batchnorm, BnArgs, void)                                                                     \
     X(lane_conv, LaneConvArgs, void)                                                               \
     X(lane_dw, LaneDwArgs, void)                                                                   \
