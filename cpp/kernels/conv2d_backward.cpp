@@ -2,7 +2,7 @@
 // maqueta/conv2d.h; Hp, Wp, K, P as in conv2d_common.h.
 // Plain twin, the same math as loops in the order of the formula: cpp/plain/conv2d.cpp (conv2d_backward).
 //
-// Each thread takes a contiguous range of images and walks it in blocks of kBlock: stage() lays
+// Each thread takes a contiguous range of images and walks it in blocks (at most kBlock): stage() lays
 // the block's images out (padded image, or col; and dy) so that one batched micro-kernel call in
 // add_dw() sums their dw contributions inside each register tile. dx is computed per image (or
 // per block, by phases) by one of four algorithms (conv2d_backward_dx.h; conv::plan picks by
@@ -17,7 +17,11 @@ namespace maqueta {
 namespace conv {
 namespace {
 
+// Images per block: at most kBlock, and no more than keep one thread's staged images, dy and dx
+// buffers within kBlockBytes, so that the block's passes (staging, dw, dx, its weave) find them in
+// the core's own cache (1-2 MB of L2 on current x86 cores) rather than in the shared L3.
 constexpr int64_t kBlock = 8;
+constexpr int64_t kBlockBytes = 768 * 1024;
 
 // sums[o] += rows[p][o] for p < n, o < width (rows width apart), each o summed in order of p.
 // Sixteen sums at a time stay in registers across the rows: summed in memory, every row waited on
@@ -107,7 +111,6 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
     const bool direct_dx = need_dx && plan.dx == Dx::Direct, wide_dx = need_dx && plan.dx == Dx::Wide;
     const bool phases_dx = need_dx && plan.dx == Dx::Phases;
     const int teams = team_size(d.N);
-    const int64_t block = std::min<int64_t>(kBlock, (d.N + teams - 1) / teams);
     // dy padded for the direct correlations: by KH-1, KW-1 (dx_direct), or as phase_grid says
     int64_t HQ = d.H + d.KH - 1, WQ = d.W + d.KW - 1, PT = 0, PL = 0;
     if (phases_dx) {
@@ -123,11 +126,15 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
     // Pixel-major instead takes dy transposed, [P][OP] per image.
     const int64_t Q = direct ? (d.OH - 1) * Wp + d.OW : P;
     const int64_t Qpad = round_up(Q, L), NW = d.OH * Wp;
+    const int64_t img_len = direct ? d.C * Hp * Wp + NR : K * Qpad + NR, dya_len = pixel ? P * OP : d.O * Qpad;
+    const int64_t phase_planes = phases_dx ? d.O + (pairs_phases(d) ? 2 : 1) * d.C : 0;   // per image, HQ x WQ each
+    const int64_t image_bytes = (int64_t)sizeof(T) * (img_len + dya_len + phase_planes * HQ * WQ);
+    const int64_t block = std::max<int64_t>(1, std::min({kBlock, (d.N + teams - 1) / teams, kBlockBytes / image_bytes}));
     Backward<T> s{.d = d, .kern = kern, .pixel = pixel, .direct = direct, .dx = plan.dx, .K = K, .P = P, .Hp = Hp,
                   .Wp = Wp, .HQ = HQ, .WQ = WQ, .K2 = K2, .PT = PT, .PL = PL, .block = block, .OP = OP,
                   .Qpad = Qpad,
-                  .img_len = direct ? d.C * Hp * Wp + NR : K * Qpad + NR,
-                  .dya_len = pixel ? P * OP : d.O * Qpad,
+                  .img_len = img_len,
+                  .dya_len = dya_len,
                   .NW = NW,
                   .dxa_len = !need_dx ? 0 : direct_dx ? d.O * HQ * WQ + NR : wide_dx ? d.O * NW + NR
                            : phases_dx ? d.O * block * HQ * WQ + NR : d.O * P + NR};
