@@ -17,9 +17,9 @@ namespace maqueta {
 namespace conv {
 namespace {
 
-// Images per block: at most kBlock, and no more than keep one thread's staged images, dy and dx
-// buffers within kBlockBytes, so that the block's passes (staging, dw, dx, its weave) find them in
-// the core's own cache (1-2 MB of L2 on current x86 cores) rather than in the shared L3.
+// Images per block: at most kBlock, and few enough that one thread's staged images, dy and dx
+// buffers fit in kBlockBytes, so that the block's passes (staging, dw, dx, the weave) find them
+// in the core's own L2 (1-2 MB on current x86 cores) rather than in the shared L3.
 constexpr int64_t kBlock = 8;
 constexpr int64_t kBlockBytes = 768 * 1024;
 

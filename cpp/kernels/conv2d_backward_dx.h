@@ -103,8 +103,8 @@ void dx_wide(const Backward<T>& s, T* dxn, T* dxa, T* dxb, const T* dyn) {
 // [C][block][HQ][WQ]) is then copied to its pixels. At stride 2 across, the two column phases of
 // a row phase are computed side by side (the second at dxb + C*plane) and their rows interleaved:
 // one pass of whole vectors instead of a store per pixel, which also zeroes dx where xs (the
-// ReLU's input, if given) <= 0. Unpaired phases are zeroed so after the block is written (in one
-// pass over the block: rows of a few pixels each cost more).
+// ReLU's input, if given) <= 0. Unpaired phases take that mask in one pass over the block once
+// it is written (rows of a few pixels each cost more).
 template <typename T>
 void dx_phases(const Backward<T>& s, T* dxs, T* dxa, T* dxb, const T* dys, const T* xs, int64_t nb) {
     const Conv2dDims& d = s.d;
